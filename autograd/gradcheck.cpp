@@ -1,0 +1,198 @@
+#include "autograd/gradcheck.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "autograd/engine.h"
+#include "autograd/grad_mode.h"
+
+namespace mom::autograd {
+
+namespace {
+
+struct Checked {
+  size_t index;  // position in inputs
+  Tensor leaf;   // f64 contiguous leaf requiring grad
+};
+
+std::vector<Tensor> eval(const GradcheckFn& fn, const std::vector<Tensor>& inputs) {
+  NoGradGuard guard;
+  return fn(inputs);
+}
+
+double weighted_sum(const std::vector<Tensor>& outs, const std::vector<std::vector<double>>& w) {
+  double s = 0;
+  for (size_t o = 0; o < outs.size(); ++o) {
+    if (!outs[o].defined()) continue;
+    std::vector<double> v = outs[o].to_vector<double>();
+    for (size_t i = 0; i < v.size(); ++i) s += w[o][i] * v[i];
+  }
+  return s;
+}
+
+// Analytic gradient of sum(w * out) for every checked input (zeros where none reached it).
+std::vector<std::vector<double>> analytic(const GradcheckFn& fn, const std::vector<Tensor>& inputs,
+                                          std::vector<Checked>& checked, const std::vector<std::vector<double>>& w) {
+  for (Checked& c : checked) c.leaf.zero_grad();
+  std::vector<Tensor> outs = fn(inputs);
+  std::vector<Tensor> roots, grads;
+  for (size_t o = 0; o < outs.size(); ++o) {
+    if (!outs[o].defined() || !outs[o].requires_grad()) continue;
+    roots.push_back(outs[o]);
+    std::vector<double> wo = w[o];
+    grads.push_back(from_vector<double>(wo, outs[o].shape()).to(outs[o].dtype()));
+  }
+  if (!roots.empty()) backward(roots, grads);
+  std::vector<std::vector<double>> result;
+  for (Checked& c : checked) {
+    Tensor g = c.leaf.grad();
+    result.push_back(g.defined() ? g.to_vector<double>() : std::vector<double>(c.leaf.numel(), 0.0));
+  }
+  return result;
+}
+
+// d/dt sum(w * fn(x + t v)) at t = 0 by central differences.
+double directional(const GradcheckFn& fn, const std::vector<Tensor>& inputs, Tensor& leaf,
+                   const std::vector<double>& v, const std::vector<std::vector<double>>& w, double eps) {
+  double* p = leaf.data<double>();
+  std::vector<double> saved(p, p + leaf.numel());
+  for (size_t i = 0; i < v.size(); ++i) p[i] = saved[i] + eps * v[i];
+  double plus = weighted_sum(eval(fn, inputs), w);
+  for (size_t i = 0; i < v.size(); ++i) p[i] = saved[i] - eps * v[i];
+  double minus = weighted_sum(eval(fn, inputs), w);
+  std::copy(saved.begin(), saved.end(), p);
+  return (plus - minus) / (2 * eps);
+}
+
+void compare(GradcheckRow& row, double a, double n, const GradcheckOptions& opts) {
+  double err = std::fabs(a - n);
+  if (!(err <= opts.atol + opts.rtol * std::fabs(n))) row.ok = false;  // NaN fails too
+  if (std::isnan(err)) err = INFINITY;
+  row.max_abs_err = std::max(row.max_abs_err, err);
+  row.max_rel_err = std::max(row.max_rel_err, err / std::max({std::fabs(a), std::fabs(n), 1e-3}));
+  row.compared += 1;
+}
+
+}  // namespace
+
+std::vector<GradcheckRow> gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inputs_in,
+                                    const std::vector<std::string>& names, const GradcheckOptions& opts) {
+  MOM_CHECK(names.size() == inputs_in.size(), "gradcheck", inputs_in.size() << " inputs but " << names.size() << " names");
+  std::vector<Tensor> inputs;
+  std::vector<Checked> checked;
+  for (size_t i = 0; i < inputs_in.size(); ++i) {
+    const Tensor& t = inputs_in[i];
+    if (t.defined() && is_floating(t.dtype())) {
+      MOM_CHECK(t.dtype() == DType::f64 && t.device().is_cpu(), "gradcheck",
+                "input '" << names[i] << "' must be float64 on the CPU, got " << dtype_name(t.dtype()) << " on "
+                          << t.device().str());
+      Tensor leaf = t.detach().clone();
+      leaf.set_requires_grad(true);
+      inputs.push_back(leaf);
+      checked.push_back({i, leaf});
+    } else {
+      inputs.push_back(t);
+    }
+  }
+  std::vector<Tensor> outs0 = eval(fn, inputs);
+  std::vector<int64_t> out_sizes;
+  int64_t total_out = 0;
+  for (const Tensor& o : outs0) {
+    out_sizes.push_back(o.defined() ? o.numel() : 0);
+    total_out += out_sizes.back();
+  }
+  int64_t max_in = 0;
+  for (const Checked& c : checked) max_in = std::max(max_in, c.leaf.numel());
+
+  std::vector<GradcheckRow> rows;
+  for (const Checked& c : checked) rows.push_back({names[c.index]});
+  Generator gen(opts.seed * 7919 + 17);
+
+  auto zero_weights = [&] {
+    std::vector<std::vector<double>> w;
+    for (int64_t n : out_sizes) w.emplace_back(n, 0.0);
+    return w;
+  };
+
+  if (total_out <= opts.full_jacobian_max && max_in <= opts.full_jacobian_max) {
+    // Full Jacobian: row k (output element) analytic by backward, column j numeric by perturbation.
+    std::vector<std::vector<std::vector<double>>> jac_a;  // [out element][checked input][elem]
+    for (size_t o = 0; o < out_sizes.size(); ++o)
+      for (int64_t k = 0; k < out_sizes[o]; ++k) {
+        auto w = zero_weights();
+        w[o][k] = 1.0;
+        jac_a.push_back(analytic(fn, inputs, checked, w));
+      }
+    for (size_t ci = 0; ci < checked.size(); ++ci) {
+      Tensor& leaf = checked[ci].leaf;
+      for (int64_t j = 0; j < leaf.numel(); ++j) {
+        std::vector<double> v(leaf.numel(), 0.0);
+        v[j] = 1.0;
+        size_t row_k = 0;
+        for (size_t o = 0; o < out_sizes.size(); ++o)
+          for (int64_t k = 0; k < out_sizes[o]; ++k, ++row_k) {
+            auto w = zero_weights();
+            w[o][k] = 1.0;
+            compare(rows[ci], jac_a[row_k][ci][j], directional(fn, inputs, leaf, v, w, opts.eps), opts);
+          }
+      }
+    }
+    return rows;
+  }
+
+  for (int p = 0; p < opts.projections; ++p) {
+    auto w = zero_weights();
+    for (auto& wo : w)
+      for (double& x : wo) x = gen.normal();
+    std::vector<std::vector<double>> ga = analytic(fn, inputs, checked, w);
+    for (size_t ci = 0; ci < checked.size(); ++ci) {
+      Tensor& leaf = checked[ci].leaf;
+      int64_t n = leaf.numel();
+      for (int d = 0; d < 2 * opts.directions; ++d) {
+        std::vector<double> v(n, 0.0);
+        if (d % 2 == 0) {
+          for (double& x : v) x = gen.normal();
+        } else {
+          v[gen.randint(static_cast<uint64_t>(n))] = 1.0;
+        }
+        double a = 0;
+        for (int64_t i = 0; i < n; ++i) a += ga[ci][i] * v[i];
+        compare(rows[ci], a, directional(fn, inputs, leaf, v, w, opts.eps), opts);
+      }
+    }
+  }
+  return rows;
+}
+
+GradcheckRegistry& GradcheckRegistry::instance() {
+  static GradcheckRegistry registry;
+  return registry;
+}
+
+void GradcheckRegistry::add_cases(const std::vector<GradcheckCase>& cases) {
+  cases_.insert(cases_.end(), cases.begin(), cases.end());
+}
+
+const std::vector<GradcheckCase>& GradcheckRegistry::cases() {
+  if (!builtin_added_) {
+    builtin_added_ = true;
+    std::vector<GradcheckCase> builtin;
+    add_elementwise_gradcheck_cases(builtin);
+    add_reduce_shape_gradcheck_cases(builtin);
+    add_nn_ops_gradcheck_cases(builtin);
+    add_selective_scan_gradcheck_cases(builtin);
+    add_causal_conv1d_gradcheck_cases(builtin);
+    add_masked_linear_gradcheck_cases(builtin);
+    cases_.insert(cases_.begin(), builtin.begin(), builtin.end());
+  }
+  return cases_;
+}
+
+std::vector<std::string> GradcheckRegistry::ops() {
+  std::vector<std::string> names;
+  for (const GradcheckCase& c : cases())
+    if (std::find(names.begin(), names.end(), c.op) == names.end()) names.push_back(c.op);
+  return names;
+}
+
+}  // namespace mom::autograd

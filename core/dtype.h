@@ -1,0 +1,93 @@
+// Element types. f32 is the training type, f64 the gradient-check type, i32/i64 hold token and
+// modality ids, u8/boolean hold bytes and masks (one byte per element).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "core/error.h"
+
+namespace mom {
+
+enum class DType : uint8_t { f32, f64, i32, i64, u8, boolean };
+
+inline size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::f64: return 8;
+    case DType::i32: return 4;
+    case DType::i64: return 8;
+    case DType::u8: return 1;
+    case DType::boolean: return 1;
+  }
+  return 0;
+}
+
+inline const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "float32";
+    case DType::f64: return "float64";
+    case DType::i32: return "int32";
+    case DType::i64: return "int64";
+    case DType::u8: return "uint8";
+    case DType::boolean: return "bool";
+  }
+  return "?";
+}
+
+inline bool is_floating(DType t) { return t == DType::f32 || t == DType::f64; }
+
+template <typename T> struct DTypeOf;
+template <> struct DTypeOf<float> { static constexpr DType value = DType::f32; };
+template <> struct DTypeOf<double> { static constexpr DType value = DType::f64; };
+template <> struct DTypeOf<int32_t> { static constexpr DType value = DType::i32; };
+template <> struct DTypeOf<int64_t> { static constexpr DType value = DType::i64; };
+template <> struct DTypeOf<uint8_t> { static constexpr DType value = DType::u8; };
+template <> struct DTypeOf<bool> { static constexpr DType value = DType::boolean; };
+template <typename T> constexpr DType dtype_of() { return DTypeOf<T>::value; }
+
+}  // namespace mom
+
+namespace mom {
+
+// Calls f(TypeTag<T>{}) with T the C++ type of the dtype. The body names the type with MOM_TYPE:
+//     dispatch_float(x.dtype(), "exp", [&](auto tag) {
+//       using scalar_t = MOM_TYPE(tag);
+//       ...
+//     });
+template <typename T> struct TypeTag { using type = T; };
+#define MOM_TYPE(tag) typename decltype(tag)::type
+
+// f32 and f64: the types every floating kernel is written for.
+template <typename F> decltype(auto) dispatch_float(DType dt, const char* op, F&& f) {
+  switch (dt) {
+    case DType::f32: return f(TypeTag<float>{});
+    case DType::f64: return f(TypeTag<double>{});
+    default: MOM_THROW(op, "expects float32 or float64, got " << dtype_name(dt));
+  }
+}
+
+// Every dtype (copies, casts, printing).
+template <typename F> decltype(auto) dispatch_all(DType dt, const char* op, F&& f) {
+  switch (dt) {
+    case DType::f32: return f(TypeTag<float>{});
+    case DType::f64: return f(TypeTag<double>{});
+    case DType::i32: return f(TypeTag<int32_t>{});
+    case DType::i64: return f(TypeTag<int64_t>{});
+    case DType::u8: return f(TypeTag<uint8_t>{});
+    case DType::boolean: return f(TypeTag<bool>{});
+  }
+  MOM_THROW(op, "unknown dtype");
+}
+
+// Index dtypes (token ids, modality ids, gather indices).
+template <typename F> decltype(auto) dispatch_index(DType dt, const char* op, F&& f) {
+  switch (dt) {
+    case DType::i32: return f(TypeTag<int32_t>{});
+    case DType::i64: return f(TypeTag<int64_t>{});
+    default: MOM_THROW(op, "indices must be int32 or int64, got " << dtype_name(dt));
+  }
+}
+
+}  // namespace mom

@@ -1,0 +1,22 @@
+// Shape helpers. A Shape is the list of sizes, outermost first; strides count elements.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mom {
+
+using Shape = std::vector<int64_t>;
+
+int64_t shape_numel(const Shape& shape);
+Shape contiguous_strides(const Shape& shape);
+std::string shape_str(const Shape& shape);  // "(2, 3)"
+
+// Wraps a possibly negative dim into [0, ndim); throws [op] when out of range.
+int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op);
+
+// NumPy broadcasting of two shapes; throws [op] when they cannot broadcast.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+
+}  // namespace mom

@@ -1,0 +1,45 @@
+// Helpers shared by the test suites.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace mom::test {
+
+// Runs f and expects a mom::Error whose message starts with `prefix` (e.g. "[masked_linear]").
+template <typename F> void expect_error(F&& f, const std::string& prefix) {
+  try {
+    f();
+    ADD_FAILURE() << "expected mom::Error starting with " << prefix;
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(prefix, 0), 0u) << "message: " << e.what();
+  }
+}
+
+// ||a - b|| / ||b|| over all elements (b is the reference), computed in double.
+inline double rel_error(const Tensor& a, const Tensor& b) {
+  std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
+  EXPECT_EQ(x.size(), y.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < std::min(x.size(), y.size()); ++i) {
+    num += (x[i] - y[i]) * (x[i] - y[i]);
+    den += y[i] * y[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-300);
+}
+
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+  std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
+  double m = 0;
+  for (size_t i = 0; i < std::min(x.size(), y.size()); ++i) m = std::max(m, std::fabs(x[i] - y[i]));
+  return m;
+}
+
+}  // namespace mom::test
