@@ -43,6 +43,8 @@ struct GradcheckRow {
 using GradcheckFn = std::function<std::vector<Tensor>(const std::vector<Tensor>&)>;
 
 // Checks every floating input of `inputs` (f64, CPU); integer inputs (ids) are passed through.
+// Inputs are copied into fresh leaves, except leaves that already require grad (a module's
+// parameters): those are perturbed in place and restored, so `fn` may close over them.
 std::vector<GradcheckRow> gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inputs,
                                     const std::vector<std::string>& names, const GradcheckOptions& opts = {});
 

@@ -39,6 +39,7 @@ inline Tensor operator+(const Tensor& x, double s) { return add(x, s); }
 
 // ---- reductions (autograd/reduce.cpp) ----
 Tensor sum(const Tensor& x);                                                  // all elements -> ()
+// Reduces every dim listed (any order, no repeats); an empty list reduces nothing, as NumPy.
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor mean(const Tensor& x);
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
@@ -47,9 +48,12 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim = false);               //
 
 // ---- matmul (autograd/matmul.cpp) ----
 // (M, K) @ (K, N) -> (M, N); batched (..., M, K) @ (..., K, N) with broadcast batch dims; CBLAS on CPU.
+// An input that is a transpose of contiguous data (transpose(w, 0, 1)) is read with a CBLAS flag, not copied.
 Tensor matmul(const Tensor& a, const Tensor& b);
 
 // ---- shape and index ops (autograd/shape_ops.cpp) ----
+// reshape ... expand return views sharing x's storage (reshape of a non-contiguous x copies);
+// contiguous, cat, split, index_select and gather return fresh contiguous copies.
 Tensor reshape(const Tensor& x, const Shape& shape);
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);

@@ -2,9 +2,6 @@
 // deletes its line here.
 #include "autograd/gradcheck.h"
 namespace mom::autograd {
-void add_reduce_shape_gradcheck_cases(std::vector<GradcheckCase>&) {}
-void add_nn_ops_gradcheck_cases(std::vector<GradcheckCase>&) {}
-void add_selective_scan_gradcheck_cases(std::vector<GradcheckCase>&) {}
 void add_causal_conv1d_gradcheck_cases(std::vector<GradcheckCase>&) {}
 void add_masked_linear_gradcheck_cases(std::vector<GradcheckCase>&) {}
 }  // namespace mom::autograd

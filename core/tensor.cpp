@@ -70,6 +70,7 @@ const std::shared_ptr<Storage>& Tensor::storage() const { MOM_IMPL_CHECK("Tensor
 bool Tensor::is_contiguous() const {
   const Shape& sh = shape();
   const Shape& st = strides();
+  if (shape_numel(sh) == 0) return true;
   int64_t expected = 1;
   for (size_t i = sh.size(); i-- > 0;) {
     if (sh[i] == 1) continue;

@@ -1,0 +1,175 @@
+// Differentiable selective scan: records a node whose backward calls kernels::selective_scan_backward,
+// and the gradient-check cases of the family.
+#include "autograd/selective_scan.h"
+
+#include <string>
+
+#include "autograd/function_util.h"
+#include "autograd/gradcheck.h"
+#include "autograd/node.h"
+#include "kernels/selective_scan.h"
+
+namespace mom {
+
+using autograd::kernel_input;
+using autograd::make_node;
+using autograd::needs_grad;
+using autograd::Node;
+using autograd::SavedTensor;
+using autograd::set_history;
+
+namespace {
+
+// Inputs in the order of make_node (and of the gradients apply returns).
+struct SelectiveScanBackward : Node {
+  SavedTensor u, delta, A, B_ssm, C_ssm, D, z, delta_bias, initial_state;
+  bool delta_softplus = false;
+
+  std::string name() const override { return "selective_scan"; }
+
+  std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
+    kernels::SelectiveScanParams p;
+    p.u = u.unpack(*this);
+    p.delta = delta.unpack(*this);
+    p.A = A.unpack(*this);
+    p.B_ssm = B_ssm.unpack(*this);
+    p.C_ssm = C_ssm.unpack(*this);
+    p.D = D.unpack(*this);
+    p.z = z.unpack(*this);
+    p.delta_bias = delta_bias.unpack(*this);
+    p.initial_state = initial_state.unpack(*this);
+    p.delta_softplus = delta_softplus;
+    kernels::SelectiveScanGrads d = kernels::selective_scan_backward(p, kernel_input(grads[0]), kernel_input(grads[1]));
+    return {d.du, d.ddelta, d.dA, d.dB_ssm, d.dC_ssm, d.dD, d.dz, d.ddelta_bias, d.dinitial_state};
+  }
+
+  void release_saved() override {
+    for (SavedTensor* s : {&u, &delta, &A, &B_ssm, &C_ssm, &D, &z, &delta_bias, &initial_state}) s->reset();
+  }
+};
+
+}  // namespace
+
+SelectiveScanResult selective_scan(const SelectiveScanInputs& in) {
+  kernels::SelectiveScanParams p;
+  p.u = kernel_input(in.u);
+  p.delta = kernel_input(in.delta);
+  p.A = kernel_input(in.A);
+  p.B_ssm = kernel_input(in.B_ssm);
+  p.C_ssm = kernel_input(in.C_ssm);
+  p.D = kernel_input(in.D);
+  p.z = kernel_input(in.z);
+  p.delta_bias = kernel_input(in.delta_bias);
+  p.initial_state = kernel_input(in.initial_state);
+  p.delta_softplus = in.delta_softplus;
+  kernels::SelectiveScanResult r = kernels::selective_scan_forward(p);
+  SelectiveScanResult result{r.out, r.last_state};
+
+  const std::vector<Tensor> inputs = {in.u, in.delta, in.A, in.B_ssm, in.C_ssm,
+                                      in.D, in.z,     in.delta_bias, in.initial_state};
+  if (needs_grad(inputs)) {
+    auto node = make_node<SelectiveScanBackward>(inputs);
+    node->u = SavedTensor(p.u);
+    node->delta = SavedTensor(p.delta);
+    node->A = SavedTensor(p.A);
+    node->B_ssm = SavedTensor(p.B_ssm);
+    node->C_ssm = SavedTensor(p.C_ssm);
+    node->D = SavedTensor(p.D);
+    node->z = SavedTensor(p.z);
+    node->delta_bias = SavedTensor(p.delta_bias);
+    node->initial_state = SavedTensor(p.initial_state);
+    node->delta_softplus = in.delta_softplus;
+    set_history(node, {&result.out, &result.last_state});
+  }
+  return result;
+}
+
+// ---- gradient-check cases ----
+
+namespace autograd {
+
+namespace {
+
+struct ScanCaseConfig {
+  int64_t B, L, E, N;
+  bool D, z, delta_bias, initial_state, softplus;
+  bool last_state_only = false;  // check the gradient reaching the inputs from last_state alone
+};
+
+std::string describe(const ScanCaseConfig& c) {
+  std::string s = "B=" + std::to_string(c.B) + " L=" + std::to_string(c.L) + " E=" + std::to_string(c.E) +
+                  " N=" + std::to_string(c.N);
+  if (c.D && c.z && c.delta_bias && c.initial_state) {
+    s += " all";
+  } else {
+    if (c.D) s += " D";
+    if (c.z) s += " z";
+    if (c.delta_bias) s += " bias";
+    if (c.initial_state) s += " h0";
+  }
+  if (c.softplus) s += " sp";
+  if (c.last_state_only) s += " state-only";
+  return s;
+}
+
+GradcheckProblem make_scan_problem(const ScanCaseConfig& c, Generator& gen) {
+  GradcheckProblem p;
+  auto add = [&](const char* name, Tensor t) {
+    p.inputs.push_back(t);
+    p.names.push_back(name);
+  };
+  const DType f64 = DType::f64;
+  add("u", randn({c.B, c.L, c.E}, gen, f64));
+  add("delta", c.softplus ? rand({c.B, c.L, c.E}, gen, f64, -1.0, 1.0) : rand({c.B, c.L, c.E}, gen, f64, 0.1, 0.6));
+  add("A", rand({c.E, c.N}, gen, f64, -1.5, -0.3));
+  add("B_ssm", randn({c.B, c.L, c.N}, gen, f64));
+  add("C_ssm", randn({c.B, c.L, c.N}, gen, f64));
+  if (c.D) add("D", randn({c.E}, gen, f64));
+  if (c.z) add("z", randn({c.B, c.L, c.E}, gen, f64));
+  if (c.delta_bias) add("delta_bias", rand({c.E}, gen, f64, -0.3, 0.3));
+  if (c.initial_state) add("initial_state", randn({c.B, c.E, c.N}, gen, f64));
+  p.fn = [c](const std::vector<Tensor>& in) {
+    size_t next = 0;
+    SelectiveScanInputs s;
+    s.u = in[next++];
+    s.delta = in[next++];
+    s.A = in[next++];
+    s.B_ssm = in[next++];
+    s.C_ssm = in[next++];
+    if (c.D) s.D = in[next++];
+    if (c.z) s.z = in[next++];
+    if (c.delta_bias) s.delta_bias = in[next++];
+    if (c.initial_state) s.initial_state = in[next++];
+    s.delta_softplus = c.softplus;
+    SelectiveScanResult r = selective_scan(s);
+    return c.last_state_only ? std::vector<Tensor>{r.last_state} : std::vector<Tensor>{r.out, r.last_state};
+  };
+  return p;
+}
+
+}  // namespace
+
+void add_selective_scan_gradcheck_cases(std::vector<GradcheckCase>& cases) {
+  // Tiny shapes take the full Jacobian; the others random projections. L = 7 and 13 and E = 5, N = 3
+  // avoid every power of two; each optional input appears alone, all together and not at all.
+  // Variant names: "all" = D, z, delta_bias and initial_state (h0); "sp" = delta_softplus; "state-only"
+  // differentiates last_state alone. Every other case differentiates out and last_state together.
+  static const ScanCaseConfig configs[] = {
+      {1, 3, 2, 2, true, true, true, true, true},
+      {1, 1, 3, 2, false, false, false, false, false},
+      {1, 1, 5, 3, true, true, true, true, true},
+      {2, 7, 5, 3, false, false, false, false, true},
+      {2, 7, 5, 3, true, false, false, false, false},
+      {2, 7, 5, 3, false, true, false, false, true},
+      {2, 7, 5, 3, false, false, true, false, true},
+      {2, 7, 5, 3, false, false, false, true, false},
+      {2, 13, 5, 3, true, true, true, true, true},
+      {1, 13, 5, 4, true, true, true, true, false},
+      {2, 7, 5, 3, true, true, true, true, true, true},
+  };
+  for (const ScanCaseConfig& c : configs)
+    cases.push_back({"selective_scan", describe(c), [c](Generator& gen) { return make_scan_problem(c, gen); }});
+}
+
+}  // namespace autograd
+}  // namespace mom

@@ -1,0 +1,43 @@
+// Differentiable selective scan (math, shapes and precision in kernels/selective_scan.h).
+//
+//   SelectiveScanInputs in;
+//   in.u = x; in.delta = dt; in.A = A; in.B_ssm = Bm; in.C_ssm = Cm;   // required
+//   in.D = D; in.z = z; in.delta_bias = dt_bias;                        // optional
+//   in.delta_softplus = true;
+//   auto [out, last_state] = selective_scan(in);
+//
+// u, delta, z (B, L, E); A (E, N); B_ssm, C_ssm (B, L, N); D, delta_bias (E); initial_state (B, E, N)
+// -> out (B, L, E), last_state (B, E, N). Inputs may have any strides (they are made contiguous).
+// Feeding one call's last_state as the next call's initial_state continues the sequence: chunked
+// training gives the outputs of one call on the whole sequence, and gradients flow back through the
+// chain. Gradients reach every input that requires one, from both outputs.
+//
+// The node saves the inputs themselves (detached, contiguous) and nothing else: the backward
+// recomputes the states (see the kernel header for its scratch memory).
+#pragma once
+
+#include "core/tensor.h"
+
+namespace mom {
+
+struct SelectiveScanInputs {
+  Tensor u;              // (B, L, E)
+  Tensor delta;          // (B, L, E)
+  Tensor A;              // (E, N)
+  Tensor B_ssm;          // (B, L, N)
+  Tensor C_ssm;          // (B, L, N)
+  Tensor D;              // (E)        optional skip weight
+  Tensor z;              // (B, L, E)  optional gate: out = y * silu(z)
+  Tensor delta_bias;     // (E)        optional
+  Tensor initial_state;  // (B, E, N)  optional state before the first token (zeros when absent)
+  bool delta_softplus = false;
+};
+
+struct SelectiveScanResult {
+  Tensor out;         // (B, L, E)
+  Tensor last_state;  // (B, E, N)
+};
+
+SelectiveScanResult selective_scan(const SelectiveScanInputs& inputs);
+
+}  // namespace mom

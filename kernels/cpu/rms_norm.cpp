@@ -1,0 +1,108 @@
+// CPU reference for kernels/rms_norm.h.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/elementwise.h"
+#include "kernels/rms_norm.h"
+
+namespace mom::kernels {
+
+namespace {
+
+constexpr const char* kOp = "rms_norm";
+constexpr int64_t kColumnBlock = 64;  // columns of dweight owned by one thread at a time
+
+void check_tensor(const Tensor& t, const char* name) {
+  check_floating(t, kOp, name);
+  check_contiguous(t, kOp, name);
+  check_cpu(t, kOp, name);
+}
+
+// Checks x (..., D) and weight (D); returns D.
+int64_t check_x_weight(const Tensor& x, const Tensor& weight) {
+  check_tensor(x, "x");
+  MOM_CHECK(x.dim() >= 1, kOp, "x must have at least 1 dimension (..., D), got a scalar");
+  check_tensor(weight, "weight");
+  MOM_CHECK(weight.dim() == 1, kOp, "weight must have 1 dimension, got shape " << shape_str(weight.shape()));
+  check_same_dtype(weight, x, kOp, "weight", "x");
+  const int64_t D = x.size(-1);
+  MOM_CHECK(weight.size(0) == D, kOp, "weight has " << weight.size(0) << " elements, x has D = " << D);
+  return D;
+}
+
+Shape row_shape(const Tensor& x) { return Shape(x.shape().begin(), x.shape().end() - 1); }
+
+}  // namespace
+
+RmsNormForward rms_norm_forward(const Tensor& x, const Tensor& weight, double eps) {
+  const int64_t D = check_x_weight(x, weight);
+  MOM_CHECK(eps >= 0, kOp, "eps must be >= 0, got " << eps);
+  RmsNormForward out{empty_like(x), empty(row_shape(x), x.dtype())};
+  const int64_t rows = out.rstd.numel();
+  dispatch_float(x.dtype(), kOp, [&](auto tag) {
+    using scalar_t = MOM_TYPE(tag);
+    const scalar_t* xp = x.data<scalar_t>();
+    const scalar_t* wp = weight.data<scalar_t>();
+    scalar_t* yp = out.y.data<scalar_t>();
+    scalar_t* rp = out.rstd.data<scalar_t>();
+#pragma omp parallel for schedule(static) if (rows * D > 32768)
+    for (int64_t r = 0; r < rows; ++r) {
+      const scalar_t* xr = xp + r * D;
+      scalar_t* yr = yp + r * D;
+      double ss = 0;
+      for (int64_t i = 0; i < D; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+      const double rstd = 1.0 / std::sqrt(ss / static_cast<double>(D) + eps);
+      rp[r] = static_cast<scalar_t>(rstd);
+      for (int64_t i = 0; i < D; ++i) yr[i] = static_cast<scalar_t>(xr[i] * rstd * wp[i]);
+    }
+  });
+  return out;
+}
+
+RmsNormBackward rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd) {
+  const int64_t D = check_x_weight(x, weight);
+  check_tensor(dy, "dy");
+  check_shape(dy, x.shape(), kOp, "dy");
+  check_same_dtype(dy, x, kOp, "dy", "x");
+  check_tensor(rstd, "rstd");
+  check_shape(rstd, row_shape(x), kOp, "rstd");
+  check_same_dtype(rstd, x, kOp, "rstd", "x");
+  const int64_t rows = rstd.numel();
+  RmsNormBackward out{empty_like(x), empty({D}, x.dtype())};
+  dispatch_float(x.dtype(), kOp, [&](auto tag) {
+    using scalar_t = MOM_TYPE(tag);
+    const scalar_t* xp = x.data<scalar_t>();
+    const scalar_t* wp = weight.data<scalar_t>();
+    const scalar_t* gp = dy.data<scalar_t>();
+    const scalar_t* rp = rstd.data<scalar_t>();
+    scalar_t* dxp = out.dx.data<scalar_t>();
+    scalar_t* dwp = out.dweight.data<scalar_t>();
+    const bool parallel = rows * D > 32768;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t r = 0; r < rows; ++r) {
+      const scalar_t *xr = xp + r * D, *gr = gp + r * D;
+      scalar_t* dxr = dxp + r * D;
+      const double rs = static_cast<double>(rp[r]);
+      double s = 0;
+      for (int64_t i = 0; i < D; ++i) s += static_cast<double>(gr[i]) * wp[i] * xr[i];
+      const double c = rs * rs * rs * s / static_cast<double>(D);
+      for (int64_t i = 0; i < D; ++i) dxr[i] = static_cast<scalar_t>(rs * gr[i] * wp[i] - c * xr[i]);
+    }
+    const int64_t blocks = (D + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t i0 = b * kColumnBlock, i1 = std::min(D, i0 + kColumnBlock);
+      double acc[kColumnBlock] = {};
+      for (int64_t r = 0; r < rows; ++r) {
+        const scalar_t *xr = xp + r * D, *gr = gp + r * D;
+        const double rs = static_cast<double>(rp[r]);
+        for (int64_t i = i0; i < i1; ++i) acc[i - i0] += static_cast<double>(gr[i]) * xr[i] * rs;
+      }
+      for (int64_t i = i0; i < i1; ++i) dwp[i] = static_cast<scalar_t>(acc[i - i0]);
+    }
+  });
+  return out;
+}
+
+}  // namespace mom::kernels

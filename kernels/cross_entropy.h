@@ -1,0 +1,37 @@
+// Fused cross-entropy over class logits: log-softmax, the pick of the target and the weighted mean in
+// one pass, without materialising the (T, V) log-probabilities.
+//
+//   lse_t   = log sum_v exp(logits[t, v])                     (row maximum subtracted first)
+//   nll_t   = lse_t - logits[t, target_t]
+//   counted = { t : target_t != ignore_index },  w_t = weight[t] (1 without a weight)
+//   loss    = sum_{t in counted} w_t nll_t / W,  W = sum_{t in counted} w_t;  loss = 0 when W = 0
+//
+//   dlogits[t, v] = dloss * w_t / W * (exp(logits[t, v] - lse_t) - [v == target_t])   for t counted,
+//                   0 for ignored rows, and everywhere when W = 0.
+//
+// Shapes: logits (T, V) f32/f64 contiguous, V >= 1; targets (T) int32/int64 contiguous, each in
+// [0, V) or equal to ignore_index (otherwise "[cross_entropy] target 9 at position 3 is out of range
+// for 8 classes"); weight: undefined or (T), the dtype of logits, non-negative; loss () and dloss ()
+// the dtype of logits.
+// The forward saves lse (T), in the dtype of logits (ignored rows hold their lse too); the backward
+// recomputes W from targets and weight. The sums over t run serially in index order (in double), so
+// results repeat bit for bit. Nothing accumulates: the backward returns a fresh dlogits.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mom::kernels {
+
+struct CrossEntropyForward {
+  Tensor loss;  // ()
+  Tensor lse;   // (T)
+};
+
+CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                          const Tensor& weight);
+Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                              int64_t ignore_index, const Tensor& weight);
+
+}  // namespace mom::kernels

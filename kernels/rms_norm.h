@@ -1,0 +1,35 @@
+// RMSNorm over the last dim, fused: one forward kernel and one backward kernel giving dx and dweight.
+//
+//   rstd_r = 1 / sqrt(mean_i x[r, i]^2 + eps)
+//   y[r, i] = x[r, i] * rstd_r * weight[i]
+//
+//   s_r        = sum_i dy[r, i] * weight[i] * x[r, i]
+//   dx[r, i]   = rstd_r * dy[r, i] * weight[i] - rstd_r^3 / D * x[r, i] * s_r
+//   dweight[i] = sum_r dy[r, i] * x[r, i] * rstd_r
+//
+// Shapes: x (..., D) with rank >= 1, seen as rows r; weight (D); y, dy, dx (..., D); rstd (...), one
+// value per row; all one floating dtype, contiguous. eps >= 0.
+// The forward returns rstd, which the autograd function saves with x and weight for the backward.
+// Row sums are taken in double. dweight sums over rows in row order (each column block owned by one
+// thread), so results repeat bit for bit whatever the thread count. Nothing accumulates: the backward
+// returns fresh dx and dweight.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace mom::kernels {
+
+struct RmsNormForward {
+  Tensor y;     // (..., D)
+  Tensor rstd;  // (...)
+};
+
+struct RmsNormBackward {
+  Tensor dx;       // (..., D)
+  Tensor dweight;  // (D)
+};
+
+RmsNormForward rms_norm_forward(const Tensor& x, const Tensor& weight, double eps);
+RmsNormBackward rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd);
+
+}  // namespace mom::kernels

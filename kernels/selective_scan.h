@@ -1,0 +1,107 @@
+// Selective scan (the SSM of Mamba): a diagonal linear recurrence per (batch row, channel) whose step
+// size, input and output projections change with every token.
+//
+// Inputs (channel-last; B batch, L length, E channels = d_inner, N state size):
+//   u              (B, L, E)   input sequence
+//   delta          (B, L, E)   step sizes before bias and softplus
+//   A              (E, N)      diagonal state matrix per channel (negative in Mamba: A = -exp(A_log))
+//   B_ssm          (B, L, N)   input projection of each token ("B" of the paper)
+//   C_ssm          (B, L, N)   output projection of each token ("C" of the paper)
+//   D              (E)         optional skip weight
+//   z              (B, L, E)   optional gate
+//   delta_bias     (E)         optional step-size bias
+//   initial_state  (B, E, N)   optional state before the first token (zeros when absent)
+//   delta_softplus             apply softplus to the step sizes
+//
+// Math, for every b, e, n and t = 0 .. L-1 (h_{-1} = initial_state or 0):
+//   dt_t   = softplus(delta_t + delta_bias)   (or delta_t + delta_bias without delta_softplus;
+//                                              softplus(x) = log(1 + exp(x)), x itself above 20, as PyTorch)
+//   h_t[n] = exp(dt_t * A[n]) * h_{t-1}[n] + dt_t * B_t[n] * u_t
+//   y_t    = sum_n C_t[n] * h_t[n] + D * u_t
+//   out_t  = y_t * silu(z_t)                  (or y_t without z)
+// Outputs: out (B, L, E) and last_state = h_{L-1} (B, E, N).
+//
+// Backward: given dout (B, L, E) and dlast_state (B, E, N) (either may be undefined, meaning zeros),
+// returns a gradient for every defined input. With g_t = dL/dh_t (g_{L-1} starts at dlast_state),
+// walking t from L-1 down to 0:
+//   dy_t     = dout_t * silu(z_t);  dz_t = dout_t * y_t * silu'(z_t)
+//   g_t     += dy_t * C_t                       dC_t   = sum_e dy_t * h_t
+//   ddt_t    = sum_n g_t[n] * (A[n] * exp(dt_t A[n]) * h_{t-1}[n] + B_t[n] * u_t)
+//   dA[n]    = sum_{b,t} g_t[n] * dt_t * exp(dt_t A[n]) * h_{t-1}[n]
+//   dB_t     = sum_e g_t * dt_t * u_t            du_t   = dy_t * D + sum_n g_t[n] * dt_t * B_t[n]
+//   dD       = sum_{b,t} dy_t * u_t              ddelta_t = ddt_t * softplus'(delta_t + delta_bias)
+//   ddelta_bias = sum_{b,t} ddelta_t
+//   g_{t-1}  = g_t * exp(dt_t * A)              dinitial_state = g_{-1}
+//
+// Saved for the backward: only the inputs (the autograd node keeps them). No h_t is stored; the
+// backward recomputes the states of one (b, e) at a time into a per-thread scratch buffer of (L+1) x N
+// accumulators (h_{-1} .. h_{L-1}) plus L outputs y_t, with the same code as the forward, so the
+// recomputed states equal the forward's bit for bit (68 KiB per thread at L = 1024, N = 16, float).
+// Nothing accumulates into existing tensors: every gradient is a fresh tensor (=, not +=).
+//
+// Precision: state and every accumulation use acc_t = the wider of float32 and the input type (float
+// for float32 inputs, as DESIGN.md fixes for the CUDA kernel; double for float64). Because the state
+// is stored in its own precision, a chunked forward (last_state fed back as initial_state) equals the
+// unchunked one bit for bit.
+//
+// Parallelism and determinism (results do not depend on the number of threads):
+//   forward: one task per (b, e) pair; each writes its own out[b, :, e] and last_state[b, e, :].
+//   backward: one task per (b, channel group); a group is a fixed slice of the channels
+//     (min(E, kScanChannelGroups) groups, independent of the thread count) walked in increasing e.
+//     du, ddelta, dz and dinitial_state are written by the task that owns (b, e). dB and dC (summed over
+//     e) are summed within a task into its own (L, N) partial, then over the groups in increasing group
+//     order; dA, dD and ddelta_bias (summed over b and t) go to per-(b, e) partials, then are summed over b
+//     in increasing b. Extra memory: 2 * G * B * L * N + B * E * (N + 2) accumulators (4.1 MiB at
+//     B = 2, L = 1024, E = 512, N = 16, float).
+//
+// Inputs must be contiguous, on the CPU, of one floating dtype (float32 or float64). Errors are
+// mom::Error starting with "[selective_scan]".
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mom::kernels {
+
+// Every input of the scan, by name. Optional tensors are left undefined when absent.
+struct SelectiveScanParams {
+  Tensor u;              // (B, L, E)
+  Tensor delta;          // (B, L, E)
+  Tensor A;              // (E, N)
+  Tensor B_ssm;          // (B, L, N)
+  Tensor C_ssm;          // (B, L, N)
+  Tensor D;              // (E)        optional
+  Tensor z;              // (B, L, E)  optional
+  Tensor delta_bias;     // (E)        optional
+  Tensor initial_state;  // (B, E, N)  optional
+  bool delta_softplus = false;
+};
+
+struct SelectiveScanDims {
+  int64_t B = 0, L = 0, E = 0, N = 0;
+};
+
+struct SelectiveScanResult {
+  Tensor out;         // (B, L, E)
+  Tensor last_state;  // (B, E, N)
+};
+
+// One gradient per input; undefined exactly where the input is.
+struct SelectiveScanGrads {
+  Tensor du, ddelta, dA, dB_ssm, dC_ssm, dD, dz, ddelta_bias, dinitial_state;
+};
+
+// Number of channel groups of the backward's deterministic reduction over e (see the header comment).
+constexpr int64_t kScanChannelGroups = 16;
+
+// Validates every input (ranks, matching B/L/E/N, one floating dtype, contiguity, CPU) and returns the
+// dimensions. Throws mom::Error "[selective_scan] ...".
+SelectiveScanDims check_selective_scan(const SelectiveScanParams& p);
+
+SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p);
+
+// dout (B, L, E) and dlast_state (B, E, N) may be undefined (zero gradient).
+SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const Tensor& dout, const Tensor& dlast_state);
+
+}  // namespace mom::kernels
