@@ -5,6 +5,7 @@
 #include "autograd/gradcheck.h"
 #include "core/error.h"
 #include "examples/mom/commands.h"
+#include "nn/gradcheck_cases.h"
 
 namespace mom::cli {
 
@@ -18,6 +19,7 @@ struct GradcheckArgs {
 
 int run_gradcheck(const GradcheckArgs& args) {
   auto& registry = autograd::GradcheckRegistry::instance();
+  registry.add_cases(nn::module_gradcheck_cases());
   if (args.list) {
     for (const std::string& op : registry.ops()) std::printf("%s\n", op.c_str());
     return 0;

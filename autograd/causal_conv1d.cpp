@@ -1,0 +1,108 @@
+// Differentiable causal_conv1d and its gradient-check cases.
+#include "autograd/causal_conv1d.h"
+
+#include <string>
+
+#include "autograd/function_util.h"
+#include "autograd/gradcheck.h"
+#include "autograd/node.h"
+#include "kernels/causal_conv1d.h"
+
+namespace mom {
+
+using autograd::kernel_input;
+using autograd::make_node;
+using autograd::needs_grad;
+using autograd::Node;
+using autograd::SavedTensor;
+using autograd::set_history;
+
+namespace {
+
+// Inputs in order: x, weight, bias, initial_window. Outputs: out, final_window.
+struct CausalConv1dBackward : Node {
+  bool silu;
+  SavedTensor x, weight, bias, initial_window;
+  explicit CausalConv1dBackward(bool s) : silu(s) {}
+  std::string name() const override { return "causal_conv1d"; }
+  std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
+    kernels::CausalConv1dGrads grads = kernels::causal_conv1d_backward(
+        kernel_input(grad_or_zeros(g, 0)), kernel_input(g[1]), x.unpack(*this), weight.unpack(*this),
+        bias.unpack(*this), initial_window.unpack(*this), silu);
+    return {grads.dx, grads.dweight, grads.dbias, grads.dinitial_window};
+  }
+  void release_saved() override {
+    x.reset();
+    weight.reset();
+    bias.reset();
+    initial_window.reset();
+  }
+};
+
+}  // namespace
+
+CausalConv1dResult causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const CausalConv1dOptions& opts) {
+  Tensor x = kernel_input(x_in), weight = kernel_input(weight_in);
+  Tensor bias = kernel_input(opts.bias), initial_window = kernel_input(opts.initial_window);
+  kernels::CausalConv1dOutput fwd = kernels::causal_conv1d_forward(x, weight, bias, initial_window, opts.silu);
+  CausalConv1dResult result{fwd.y, fwd.final_window};
+  if (needs_grad({x_in, weight_in, opts.bias, opts.initial_window})) {
+    auto node = make_node<CausalConv1dBackward>({x_in, weight_in, opts.bias, opts.initial_window}, opts.silu);
+    node->x = SavedTensor(x);
+    node->weight = SavedTensor(weight);
+    node->bias = SavedTensor(bias);
+    node->initial_window = SavedTensor(initial_window);
+    set_history(node, {&result.out, &result.final_window});
+  }
+  return result;
+}
+
+// ---- gradient-check cases ----
+
+namespace autograd {
+
+namespace {
+
+struct ConvCase {
+  int64_t B, L, E, W;
+  bool bias, initial_window, silu;
+};
+
+std::string conv_variant(const ConvCase& c) {
+  std::string v = "B=" + std::to_string(c.B) + " L=" + std::to_string(c.L) + " E=" + std::to_string(c.E) +
+                  " W=" + std::to_string(c.W);
+  if (c.bias) v += ", bias";
+  if (c.initial_window) v += ", init";
+  if (c.silu) v += ", silu";
+  return v;
+}
+
+}  // namespace
+
+void add_causal_conv1d_gradcheck_cases(std::vector<GradcheckCase>& cases) {
+  // Tiny shapes get the full Jacobian; the larger ones random projections. L < W-1 makes the final
+  // window reach back into the initial window; L = 1 is one step of recurrent inference.
+  static const ConvCase shapes[] = {
+      {2, 5, 3, 4, true, true, true},   {1, 1, 3, 4, true, true, true},   {2, 2, 3, 4, true, true, false},
+      {1, 3, 2, 8, true, true, true},   {2, 7, 3, 2, false, false, true}, {2, 6, 5, 4, false, true, false},
+      {2, 13, 7, 4, true, true, true},  {3, 11, 6, 8, true, false, true}, {1, 9, 5, 2, true, true, true},
+  };
+  for (const ConvCase& c : shapes) {
+    cases.push_back({"causal_conv1d", conv_variant(c), [c](Generator& gen) {
+                       GradcheckProblem p;
+                       p.inputs = {randn({c.B, c.L, c.E}, gen, DType::f64), randn({c.E, c.W}, gen, DType::f64, 0, 0.5),
+                                   c.bias ? randn({c.E}, gen, DType::f64) : Tensor(),
+                                   c.initial_window ? randn({c.B, c.W - 1, c.E}, gen, DType::f64) : Tensor()};
+                       p.names = {"x", "weight", "bias", "initial_window"};
+                       bool silu = c.silu;
+                       p.fn = [silu](const std::vector<Tensor>& in) {
+                         CausalConv1dResult r = causal_conv1d(in[0], in[1], {in[2], in[3], silu});
+                         return std::vector<Tensor>{r.out, r.final_window};
+                       };
+                       return p;
+                     }});
+  }
+}
+
+}  // namespace autograd
+}  // namespace mom

@@ -1,0 +1,35 @@
+// Differentiable causal depthwise conv1d (math and shapes in kernels/causal_conv1d.h).
+//
+//   CausalConv1dOptions opts;
+//   opts.bias = b;
+//   opts.silu = true;
+//   auto [y, final_window] = causal_conv1d(x, weight, opts);
+//
+// x (B, L, E), weight (E, W) with 2 <= W <= 8, bias (E) optional, initial_window (B, W-1, E) optional
+// -> out (B, L, E), final_window (B, W-1, E). Feeding one call's final_window as the next call's
+// initial_window continues the sequence: chunked training and step-by-step inference (L = 1) give the
+// same outputs and gradients as one call on the whole sequence. Gradients flow to x, weight, bias and
+// initial_window, from both outputs.
+//
+// The node saves x, weight, bias and initial_window (the inputs themselves, detached) and recomputes
+// the pre-activation in backward.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace mom {
+
+struct CausalConv1dOptions {
+  Tensor bias;            // (E), optional
+  Tensor initial_window;  // (B, W-1, E), optional: the inputs before t = 0 (zeros when absent)
+  bool silu = false;      // fused SiLU on the output
+};
+
+struct CausalConv1dResult {
+  Tensor out;           // (B, L, E)
+  Tensor final_window;  // (B, W-1, E): the last W-1 inputs of each row
+};
+
+CausalConv1dResult causal_conv1d(const Tensor& x, const Tensor& weight, const CausalConv1dOptions& opts = {});
+
+}  // namespace mom

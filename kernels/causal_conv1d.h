@@ -1,0 +1,63 @@
+// Causal depthwise conv1d over the length of each sequence, channel-last, with an optional fused SiLU
+// and a carried window of past inputs, so that chunked training and step-by-step inference continue a
+// sequence exactly.
+//
+//   x               (B, L, E)     input, channel-last; L >= 1
+//   weight          (E, W)        one filter per channel, 2 <= W <= 8
+//   bias            (E)           optional
+//   initial_window  (B, W-1, E)   optional: the W-1 inputs that precede t = 0 (zeros when absent)
+//   y               (B, L, E)
+//   final_window    (B, W-1, E)   the last W-1 inputs of each row, to be passed as the next call's
+//                                 initial_window
+//
+// With xe the row extended to the left by the initial window, xe[b, s] for s in [-(W-1), L):
+//     xe[b, s, e] = x[b, s, e]                      for s >= 0
+//                 = initial_window[b, s + W-1, e]   for s < 0   (0 without an initial window)
+//     pre[b, t, e] = bias[e] + sum_{k=0}^{W-1} weight[e, k] * xe[b, t - (W-1) + k, e]
+//     y[b, t, e] = silu(pre) if silu else pre                    silu(v) = v * sigmoid(v)
+//     final_window[b, j, e] = xe[b, L - (W-1) + j, e]           j in [0, W-1)
+// When L < W-1 the final window reaches back into the initial window. Batch rows never mix.
+//
+// Backward, given dy (B, L, E) and optionally dfinal_window (B, W-1, E) (absent = zeros):
+//     dpre = dy * silu'(pre) (pre is recomputed from the saved inputs), or dy without silu
+//     dxe[b, s, e] = sum_k weight[e, k] * dpre[b, s + (W-1) - k, e]  (terms with t in [0, L))
+//                    + dfinal_window[b, s - L + (W-1), e]          (for s >= L - (W-1))
+//     dx = dxe[s >= 0], dinitial_window = dxe[s < 0]
+//     dweight[e, k] = sum_b sum_t dpre[b, t, e] * xe[b, t - (W-1) + k, e]
+//     dbias[e]      = sum_b sum_t dpre[b, t, e]
+//
+// The forward saves nothing itself; the autograd function saves x, weight, bias and initial_window (all
+// inputs, no extra memory) and the backward recomputes pre. Every gradient is written (=), nothing
+// accumulates into an input. Determinism: each output element is written by one thread; dweight and
+// dbias sum over b then t in that fixed order, in double, whatever the thread count. The W-term sums
+// run in the input type, starting from the bias, k = 0 .. W-1.
+//
+// Inputs must be contiguous, on the CPU, of one floating dtype (f32 or f64); outputs are fresh.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace mom::kernels {
+
+struct CausalConv1dOutput {
+  Tensor y;             // (B, L, E)
+  Tensor final_window;  // (B, W-1, E)
+};
+
+struct CausalConv1dGrads {
+  Tensor dx;               // (B, L, E)
+  Tensor dweight;          // (E, W)
+  Tensor dbias;            // (E); undefined when the forward had no bias
+  Tensor dinitial_window;  // (B, W-1, E); undefined when the forward had no initial window
+};
+
+// bias and initial_window may be undefined Tensors.
+CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                         const Tensor& initial_window, bool silu);
+
+// dfinal_window may be undefined (no gradient reached the final window).
+CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
+                                         const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
+                                         bool silu);
+
+}  // namespace mom::kernels

@@ -1,0 +1,69 @@
+// Modality-routed ("masked") linear projection: every token goes through its own modality's expert,
+// and costs that one expert's FLOPs (never M dense GEMMs over all tokens).
+//
+// Routing, computed once per batch from the modality ids and reused by every masked projection of every
+// layer, forward and backward:
+//     counts[m]   number of tokens of modality m                                      (M)
+//     offsets[m]  start of modality m's block in grouped order; offsets[M] = T         (M + 1)
+//     perm[p]     the token at grouped position p, p in [0, T); within one modality the tokens keep
+//                 their order (a stable counting sort)                                   (T) int64
+//
+// masked_linear, with the experts given as M separate tensors (weight[m] (Out, In), bias[m] (Out)):
+//     y[t, :] = weight[m(t)] @ x[t, :] + bias[m(t)]                                    x (T, In), y (T, Out)
+// computed as: gather the rows of x into grouped order; one GEMM per modality on its contiguous block,
+// writing that block of y in grouped order; then move the rows of y to token order in place (no second
+// (T, Out) buffer), adding the bias on the way.
+//
+// Backward, from dy (T, Out); with dy_m and x_m the rows of modality m in grouped order:
+//     dx_m        = dy_m @ weight[m]          (gather dy, one GEMM per modality, rows moved in place)
+//     dweight[m]  = dy_m^T @ x_m
+//     dbias[m]    = column sums of dy_m       (rows summed in grouped order, in double)
+// An expert with no token costs nothing and its dweight[m] and dbias[m] stay undefined, not zero, so
+// that a parameter that took no part in the batch keeps an undefined grad (AdamW skips it).
+//
+// Why a list of M tensors and not one (M, Out, In) tensor: with one tensor an absent expert's slice of
+// the gradient would have to be zeros; as M tensors (the published module's in_proj.0.weight,
+// in_proj.1.weight, ...) each expert is its own parameter and its gradient can be undefined.
+//
+// The autograd function saves x and the weights (inputs, no extra memory) and the Routing; backward
+// gathers x again. Every gradient is written (=); nothing accumulates into an input. The GEMMs are
+// CBLAS (OpenBLAS) calls: for a fixed shape and thread count they give the same bits on every run.
+// Inputs must be contiguous, on the CPU, of one floating dtype (f32 or f64); outputs are fresh.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace mom::kernels {
+
+struct Routing {
+  int64_t num_modalities = 0;    // M
+  std::vector<int64_t> counts;   // (M)
+  std::vector<int64_t> offsets;  // (M + 1)
+  Tensor perm;                   // (T) int64
+
+  int64_t num_tokens() const { return offsets.empty() ? 0 : offsets.back(); }
+
+  // ids (T) int32 or int64, every id in [0, M). Throws "[routing] modality id 5 at token 12 is outside
+  // [0, 3)" for the first id out of range.
+  static Routing from_modalities(const Tensor& ids, int64_t M);
+};
+
+// x (T, In), weight: M tensors (Out, In), bias: empty or M tensors (Out) -> y (T, Out).
+Tensor masked_linear_forward(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
+                             const std::vector<Tensor>& bias);
+
+struct MaskedLinearGrads {
+  Tensor dx;                    // (T, In); undefined unless need_dx
+  std::vector<Tensor> dweight;  // M entries (Out, In); undefined for an absent expert or without need_dparams
+  std::vector<Tensor> dbias;    // M entries (Out) likewise; empty when the forward had no bias
+};
+
+// dy (T, Out); x and weight as in the forward; has_bias: whether the forward had a bias.
+MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, const Routing& routing,
+                                         const std::vector<Tensor>& weight, bool has_bias, bool need_dx,
+                                         bool need_dparams);
+
+}  // namespace mom::kernels

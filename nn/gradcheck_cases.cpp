@@ -1,0 +1,44 @@
+#include "nn/gradcheck_cases.h"
+
+#include "nn/mamba.h"
+
+namespace mom::nn {
+
+namespace {
+
+autograd::GradcheckCase block_case(const std::string& variant, bool split, std::vector<int32_t> modalities) {
+  return {"mamba_block", variant, [split, modalities](Generator& gen) {
+            MambaConfig c;
+            c.d_model = 4;
+            c.d_state = 3;
+            c.d_conv = 3;
+            c.expand = 2;
+            c.n_modalities = 3;
+            c.split_in_proj = c.split_x_proj = c.split_dt_proj = c.split_out_proj = split;
+            auto block = std::make_shared<MambaBlock>(c, gen, DType::f64);
+            const int64_t B = 2, L = static_cast<int64_t>(modalities.size()) / 2;
+            auto routing = std::make_shared<Routing>(
+                Routing::from_modalities(from_vector<int32_t>(modalities, {B * L}), c.n_modalities));
+            autograd::GradcheckProblem p;
+            p.inputs = {randn({B, L, c.d_model}, gen, DType::f64)};
+            p.names = {"x"};
+            for (auto& [name, t] : block->named_parameters()) {
+              p.inputs.push_back(t);
+              p.names.push_back(name);
+            }
+            p.fn = [block, routing](const std::vector<Tensor>& in) {
+              return std::vector<Tensor>{block->forward(in[0], *routing)};
+            };
+            return p;
+          }};
+}
+
+}  // namespace
+
+std::vector<autograd::GradcheckCase> module_gradcheck_cases() {
+  return {block_case("dense, B=2 L=5 D=4 E=8 N=3 W=3", false, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}),
+          block_case("MoM M=3, modality 2 absent", true, {0, 1, 1, 0, 0, 1, 0, 0, 1, 1}),
+          block_case("MoM M=3, all modalities", true, {0, 1, 2, 2, 0, 1, 2, 0, 1, 1})};
+}
+
+}  // namespace mom::nn

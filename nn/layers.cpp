@@ -1,0 +1,72 @@
+#include "nn/layers.h"
+
+#include <cmath>
+
+#include "autograd/ops.h"
+
+namespace mom::nn {
+
+Tensor uniform(const Shape& shape, double lo, double hi, Generator& gen, DType dtype) {
+  return rand(shape, gen, dtype, lo, hi);
+}
+
+Linear::Linear(int64_t in, int64_t out, bool with_bias, Generator& gen, DType dtype) {
+  double k = 1.0 / std::sqrt(static_cast<double>(in));
+  weight = register_parameter("weight", uniform({out, in}, -k, k, gen, dtype));
+  if (with_bias) bias = register_parameter("bias", uniform({out}, -k, k, gen, dtype), /*weight_decay=*/false);
+}
+
+Tensor Linear::forward(const Tensor& x) const {
+  MOM_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "Linear",
+            "input has " << (x.dim() ? x.size(-1) : 0) << " features, the layer expects " << weight.size(1));
+  Shape out_shape = x.shape();
+  out_shape.back() = weight.size(0);
+  Tensor y = matmul(reshape(x, {-1, weight.size(1)}), transpose(weight, 0, 1));
+  if (bias.defined()) y = add(y, bias);
+  return reshape(y, out_shape);
+}
+
+ModalityLinear::ModalityLinear(int64_t in, int64_t out, int64_t M, bool bias, Generator& gen, DType dtype) {
+  MOM_CHECK(M >= 1, "ModalityLinear", "needs at least one expert, got " << M);
+  for (int64_t m = 0; m < M; ++m)
+    experts.push_back(register_module(std::to_string(m), std::make_shared<Linear>(in, out, bias, gen, dtype)));
+}
+
+Tensor ModalityLinear::forward(const Tensor& x, const Routing& routing) const {
+  MOM_CHECK(routing.num_modalities == static_cast<int64_t>(experts.size()), "ModalityLinear",
+            "routing is over " << routing.num_modalities << " modalities, the layer has " << experts.size() << " experts");
+  std::vector<Tensor> w, b;
+  for (const auto& e : experts) {
+    w.push_back(e->weight);
+    if (e->bias.defined()) b.push_back(e->bias);
+  }
+  return masked_linear(x, routing, w, b);
+}
+
+Embedding::Embedding(int64_t V, int64_t D, Generator& gen, DType dtype) {
+  weight = register_parameter("weight", randn({V, D}, gen, dtype, 0.0, 0.02), /*weight_decay=*/false);
+}
+
+Tensor Embedding::forward(const Tensor& ids) const { return embedding(ids, weight); }
+
+RMSNorm::RMSNorm(int64_t D, double eps_, DType dtype) : eps(eps_) {
+  weight = register_parameter("weight", ones({D}, dtype), /*weight_decay=*/false);
+}
+
+Tensor RMSNorm::forward(const Tensor& x) const { return rms_norm(x, weight, eps); }
+
+CausalConv1d::CausalConv1d(int64_t E, int64_t W, bool with_bias, Generator& gen, DType dtype) {
+  double k = 1.0 / std::sqrt(static_cast<double>(W));  // fan_in = (in_channels / groups) * W = W
+  weight = register_parameter("weight", uniform({E, 1, W}, -k, k, gen, dtype));
+  if (with_bias) bias = register_parameter("bias", uniform({E}, -k, k, gen, dtype), /*weight_decay=*/false);
+}
+
+CausalConv1dResult CausalConv1d::forward(const Tensor& x, const Tensor& window, bool silu) const {
+  CausalConv1dOptions opts;
+  opts.bias = bias;
+  opts.initial_window = window;
+  opts.silu = silu;
+  return causal_conv1d(x, reshape(weight, {weight.size(0), weight.size(2)}), opts);
+}
+
+}  // namespace mom::nn
