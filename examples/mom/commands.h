@@ -1,4 +1,4 @@
-// The subcommands of the `mom` program; each registers its options on the CLI11 app and returns the
+// The subcommands of the `mom` program; each registers its options on the CLI11 app and reports its
 // exit code through the callback it installs.
 #pragma once
 
@@ -6,7 +6,11 @@
 
 namespace mom::cli {
 
-void add_gradcheck_command(CLI::App& app, int& exit_code);
 void add_train_command(CLI::App& app, int& exit_code);
+void add_eval_command(CLI::App& app, int& exit_code);
+void add_generate_command(CLI::App& app, int& exit_code);
+void add_compare_command(CLI::App& app, int& exit_code);
+void add_data_command(CLI::App& app, int& exit_code);
+void add_gradcheck_command(CLI::App& app, int& exit_code);
 
 }  // namespace mom::cli

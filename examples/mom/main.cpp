@@ -8,8 +8,12 @@ int main(int argc, char** argv) {
   CLI::App app{"mom: train and check Mixture-of-Mamba models"};
   app.require_subcommand(1);
   int exit_code = 0;
-  mom::cli::add_gradcheck_command(app, exit_code);
   mom::cli::add_train_command(app, exit_code);
+  mom::cli::add_eval_command(app, exit_code);
+  mom::cli::add_generate_command(app, exit_code);
+  mom::cli::add_compare_command(app, exit_code);
+  mom::cli::add_data_command(app, exit_code);
+  mom::cli::add_gradcheck_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

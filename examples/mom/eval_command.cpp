@@ -1,0 +1,29 @@
+// `mom eval`: a trained model on the held-out set of its run.
+#include <cstdio>
+
+#include "examples/mom/commands.h"
+#include "examples/toy/train.h"
+
+namespace mom::cli {
+
+void add_eval_command(CLI::App& app, int& exit_code) {
+  auto path = std::make_shared<std::string>();
+  auto batches = std::make_shared<int64_t>(0);
+  CLI::App* cmd = app.add_subcommand("eval", "evaluate a run (or a model.safetensors) on its held-out set");
+  cmd->add_option("checkpoint", *path, "run directory or model.safetensors")->required();
+  cmd->add_option("--batches", *batches, "held-out batches (default: the run's --eval-batches)");
+  cmd->callback([path, batches, &exit_code] {
+    toy::LoadedModel m = toy::load_model(*path);
+    if (*batches > 0) m.config.eval_batches = *batches;
+    toy::Losses l = toy::evaluate(*m.model, toy::eval_set(m.config));
+    std::printf("%s (%s, %lld parameters) on %lld held-out batches of %lldx%lld tokens\n", path->c_str(),
+                m.config.model.c_str(), static_cast<long long>(m.model->num_parameters()),
+                static_cast<long long>(m.config.eval_batches), static_cast<long long>(m.config.batch),
+                static_cast<long long>(m.config.seq_len));
+    std::printf("loss %.4f | text %.4f | image %.4f | speech %.4f\n", l.total, l.by_modality[0], l.by_modality[1],
+                l.by_modality[2]);
+    exit_code = 0;
+  });
+}
+
+}  // namespace mom::cli

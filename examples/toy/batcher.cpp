@@ -1,0 +1,168 @@
+#include "examples/toy/batcher.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace mom::toy {
+
+namespace {
+
+constexpr const char* kOp = "batcher";
+
+// The entry `key` of a state, checked to be a CPU tensor of `dtype` with `numel` elements (any when -1).
+std::vector<int64_t> state_i64(const std::map<std::string, Tensor>& state, const std::string& key, int64_t numel) {
+  auto it = state.find(key);
+  MOM_CHECK(it != state.end(), kOp, "the data state has no '" << key
+            << "' (was it saved with another data source?)");
+  const Tensor& t = it->second;
+  MOM_CHECK(t.defined() && t.dtype() == DType::i64 && (numel < 0 || t.numel() == numel), kOp,
+            "the data state's '" << key << "' should be i64 with " << numel << " elements");
+  return t.to_vector<int64_t>();
+}
+
+Tensor i64_tensor(const std::vector<int64_t>& values) {
+  return from_vector<int64_t>(values, {static_cast<int64_t>(values.size())});
+}
+
+std::vector<int64_t> generator_to_i64(const Generator::State& st) {
+  std::vector<int64_t> v(6);
+  for (int i = 0; i < 4; ++i) std::memcpy(&v[i], &st.s[i], 8);
+  v[4] = st.has_spare ? 1 : 0;
+  std::memcpy(&v[5], &st.spare, 8);
+  return v;
+}
+
+Generator::State generator_from_i64(const std::vector<int64_t>& v) {
+  Generator::State st{};
+  for (int i = 0; i < 4; ++i) std::memcpy(&st.s[i], &v[i], 8);
+  st.has_spare = v[4] != 0;
+  std::memcpy(&st.spare, &v[5], 8);
+  return st;
+}
+
+}  // namespace
+
+ToyWorldSource::ToyWorldSource(uint64_t seed) : world_(seed), document_(world_.next_document()) {}
+
+void ToyWorldSource::read(int64_t n, std::vector<int32_t>& out) {
+  while (n > 0) {
+    if (position_ == static_cast<int64_t>(document_.size())) {
+      document_ = world_.next_document();
+      position_ = 0;
+    }
+    int64_t take = std::min<int64_t>(n, static_cast<int64_t>(document_.size()) - position_);
+    out.insert(out.end(), document_.begin() + position_, document_.begin() + position_ + take);
+    position_ += take;
+    n -= take;
+  }
+}
+
+std::map<std::string, Tensor> ToyWorldSource::state_dict() const {
+  return {{"rng", i64_tensor(generator_to_i64(world_.state()))},
+          {"document", from_vector<int32_t>(document_, {static_cast<int64_t>(document_.size())})},
+          {"position", i64_tensor({position_})}};
+}
+
+void ToyWorldSource::load_state_dict(const std::map<std::string, Tensor>& state) {
+  Generator::State rng = generator_from_i64(state_i64(state, "rng", 6));
+  int64_t position = state_i64(state, "position", 1)[0];
+  auto it = state.find("document");
+  MOM_CHECK(it != state.end() && it->second.defined() && it->second.dtype() == DType::i32 && it->second.numel() > 0,
+            kOp, "the data state has no i32 'document' (was it saved with another data source?)");
+  std::vector<int32_t> document = it->second.to_vector<int32_t>();
+  MOM_CHECK(position >= 0 && position <= static_cast<int64_t>(document.size()), kOp,
+            "the data state's position " << position << " is outside its document of " << document.size() << " tokens");
+  for (int32_t t : document)
+    MOM_CHECK(t >= 0 && t < kToyVocabSize, kOp, "the data state's document has token " << t
+              << ", outside the vocabulary");
+  world_.set_state(rng);
+  document_ = std::move(document);
+  position_ = position;
+}
+
+TokenFileSource::TokenFileSource(TokenFile file) : file_(std::move(file)) {
+  MOM_CHECK(!file_.tokens.empty(), kOp, "the token file has no tokens");
+}
+
+void TokenFileSource::read(int64_t n, std::vector<int32_t>& out) {
+  const int64_t size = static_cast<int64_t>(file_.tokens.size());
+  while (n > 0) {
+    int64_t take = std::min(n, size - position_);
+    out.insert(out.end(), file_.tokens.begin() + position_, file_.tokens.begin() + position_ + take);
+    position_ = (position_ + take) % size;
+    n -= take;
+  }
+}
+
+std::map<std::string, Tensor> TokenFileSource::state_dict() const {
+  return {{"position", i64_tensor({position_})},
+          {"n_tokens", i64_tensor({static_cast<int64_t>(file_.tokens.size())})}};
+}
+
+void TokenFileSource::load_state_dict(const std::map<std::string, Tensor>& state) {
+  int64_t n_tokens = state_i64(state, "n_tokens", 1)[0];
+  int64_t position = state_i64(state, "position", 1)[0];
+  MOM_CHECK(n_tokens == static_cast<int64_t>(file_.tokens.size()), kOp, "the data state is for a token file of "
+            << n_tokens << " tokens, this one has " << file_.tokens.size());
+  MOM_CHECK(position >= 0 && position < n_tokens, kOp, "the data state's position " << position
+            << " is outside the file's " << n_tokens << " tokens");
+  position_ = position;
+}
+
+Batcher::Batcher(std::shared_ptr<TokenSource> source, int64_t B, int64_t L) : source_(std::move(source)), B_(B), L_(L) {
+  MOM_CHECK(source_ != nullptr, kOp, "no token source");
+  MOM_CHECK(B > 0 && L > 0, kOp, "batch size " << B << " and sequence length " << L << " must be positive");
+  modality_ = source_->vocab().modality_table();
+  row_.reserve(static_cast<size_t>(L));
+  source_->read(1, row_);
+  next_token_ = row_[0];
+}
+
+Batch Batcher::next() {
+  const int64_t T = B_ * L_;
+  std::vector<int64_t> tokens(T), targets(T);
+  std::vector<int32_t> modalities(T), target_modalities(T);
+  for (int64_t b = 0; b < B_; ++b) {
+    row_.clear();
+    source_->read(L_, row_);
+    for (int64_t l = 0; l < L_; ++l) {
+      int32_t input = l == 0 ? next_token_ : row_[l - 1], target = row_[l];
+      tokens[b * L_ + l] = input;
+      targets[b * L_ + l] = target;
+      modalities[b * L_ + l] = modality_[input];
+      target_modalities[b * L_ + l] = modality_[target];
+    }
+    next_token_ = row_[L_ - 1];
+  }
+  return {from_vector(tokens, {B_, L_}), from_vector(targets, {B_, L_}), from_vector(modalities, {B_, L_}),
+          from_vector(target_modalities, {B_, L_})};
+}
+
+std::map<std::string, Tensor> Batcher::state_dict() const {
+  std::map<std::string, Tensor> state = {{"next_token", i64_tensor({next_token_})}};
+  for (auto& [key, t] : source_->state_dict()) state["source." + key] = t;
+  return state;
+}
+
+void Batcher::load_state_dict(const std::map<std::string, Tensor>& state) {
+  int64_t next_token = state_i64(state, "next_token", 1)[0];
+  MOM_CHECK(next_token >= 0 && next_token < vocab().size, kOp, "the data state's next token " << next_token
+            << " is outside the vocabulary [0, " << vocab().size << ")");
+  std::map<std::string, Tensor> source_state;
+  for (const auto& [key, t] : state)
+    if (key.rfind("source.", 0) == 0) source_state[key.substr(7)] = t;
+  source_->load_state_dict(source_state);
+  next_token_ = static_cast<int32_t>(next_token);
+}
+
+std::vector<Batch> make_eval_set(uint64_t seed, int64_t n_batches, int64_t B, int64_t L) {
+  MOM_CHECK(n_batches > 0, kOp, "an eval set of " << n_batches << " batches");
+  Batcher batcher(std::make_shared<ToyWorldSource>(seed), B, L);
+  std::vector<Batch> batches;
+  for (int64_t i = 0; i < n_batches; ++i) batches.push_back(batcher.next());
+  return batches;
+}
+
+}  // namespace mom::toy

@@ -1,0 +1,127 @@
+#include "examples/toy/compare.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace mom::toy {
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+std::string series_name(int i) { return i == 0 ? "total" : kModalityNames[i - 1]; }
+
+std::string key_of(int i) { return i == 0 ? "loss" : std::string("loss_") + kModalityNames[i - 1]; }
+
+}  // namespace
+
+std::vector<EvalPoint> read_eval_curve(const std::string& run_dir) {
+  std::string path = (std::filesystem::path(run_dir) / "log.jsonl").string();
+  std::ifstream in(path);
+  MOM_CHECK(in.good(), "compare", "cannot read " << path << " (is " << run_dir << " a run directory of mom train?)");
+  std::vector<EvalPoint> out;
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.empty()) continue;
+    auto r = nlohmann::json::parse(line, nullptr, false);
+    MOM_CHECK(!r.is_discarded() && r.is_object(), "compare", path << ": line " << n << " is not a JSON object");
+    if (r.value("kind", "") != "eval") continue;
+    EvalPoint p;
+    p.flops = r.value("flops", 0.0);
+    for (int i = 0; i <= kNumModalities; ++i) p.loss[i] = r.contains(key_of(i)) && r[key_of(i)].is_number() ? r[key_of(i)].get<double>() : kNaN;
+    out.push_back(p);
+  }
+  MOM_CHECK(!out.empty(), "compare", path << " has no evaluation yet");
+  return out;
+}
+
+std::vector<MatchRow> flops_to_match(const std::vector<EvalPoint>& a, const std::vector<EvalPoint>& b) {
+  std::vector<MatchRow> rows;
+  for (int i = 0; i <= kNumModalities; ++i) {
+    MatchRow r{series_name(i), a.back().loss[i], b.back().loss[i], kNaN};
+    double bar = r.final_b;
+    if (std::isfinite(bar)) {
+      double prev_f = 0, prev_l = kNaN;
+      for (const EvalPoint& p : a) {
+        double l = p.loss[i];
+        if (std::isfinite(l) && l <= bar) {
+          double f = p.flops;
+          if (std::isfinite(prev_l) && prev_l > bar) f = prev_f + (p.flops - prev_f) * (prev_l - bar) / (prev_l - l);
+          r.flops_fraction = f / b.back().flops;
+          break;
+        }
+        prev_f = p.flops;
+        prev_l = l;
+      }
+    }
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+std::string format_match_table(const std::vector<MatchRow>& rows, const std::string& name_a, const std::string& name_b) {
+  std::string out;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-8s %14s %14s   %s\n", "", ("final " + name_a).c_str(), ("final " + name_b).c_str(),
+                ("FLOPs for " + name_a + " to reach " + name_b + "'s final loss").c_str());
+  out += line;
+  for (const MatchRow& r : rows) {
+    std::string frac = std::isfinite(r.flops_fraction) ? std::to_string(static_cast<int>(std::round(100 * r.flops_fraction))) + "% of " + name_b + "'s"
+                                                       : "not reached";
+    std::snprintf(line, sizeof line, "%-8s %14.4f %14.4f   %s\n", r.name.c_str(), r.final_a, r.final_b, frac.c_str());
+    out += line;
+  }
+  return out;
+}
+
+void write_loss_svg(const std::string& path, const std::vector<EvalPoint>& a, const std::vector<EvalPoint>& b,
+                    const std::string& name_a, const std::string& name_b) {
+  const int panels = kNumModalities + 1, pw = 320, ph = 240, margin = 50;
+  std::ofstream out(path);
+  MOM_CHECK(out.good(), "compare", "cannot write " << path);
+  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << panels * pw << "\" height=\"" << ph + 30
+      << "\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  double max_f = std::max(a.back().flops, b.back().flops);
+  for (int i = 0; i < panels; ++i) {
+    double lo = INFINITY, hi = -INFINITY;
+    for (const auto* run : {&a, &b})
+      for (const EvalPoint& p : *run)
+        if (std::isfinite(p.loss[i])) lo = std::min(lo, p.loss[i]), hi = std::max(hi, p.loss[i]);
+    if (!std::isfinite(lo)) continue;
+    if (hi - lo < 1e-9) hi = lo + 1;
+    int x0 = i * pw + margin, y0 = 20, w = pw - margin - 10, h = ph - 50;
+    auto px = [&](double f) { return x0 + w * f / max_f; };
+    auto py = [&](double l) { return y0 + h * (hi - l) / (hi - lo); };
+    out << "<rect x=\"" << x0 << "\" y=\"" << y0 << "\" width=\"" << w << "\" height=\"" << h
+        << "\" fill=\"none\" stroke=\"#888\"/>\n<text x=\"" << x0 + w / 2 << "\" y=\"14\" text-anchor=\"middle\">"
+        << series_name(i) << " eval loss</text>\n";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.3f", hi);
+    out << "<text x=\"" << x0 - 4 << "\" y=\"" << y0 + 10 << "\" text-anchor=\"end\">" << buf << "</text>\n";
+    std::snprintf(buf, sizeof buf, "%.3f", lo);
+    out << "<text x=\"" << x0 - 4 << "\" y=\"" << y0 + h << "\" text-anchor=\"end\">" << buf << "</text>\n";
+    std::snprintf(buf, sizeof buf, "%.2g FLOPs", max_f);
+    out << "<text x=\"" << x0 + w << "\" y=\"" << y0 + h + 14 << "\" text-anchor=\"end\">" << buf << "</text>\n";
+    const char* colours[] = {"#d62728", "#1f77b4"};
+    int c = 0;
+    for (const auto* run : {&a, &b}) {
+      out << "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"" << colours[c++] << "\" points=\"";
+      for (const EvalPoint& p : *run)
+        if (std::isfinite(p.loss[i])) out << px(p.flops) << "," << py(p.loss[i]) << " ";
+      out << "\"/>\n";
+    }
+  }
+  out << "<text x=\"10\" y=\"" << ph + 20 << "\" fill=\"#d62728\">" << name_a << "</text><text x=\"120\" y=\"" << ph + 20
+      << "\" fill=\"#1f77b4\">" << name_b << "</text>\n</svg>\n";
+}
+
+}  // namespace mom::toy

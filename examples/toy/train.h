@@ -1,0 +1,83 @@
+// The trainer behind `mom train` and `mom eval`: builds the model from a TrainConfig, trains it with
+// AdamW (warmup + cosine schedule, global-norm clipping), evaluates on a fixed held-out set, logs
+// every step to <out>/log.jsonl, and checkpoints everything needed to resume bit-exactly.
+//
+// Files of a run directory:
+//   config.json                 the TrainConfig
+//   log.jsonl                   one JSON object per logged step ("kind": "train") and per evaluation
+//                               ("kind": "eval"): step, tokens, flops, losses per modality, lr, grad_norm, time
+//   checkpoint.safetensors      model ("model.<name>"), optimiser ("optim.<...>"), data position
+//                               ("data.<...>"); metadata: step, tokens, flops, elapsed time, config
+//   model.safetensors           the final weights under the published module's names
+//
+// FLOPs are counted analytically per token (flops_per_token): training = 3 x forward (the backward
+// costs about twice the forward). Dense and Mixture-of-Mamba count the same per token: a token goes
+// through one expert of each projection.
+#pragma once
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "examples/toy/batcher.h"
+#include "nn/lm.h"
+
+namespace mom::toy {
+
+struct TrainConfig {
+  // Model.
+  std::string model = "mom";  // "dense" or "mom"; the split flags below override per projection
+  int split_in_proj = -1, split_x_proj = -1, split_dt_proj = -1, split_out_proj = -1;  // -1: from `model`
+  int64_t n_layers = 2, d_model = 64, d_state = 16, expand = 2, d_conv = 4;
+  // Data.
+  std::string data = "toy";  // "toy" or a token file
+  std::string eval_data;     // token file for evaluation (default: the toy world's held-out seed, or `data`)
+  int64_t batch = 8, seq_len = 256;
+  // Optimisation.
+  int64_t steps = 600, warmup = 60;
+  double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
+  uint64_t seed = 1;
+  // Run.
+  std::string device = "auto";
+  std::string out = "runs/mom";
+  int64_t eval_every = 100, eval_batches = 8, ckpt_every = 100, log_every = 10;
+  bool resume = false;
+  int64_t stop_at = 0;  // > 0: stop after this step (checkpointed) as if interrupted; --resume continues
+  bool quiet = false;
+
+  nn::LMConfig lm_config(int64_t vocab_size) const;
+  std::string to_json() const;
+  static TrainConfig from_json(const std::string& json);  // throws [train] on a bad file
+  void validate() const;                                   // throws [train] naming the bad flag
+};
+
+struct Losses {
+  double total = 0;
+  std::array<double, kNumModalities> by_modality{};  // NaN where the modality had no target
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  Losses last_train, last_eval;
+  double tokens_per_second = 0;
+};
+
+// Forward FLOPs per token of the language model (multiply-adds count 2).
+double flops_per_token(const nn::LMConfig& config);
+
+TrainResult train(const TrainConfig& config);
+
+// Mean losses of `model` on the batches, per modality of the target token.
+Losses evaluate(const nn::MambaLM& model, const std::vector<Batch>& batches);
+
+// Loads a run's model: `path` is a run directory (its checkpoint) or a model.safetensors whose
+// metadata carries the config.
+struct LoadedModel {
+  TrainConfig config;
+  std::shared_ptr<nn::MambaLM> model;
+};
+LoadedModel load_model(const std::string& path);
+
+std::vector<Batch> eval_set(const TrainConfig& config);
+
+}  // namespace mom::toy
