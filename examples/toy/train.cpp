@@ -47,8 +47,10 @@ std::string format_duration(double s) {
   return buf;
 }
 
+// "auto" is the CPU until every op of the model has its CUDA kernel (the CUDA backend work); an
+// explicit "cuda" reaches the first op without one, which says so.
 Device resolve_device(const std::string& name) {
-  if (name == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
+  if (name == "auto") return Device::cpu();
   return parse_device(name);
 }
 
