@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
+
+#include "core/atomic_file.h"
 
 namespace mom {
 
@@ -24,10 +24,6 @@ bool parse_dtype(const std::string& s, DType& out) {
       return true;
     }
   return false;
-}
-
-void write_all(std::FILE* f, const void* data, size_t n, const std::string& path) {
-  MOM_CHECK(n == 0 || std::fwrite(data, 1, n, f) == n, kOp, path << ": write failed (disk full?)");
 }
 
 }  // namespace
@@ -62,30 +58,17 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   std::string json = header.dump();
   json.append((8 - json.size() % 8) % 8, ' ');  // data section 8-byte aligned, as the reference writer does
 
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  MOM_CHECK(f != nullptr, kOp, path << ": cannot open " << tmp << " for writing: " << std::strerror(errno));
-  try {
+  write_file_atomically(path, kOp, [&](const ByteSink& write) {
     uint64_t n = json.size();
     unsigned char len[8];
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
-    write_all(f, len, 8, path);
-    write_all(f, json.data(), json.size(), path);
+    write(len, 8);
+    write(json.data(), json.size());
     for (const auto& [name, t] : tensors) {
       Tensor c = t.detach().to(Device::cpu()).contiguous();
-      write_all(f, c.raw_data(), static_cast<size_t>(c.numel()) * dtype_size(c.dtype()), path);
+      write(c.raw_data(), static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
     }
-    MOM_CHECK(std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0, kOp, path << ": flush failed");
-  } catch (...) {
-    std::fclose(f);
-    std::remove(tmp.c_str());
-    throw;
-  }
-  MOM_CHECK(std::fclose(f) == 0, kOp, path << ": close failed");
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    MOM_THROW(kOp, path << ": cannot rename " << tmp << " over it: " << std::strerror(errno));
-  }
+  });
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {

@@ -5,8 +5,8 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <unistd.h>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 
 namespace mom::toy {
@@ -87,32 +87,16 @@ void write_token_file(const std::string& path, const Vocab& vocab, const std::ve
     MOM_CHECK(tokens[i] >= 0 && tokens[i] < vocab.size, kOp, path << ": token " << i << " is " << tokens[i]
               << ", outside the vocabulary [0, " << vocab.size << ")");
 
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  MOM_CHECK(f != nullptr, kOp, path << ": cannot open " << tmp << " for writing: " << std::strerror(errno));
-  auto write_all = [&](const void* data, size_t n) {
-    MOM_CHECK(n == 0 || std::fwrite(data, 1, n, f) == n, kOp, path << ": write failed (disk full?)");
-  };
-  try {
-    write_all(header.data(), header.size());
+  write_file_atomically(path, kOp, [&](const ByteSink& write) {
+    write(header.data(), header.size());
     if (host_is_little_endian()) {
-      write_all(tokens.data(), tokens.size() * sizeof(int32_t));
+      write(tokens.data(), tokens.size() * sizeof(int32_t));
     } else {
       std::string le;
       for (int32_t t : tokens) put_u32(le, static_cast<uint32_t>(t));
-      write_all(le.data(), le.size());
+      write(le.data(), le.size());
     }
-    MOM_CHECK(std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0, kOp, path << ": flush failed");
-  } catch (...) {
-    std::fclose(f);
-    std::remove(tmp.c_str());
-    throw;
-  }
-  MOM_CHECK(std::fclose(f) == 0, kOp, path << ": close failed");
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    MOM_THROW(kOp, path << ": cannot rename " << tmp << " over it: " << std::strerror(errno));
-  }
+  });
 }
 
 TokenFile read_token_file(const std::string& path) {
