@@ -1,6 +1,15 @@
 # Every dependency comes from the system's packages; nothing is downloaded at build time.
 # scripts/install-deps.sh installs the Debian packages named in the messages below.
 
+# MOM_DEPS_PREFIX: a folder into which Debian packages were unpacked (dpkg -x), searched before the
+# system. scripts/gpu-check.sh makes one on machines that lack the packages. Debian keeps OpenBLAS in
+# lib/<arch>/openblas-pthread and reaches it through alternatives links that an unpacked prefix lacks.
+set(MOM_DEPS_PREFIX "" CACHE PATH "Prefix of unpacked Debian packages searched before the system")
+if(MOM_DEPS_PREFIX)
+  list(PREPEND CMAKE_PREFIX_PATH ${MOM_DEPS_PREFIX}/usr)
+  list(PREPEND CMAKE_LIBRARY_PATH ${MOM_DEPS_PREFIX}/usr/lib/x86_64-linux-gnu/openblas-pthread)
+endif()
+
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 
 set(BLA_VENDOR OpenBLAS)

@@ -1,6 +1,7 @@
 // Where a tensor's memory lives: the CPU or CUDA device `index`.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace mom {

@@ -23,9 +23,9 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
     return;
   }
 #ifdef MOM_WITH_CUDA
-  data_ = nbytes ? cuda::device_alloc(nbytes, device.index) : nullptr;
+  data_ = cuda::device_alloc(nbytes, device.index);
 #else
-  MOM_THROW("cuda", "this build has no CUDA: cannot allocate on " << device.str());
+  MOM_THROW("cuda", "built without CUDA: cannot allocate on " << device.str());
 #endif
 }
 
@@ -36,7 +36,7 @@ Storage::~Storage() {
     return;
   }
 #ifdef MOM_WITH_CUDA
-  cuda::device_free(data_, device_.index);
+  cuda::device_free(data_, nbytes_, device_.index);
 #endif
 }
 

@@ -8,6 +8,7 @@
 
 #include "core/grad_mode.h"
 #ifdef MOM_WITH_CUDA
+#include "core/cuda/copy.h"
 #include "core/cuda/memory.h"
 #endif
 
@@ -289,19 +290,18 @@ Tensor Tensor::to(Device device_) const {
   MOM_IMPL_CHECK("Tensor::to");
   if (device_ == device()) return *this;
 #ifdef MOM_WITH_CUDA
-  MOM_CHECK(device_.is_cpu() || device().is_cpu(), "Tensor::to", "copies between CUDA devices go through the CPU");
-  Tensor src = is_contiguous() ? *this : (device().is_cpu() ? clone() : Tensor());
-  MOM_CHECK(src.defined(), "Tensor::to", "a strided CUDA tensor must be made contiguous on its device first");
+  Tensor src = is_contiguous() ? *this : clone();  // a strided source is packed on its own device
   Tensor out = empty(shape(), dtype(), device_);
   size_t nbytes = static_cast<size_t>(numel()) * dtype_size(dtype());
-  if (nbytes == 0) return out;
-  if (device_.is_cuda())
+  if (device().is_cpu())
     cuda::copy_host_to_device(out.raw_data(), src.raw_data(), nbytes, device_.index);
-  else
+  else if (device_.is_cpu())
     cuda::copy_device_to_host(out.raw_data(), src.raw_data(), nbytes, device().index);
+  else
+    cuda::copy_between_devices(out.raw_data(), device_.index, src.raw_data(), device().index, nbytes);
   return out;
 #else
-  MOM_THROW("Tensor::to", "this build has no CUDA: cannot copy to " << device_.str());
+  MOM_THROW("Tensor::to", "built without CUDA: cannot copy to " << device_.str());
 #endif
 }
 
@@ -315,9 +315,18 @@ Tensor& Tensor::copy_(const Tensor& src) {
   MOM_CHECK(src.defined(), "Tensor::copy_", "source is undefined");
   MOM_CHECK(src.shape() == shape(), "Tensor::copy_",
             "shape " << shape_str(src.shape()) << " does not match " << shape_str(shape()));
-  MOM_CHECK(device().is_cpu() && src.device().is_cpu(), "Tensor::copy_",
+  MOM_CHECK(src.device() == device(), "Tensor::copy_",
             "copies between devices go through to(Device); got " << src.device().str() << " -> " << device().str());
   bump_version();
+  if (device().is_cuda()) {
+#ifdef MOM_WITH_CUDA
+    // A source that shares this storage is read in full before any element is written.
+    Tensor from = src.storage() == storage() ? src.clone() : src;
+    cuda::copy_strided(raw_data(), dtype(), strides(), from.raw_data(), from.dtype(), from.strides(), shape(),
+                       device().index);
+    return *this;
+#endif
+  }
   char* dst_base = static_cast<char*>(impl_->storage->data());
   const char* src_base = static_cast<const char*>(src.impl_->storage->data());
   if (dtype() == src.dtype() && is_contiguous() && src.is_contiguous()) {
@@ -347,8 +356,7 @@ Tensor& Tensor::fill_(double value) {
   bump_version();
   if (device().is_cuda()) {
 #ifdef MOM_WITH_CUDA
-    MOM_CHECK(value == 0.0 && is_contiguous(), "Tensor::fill_", "on CUDA only a contiguous fill with 0 is supported");
-    cuda::memset_zero(raw_data(), static_cast<size_t>(numel()) * dtype_size(dtype()), device().index);
+    cuda::fill(raw_data(), dtype(), shape(), strides(), value, device().index);
     return *this;
 #endif
   }
@@ -496,7 +504,6 @@ Tensor zeros(const Shape& shape, DType dtype, Device device) { return full(shape
 Tensor ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
 
 Tensor full(const Shape& shape, double value, DType dtype, Device device) {
-  if (device.is_cuda() && value != 0.0) return full(shape, value, dtype).to(device);
   Tensor t = empty(shape, dtype, device);
   t.fill_(value);
   return t;

@@ -35,6 +35,16 @@ inline Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::su
 inline Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::mul, a, b); }
 inline Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::div, a, b); }
 
+// CUDA versions, called by the functions above after their checks (CUDA builds only).
+namespace cuda {
+Tensor unary(UnaryOp op, const Tensor& x);
+Tensor unary_backward(UnaryOp op, const Tensor& dy, const Tensor& x, const Tensor& y);
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
+Tensor pow_scalar(const Tensor& x, double p);
+Tensor scale(const Tensor& x, double s);
+Tensor sum_to_shape(const Tensor& g, const Shape& shape);
+}  // namespace cuda
+
 // Shared precondition checks for kernels (used by every op family).
 void check_defined(const Tensor& t, const char* op, const char* name);
 void check_contiguous(const Tensor& t, const char* op, const char* name);

@@ -28,4 +28,11 @@ void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor&
 double sum_of_squares(const Tensor& g);
 void scale_inplace(const Tensor& g, double s);
 
+// CUDA versions, called by the functions above after their checks (CUDA builds only).
+namespace cuda {
+void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, int64_t step, const AdamWHyper& h);
+double sum_of_squares(const Tensor& g);
+void scale_inplace(const Tensor& g, double s);
+}  // namespace cuda
+
 }  // namespace mom::kernels

@@ -1,4 +1,6 @@
-// CPU reference for kernels/elementwise.h, plus the precondition checks shared by every kernel.
+// CPU reference for kernels/elementwise.h, plus the precondition checks shared by every kernel. Each
+// public function checks its arguments, then runs the CUDA version (kernels/cuda/elementwise.cu) for
+// CUDA tensors or the reference below for CPU ones.
 #include <cmath>
 
 #include "kernels/elementwise.h"
@@ -99,7 +101,7 @@ template <typename T> T unary_df(UnaryOp op, T x, T y) {
     case UnaryOp::sigmoid: return y * (T(1) - y);
     case UnaryOp::silu: { T s = sigmoid(x); return s * (T(1) + x * (T(1) - s)); }
     case UnaryOp::softplus: return x > T(20) ? T(1) : sigmoid(x);
-    case UnaryOp::tanh: return T(1) - y * y;
+    case UnaryOp::tanh: return (T(1) - y) * (T(1) + y);  // 1 - y^2 without cancellation (and no FMA to differ on)
   }
   return T(0);
 }
@@ -117,7 +119,6 @@ template <typename T> T binary_f(BinaryOp op, T a, T b) {
 void check_unary_input(const Tensor& x, const char* op) {
   check_floating(x, op, "x");
   check_contiguous(x, op, "x");
-  check_cpu(x, op, "x");
 }
 
 // Strides of `in` (shape `in_shape`) seen from a broadcast output of rank `rank`: 0 on expanded dims.
@@ -134,6 +135,10 @@ Shape broadcast_strides(const Shape& in_shape, size_t rank) {
 Tensor unary(UnaryOp op, const Tensor& x) {
   const char* name = unary_name(op);
   check_unary_input(x, name);
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::unary(op, x);
+#endif
+  check_cpu(x, name, "x");
   Tensor y = empty_like(x);
   dispatch_float(x.dtype(), name, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
@@ -155,6 +160,12 @@ Tensor unary_backward(UnaryOp op, const Tensor& dy, const Tensor& x, const Tenso
   check_contiguous(y, name, "y");
   check_same_dtype(dy, x, name, "dy", "x");
   check_same_dtype(y, x, name, "y", "x");
+  check_same_device(dy, x, name, "dy", "x");
+  check_same_device(y, x, name, "y", "x");
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::unary_backward(op, dy, x, y);
+#endif
+  check_cpu(x, name, "x");
   Tensor dx = empty_like(x);
   dispatch_float(x.dtype(), name, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
@@ -177,6 +188,9 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   check_same_device(a, b, name, "a", "b");
   check_contiguous(a, name, "a");
   check_contiguous(b, name, "b");
+#ifdef MOM_WITH_CUDA
+  if (a.device().is_cuda()) return cuda::binary(op, a, b);
+#endif
   check_cpu(a, name, "a");
   Shape out_shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = empty(out_shape, a.dtype());
@@ -219,6 +233,10 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
 
 Tensor pow_scalar(const Tensor& x, double p) {
   check_unary_input(x, "pow");
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::pow_scalar(x, p);
+#endif
+  check_cpu(x, "pow", "x");
   Tensor y = empty_like(x);
   dispatch_float(x.dtype(), "pow", [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
@@ -234,6 +252,10 @@ Tensor pow_scalar(const Tensor& x, double p) {
 
 Tensor scale(const Tensor& x, double s) {
   check_unary_input(x, "scale");
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::scale(x, s);
+#endif
+  check_cpu(x, "scale", "x");
   Tensor y = empty_like(x);
   dispatch_float(x.dtype(), "scale", [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
@@ -250,10 +272,13 @@ Tensor scale(const Tensor& x, double s) {
 Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
   check_floating(g, "sum_to_shape", "g");
   check_contiguous(g, "sum_to_shape", "g");
-  check_cpu(g, "sum_to_shape", "g");
   if (g.shape() == shape) return g;
   MOM_CHECK(broadcast_shapes(shape, g.shape(), "sum_to_shape") == g.shape(), "sum_to_shape",
             "shape " << shape_str(shape) << " does not broadcast to " << shape_str(g.shape()));
+#ifdef MOM_WITH_CUDA
+  if (g.device().is_cuda()) return cuda::sum_to_shape(g, shape);
+#endif
+  check_cpu(g, "sum_to_shape", "g");
   size_t rank = g.shape().size();
   Shape st = broadcast_strides(shape, rank);
   Tensor out = zeros(shape, g.dtype());

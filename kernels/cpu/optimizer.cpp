@@ -1,4 +1,4 @@
-// CPU reference for kernels/optimizer.h.
+// CPU reference for kernels/optimizer.h; CUDA tensors go to kernels/cuda/optimizer.cu after the checks.
 #include <cmath>
 
 #include "kernels/elementwise.h"
@@ -16,11 +16,14 @@ void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor&
     check_contiguous(t, op, name);
   }
   check_contiguous(p, op, "param");
-  check_cpu(p, op, "param");
   MOM_CHECK(step >= 1, op, "step counts from 1, got " << step);
   p.bump_version();
   m.bump_version();
   v.bump_version();
+#ifdef MOM_WITH_CUDA
+  if (p.device().is_cuda()) return cuda::adamw_step(p, g, m, v, step, h);
+#endif
+  check_cpu(p, op, "param");
   double bias1 = 1.0 - std::pow(h.beta1, static_cast<double>(step));
   double bias2 = 1.0 - std::pow(h.beta2, static_cast<double>(step));
   double step_size = h.lr / bias1;
@@ -50,6 +53,9 @@ void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor&
 double sum_of_squares(const Tensor& g) {
   check_floating(g, "clip_grad_norm", "grad");
   check_contiguous(g, "clip_grad_norm", "grad");
+#ifdef MOM_WITH_CUDA
+  if (g.device().is_cuda()) return cuda::sum_of_squares(g);
+#endif
   check_cpu(g, "clip_grad_norm", "grad");
   return dispatch_float(g.dtype(), "clip_grad_norm", [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
@@ -63,8 +69,11 @@ double sum_of_squares(const Tensor& g) {
 void scale_inplace(const Tensor& g, double s) {
   check_floating(g, "clip_grad_norm", "grad");
   check_contiguous(g, "clip_grad_norm", "grad");
-  check_cpu(g, "clip_grad_norm", "grad");
   g.bump_version();
+#ifdef MOM_WITH_CUDA
+  if (g.device().is_cuda()) return cuda::scale_inplace(g, s);
+#endif
+  check_cpu(g, "clip_grad_norm", "grad");
   dispatch_float(g.dtype(), "clip_grad_norm", [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
     scalar_t* gp = g.data<scalar_t>();

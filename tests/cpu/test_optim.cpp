@@ -49,7 +49,7 @@ TEST(AdamW, MatchesHandComputedReferenceWithAndWithoutDecayAndSkipsParamsWithout
   ASSERT_EQ(opt.groups().size(), 2u);
   EXPECT_EQ(opt.groups()[0].params.size(), 1u);  // weight: decay
   EXPECT_EQ(opt.groups()[1].params.size(), 1u);  // bias: no decay
-  RefAdamW ref_w{0.1, 0.9, 0.95, 1e-8, 0.1}, ref_b{0.1, 0.9, 0.95, 1e-8, 0.0};
+  RefAdamW ref_w{0.1, 0.9, 0.95, 1e-8, 0.1, {}, {}}, ref_b{0.1, 0.9, 0.95, 1e-8, 0.0, {}, {}};
   std::vector<double> pw = {0.5, -1.0, 2.0}, pb = {0.1};
   Generator gen(3);
   for (int step = 1; step <= 5; ++step) {

@@ -76,8 +76,11 @@ TEST(Trainer, ResumeContinuesBitExactly) {
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i]["kind"], b[i]["kind"]);
     EXPECT_EQ(a[i]["step"], b[i]["step"]);
-    for (const char* k : {"loss", "loss_text", "loss_image", "loss_speech", "grad_norm", "lr", "flops"})
-      if (a[i].contains(k)) EXPECT_EQ(a[i][k], b[i][k]) << "line " << i << " " << k;
+    for (const char* k : {"loss", "loss_text", "loss_image", "loss_speech", "grad_norm", "lr", "flops"}) {
+      if (a[i].contains(k)) {
+        EXPECT_EQ(a[i][k], b[i][k]) << "line " << i << " " << k;
+      }
+    }
   }
 }
 

@@ -1,0 +1,137 @@
+// bench_cuda_core: bandwidth of the CUDA runtime's copy and of the elementwise and AdamW kernels,
+// float32, as a fraction of a device-to-device copy measured in the same run.
+//
+// Floor: every row here is memory-bound; its floor is the bytes it must move (each input read once,
+// each output written once) over the copy's bandwidth (bytes read + written per second). Rows print
+// median time over timed runs (CUDA events on the framework's stream, after a warm-up), GB/s, and
+// that fraction. Inputs are random (a random block of 1 M values tiled on the device), never zeros.
+//
+// Usage: bench_cuda_core [runs]   (default 20)
+#include <cstdio>
+#include <cstdlib>
+
+#ifndef MOM_WITH_CUDA
+
+int main() {
+  std::printf("bench_cuda_core: built without CUDA\n");
+  return 0;
+}
+
+#else
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/cuda/memory.h"
+#include "core/cuda/stream.h"
+#include "kernels/elementwise.h"
+#include "kernels/optimizer.h"
+
+using namespace mom;
+
+namespace {
+
+const Device kGpu = Device::cuda(0);
+constexpr int64_t kBlock = int64_t(1) << 20;
+
+// n (a multiple of kBlock) random float32 values on the GPU.
+Tensor random_gpu(int64_t n, Generator& gen, double lo, double hi) {
+  Tensor block = rand({kBlock}, gen, DType::f32, lo, hi).to(kGpu);
+  Tensor out = empty({n}, DType::f32, kGpu);
+  out.view({n / kBlock, kBlock}).copy_(block.unsqueeze(0).expand({n / kBlock, kBlock}));
+  return out;
+}
+
+double median_ms(int runs, const std::function<void()>& f) {
+  cudaStream_t st = cuda::stream(0);
+  cudaEvent_t start, stop;
+  MOM_CUDA_CHECK(cudaEventCreate(&start));
+  MOM_CUDA_CHECK(cudaEventCreate(&stop));
+  f();
+  cuda::synchronize(0);
+  std::vector<double> times;
+  for (int i = 0; i < runs; ++i) {
+    MOM_CUDA_CHECK(cudaEventRecord(start, st));
+    f();
+    MOM_CUDA_CHECK(cudaEventRecord(stop, st));
+    MOM_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    MOM_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  MOM_CUDA_CHECK(cudaEventDestroy(start));
+  MOM_CUDA_CHECK(cudaEventDestroy(stop));
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+struct Row {
+  std::string name;
+  int64_t elements;
+  double bytes;
+  double ms;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int runs = argc > 1 ? std::atoi(argv[1]) : 20;
+  if (!cuda_available()) {
+    std::printf("bench_cuda_core: no CUDA device visible\n");
+    return 1;
+  }
+  Generator gen(1234);
+  const int64_t n = int64_t(128) << 20;  // 128 M float32 = 512 MiB per tensor
+  const double tensor_bytes = double(n) * 4;
+  std::vector<Row> rows;
+  {
+    Tensor src = random_gpu(n, gen, -1, 1), dst = empty({n}, DType::f32, kGpu);
+    rows.push_back({"copy d2d", n, 2 * tensor_bytes, median_ms(runs, [&] { dst.copy_(src); })});
+  }
+  {
+    Tensor a = random_gpu(n, gen, -1, 1), b = random_gpu(n, gen, -1, 1);
+    rows.push_back({"add", n, 3 * tensor_bytes, median_ms(runs, [&] { kernels::add(a, b); })});
+    rows.push_back({"mul (x) by 1-elem", n, 2 * tensor_bytes,
+                    median_ms(runs, [&] { kernels::mul(a, b.narrow(0, 5, 1)); })});
+  }
+  {
+    Tensor x = random_gpu(n, gen, -6, 6), dy = random_gpu(n, gen, -1, 1);
+    Tensor y = kernels::unary(kernels::UnaryOp::silu, x);
+    rows.push_back({"silu forward", n, 2 * tensor_bytes,
+                    median_ms(runs, [&] { kernels::unary(kernels::UnaryOp::silu, x); })});
+    rows.push_back({"silu backward", n, 3 * tensor_bytes,
+                    median_ms(runs, [&] { kernels::unary_backward(kernels::UnaryOp::silu, dy, x, y); })});
+  }
+  {
+    Tensor p = random_gpu(n, gen, -1, 1), g = random_gpu(n, gen, -1, 1);
+    Tensor m = random_gpu(n, gen, -0.1, 0.1), v = random_gpu(n, gen, 1e-4, 0.5);
+    kernels::AdamWHyper h;
+    int64_t step = 1;
+    rows.push_back({"adamw step", n, 7 * tensor_bytes,
+                    median_ms(runs, [&] { kernels::adamw_step(p, g, m, v, step++, h); })});
+    rows.push_back({"sum_of_squares", n, tensor_bytes, median_ms(runs, [&] { kernels::sum_of_squares(g); })});
+    Tensor g2 = g.view({n / 1024, 1024});
+    rows.push_back({"sum_to_shape (T,1024)->(1024)", n, tensor_bytes,
+                    median_ms(runs, [&] { kernels::sum_to_shape(g2, {1024}); })});
+    Tensor g3 = g.view({1024, n / 1024});
+    rows.push_back({"sum_to_shape (1024,T)->(1,T)", n, tensor_bytes,
+                    median_ms(runs, [&] { kernels::sum_to_shape(g3, {1, n / 1024}); })});
+  }
+  cuda::MemoryStats stats = cuda::memory_stats(0);
+  const double copy_gbs = rows[0].bytes / (rows[0].ms * 1e-3) / 1e9;
+  std::printf("bench_cuda_core: float32, %d timed runs each, median; peak device memory %.2f GiB\n", runs,
+              stats.peak / double(1 << 30));
+  std::printf("%-32s %12s %10s %10s %10s %9s\n", "op", "elements", "MB moved", "ms", "GB/s", "of copy");
+  for (const Row& r : rows) {
+    double gbs = r.bytes / (r.ms * 1e-3) / 1e9;
+    std::printf("%-32s %12lld %10.0f %10.3f %10.0f %8.0f%%\n", r.name.c_str(), static_cast<long long>(r.elements),
+                r.bytes / 1e6, r.ms, gbs, 100.0 * gbs / copy_gbs);
+  }
+  return 0;
+}
+
+#endif

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# The GPU machine's one script: builds the CUDA tests and benchmarks for sm_90, runs the `gpu`-labelled
+# ctest suite, compute-sanitizer (memcheck, racecheck) over the GPU test binary where the sanitizer
+# works, then bench_cuda_core, and prints a short table last. Full logs go to $OUT when it is set
+# (else build-gpu/logs). Exits non-zero when the build fails, a test fails or a sanitizer finds errors.
+#
+#   bash scripts/gpu-check.sh                  from the repository root, with .deps/ carried
+#
+# That machine has CUDA, cmake and ninja but not GoogleTest, CLI11, nlohmann-json or OpenBLAS, and no
+# network: scripts/fetch-gpu-deps.sh downloads their Debian packages into .deps/ beforehand, and this
+# script unpacks them into a private prefix (never into /) when the system lacks any of them.
+# Environment knobs (for trying the script elsewhere):
+#   MOM_FORCE_LOCAL_DEPS=1       use the unpacked .deps even when the system has the packages
+#   MOM_GPU_CHECK_BUILD_ONLY=1   stop after configure and build (a machine without a GPU)
+#   MOM_GPU_BUILD_DIR=dir        build folder (default build-gpu); MOM_JOBS=n build jobs (default nproc)
+#   MOM_DEPS_DIR=dir             where .deps are unpacked (default /tmp/momdeps)
+#   MOM_GPU_CHECK_BUDGET=s       seconds the whole script may take (default 540; a device call allows
+#                                600): the sanitizer runs get what is left, so the table always prints
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+build_dir="${MOM_GPU_BUILD_DIR:-build-gpu}"
+budget="${MOM_GPU_CHECK_BUDGET:-540}"
+jobs="${MOM_JOBS:-$(nproc)}"
+logs="${OUT:-$build_dir/logs}"
+mkdir -p "$logs" "$build_dir"
+summary="$logs/summary.txt"
+: >"$summary"
+note() { printf '%-14s %s\n' "$1" "$2" >>"$summary"; }
+finish() {
+  note "elapsed" "${SECONDS}s"
+  echo
+  echo "==================== gpu-check summary ===================="
+  cat "$summary"
+  exit "$1"
+}
+
+# ---- dependencies ----
+have_system_deps() {
+  [ -f /usr/include/gtest/gtest.h ] && [ -f /usr/include/CLI/CLI.hpp ] && [ -f /usr/include/nlohmann/json.hpp ] &&
+    { [ -f /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || [ -f /usr/include/openblas/cblas.h ] ||
+      [ -f /usr/include/cblas.h ]; }
+}
+unpack_deb() {  # dpkg-deb when there is one, else ar + tar
+  if command -v dpkg-deb >/dev/null; then
+    dpkg-deb -x "$1" "$2"
+  else
+    local tmp member
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && ar x "$OLDPWD/$1") || return 1
+    member="$(ls "$tmp"/data.tar.* | head -1)"
+    tar -xf "$member" -C "$2"
+    rm -rf "$tmp"
+  fi
+}
+
+cmake_args=()
+if [ "${MOM_FORCE_LOCAL_DEPS:-0}" = 1 ] || ! have_system_deps; then
+  prefix="${MOM_DEPS_DIR:-/tmp/momdeps}"
+  if ! ls .deps/*.deb >/dev/null 2>&1; then
+    note "deps" "MISSING: the system lacks packages and .deps/ is empty (run scripts/fetch-gpu-deps.sh, carry .deps)"
+    finish 2
+  fi
+  rm -rf "$prefix"
+  mkdir -p "$prefix"
+  for deb in .deps/*.deb; do
+    unpack_deb "$deb" "$prefix" || { note "deps" "FAILED to unpack $deb"; finish 2; }
+  done
+  cmake_args+=("-DMOM_DEPS_PREFIX=$prefix")
+  export LD_LIBRARY_PATH="$prefix/usr/lib/x86_64-linux-gnu/openblas-pthread:$prefix/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  note "deps" "unpacked $(ls .deps/*.deb | wc -l) packages of .deps into $prefix"
+else
+  note "deps" "system packages"
+fi
+
+# ---- configure and build ----
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+[ -f "$build_dir/CMakeCache.txt" ] && ! grep -q "^CMAKE_GENERATOR:INTERNAL=${generator[1]:-Unix Makefiles}$" "$build_dir/CMakeCache.txt" &&
+  rm -rf "$build_dir/CMakeCache.txt" "$build_dir/CMakeFiles"
+{
+  command -v nvcc || ls /usr/local/cuda/bin/nvcc
+  nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version
+  cmake --version | head -1
+} >"$logs/configure.log" 2>&1
+if ! cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DMOM_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 "${cmake_args[@]}" >>"$logs/configure.log" 2>&1; then
+  tail -40 "$logs/configure.log"
+  note "configure" "FAILED (configure.log)"
+  finish 2
+fi
+note "configure" "ok (sm_90)"
+if ! cmake --build "$build_dir" -j "$jobs" --target mom_tests_gpu bench_cuda_core >"$logs/build.log" 2>&1; then
+  grep -E "error|Error" "$logs/build.log" | head -40
+  tail -20 "$logs/build.log"
+  note "build" "FAILED (build.log)"
+  finish 2
+fi
+note "build" "ok: mom_tests_gpu, bench_cuda_core"
+if [ "${MOM_GPU_CHECK_BUILD_ONLY:-0}" = 1 ]; then
+  note "tests" "not run (MOM_GPU_CHECK_BUILD_ONLY=1)"
+  finish 0
+fi
+
+status=0
+gpu_name="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+note "device" "${gpu_name:-nvidia-smi gave nothing}"
+
+# ---- tests ----
+ctest --test-dir "$build_dir" -L gpu --output-on-failure -j 4 --timeout 300 >"$logs/ctest.log" 2>&1
+ctest_rc=$?
+cat "$logs/ctest.log"
+line="$(grep -E "tests passed, [0-9]+ tests? failed out of" "$logs/ctest.log" | tail -1)"
+if [ $ctest_rc -ne 0 ]; then
+  status=1
+  note "tests" "FAILED: ${line:-ctest exited $ctest_rc}; $(grep -cE '\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout' "$logs/ctest.log") failing (ctest.log)"
+else
+  note "tests" "${line:-ctest exited 0}"
+fi
+
+# ---- compute-sanitizer ----
+# Over the test binary, minus the one test whose 2^31-element kernels would take minutes instrumented.
+sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)"
+tests_bin="$build_dir/tests/mom_tests_gpu"
+filter="--gtest_filter=-Cuda.CopyAndFillBeyondTwoToThe31Elements"
+run_sanitizer() {  # tool, log, at most this many seconds, clean-pattern, seconds to keep for what follows
+  local tool="$1" log="$2" limit="$3" clean="$4" keep="$5"
+  local left=$((budget - SECONDS - keep))
+  [ $left -lt $limit ] && limit=$left
+  if [ $limit -lt 20 ]; then
+    note "$tool" "skipped: the time budget is spent"
+    return
+  fi
+  timeout "$limit" "$sanitizer" --tool "$tool" --error-exitcode 1 "$tests_bin" "$filter" >"$log" 2>&1
+  local rc=$?
+  if [ $rc -eq 124 ]; then
+    note "$tool" "timed out after ${limit}s ($(basename "$log"))"
+  elif grep -q "$clean" "$log" && [ $rc -eq 0 ]; then
+    note "$tool" "clean ($(grep -o "$clean" "$log" | head -1))"
+  else
+    status=1
+    note "$tool" "ERRORS, rc $rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|FAILED' "$log" | head -2 | tr '\n' ' ')($(basename "$log"))"
+  fi
+}
+if [ -z "$sanitizer" ]; then
+  note "sanitizer" "unavailable: compute-sanitizer not found"
+else
+  "$sanitizer" --tool memcheck "$tests_bin" --gtest_filter=Cuda.FillAnyValueAnyLayout >"$logs/memcheck.log" 2>&1
+  if grep -qE "Device not supported|Error: Target application terminated before first instrumented API call|Unable to find injection library" "$logs/memcheck.log" ||
+     ! grep -q "ERROR SUMMARY" "$logs/memcheck.log"; then
+    note "sanitizer" "unavailable: $(grep -m1 -iE 'error|not supported' "$logs/memcheck.log" || echo 'probe gave no summary') (memcheck.log)"
+  else
+    run_sanitizer memcheck "$logs/memcheck.log" 240 "ERROR SUMMARY: 0 errors" 120
+    run_sanitizer racecheck "$logs/racecheck.log" 180 "RACECHECK SUMMARY: 0 hazards" 60
+  fi
+fi
+
+# ---- benchmark ----
+if timeout 120 "$build_dir/bench_cuda_core" 20 >"$logs/bench.log" 2>&1; then
+  note "bench" "bench_cuda_core (bench.log):"
+  sed 's/^/    /' "$logs/bench.log" >>"$summary"
+else
+  status=1
+  note "bench" "FAILED: $(tail -3 "$logs/bench.log" | tr '\n' ' ')"
+fi
+
+finish $status
