@@ -40,7 +40,7 @@ using acc_type = std::conditional_t<(sizeof(scalar_t) > sizeof(float)), scalar_t
 // double: std::exp. float: Cephes' expf (round x / ln 2 to k, a degree-6 polynomial for exp(r) on
 // |r| <= ln 2 / 2, then scale by 2^k through the exponent bits): within 2 ulp of std::exp, and
 // branch-free so the compiler vectorises the loops over n that call it (glibc's expf is a call).
-// x is clamped to [-87, 88], where float's exp neither overflows nor turns denormal.
+// x is clamped to [-87, 88], where float's exp neither overflows nor turns denormal; NaN stays NaN.
 inline double scan_exp(double x) { return std::exp(x); }
 inline float scan_exp(float x) {
   x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
@@ -54,7 +54,8 @@ inline float scan_exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   float e = p * r * r + r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  int32_t ki = k == k ? static_cast<int32_t>(k) : 0;  // NaN: any scale, e is NaN already
+  uint32_t bits = static_cast<uint32_t>(ki + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return e * scale;

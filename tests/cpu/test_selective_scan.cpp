@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -409,6 +410,31 @@ TEST(SelectiveScan, RejectsBadInputs) {
                "[selective_scan]");
   expect_error([&] { kernels::selective_scan_backward(p, Tensor(), randn({2, 4, 3}, gen, DType::f32)); },
                "[selective_scan]");
+}
+
+}  // namespace
+}  // namespace mom
+
+namespace mom {
+namespace {
+
+// A NaN step size (a diverging run) must come out as NaN, not as a number, and without undefined
+// behaviour in the fast exp (UBSan runs this in CI).
+TEST(SelectiveScan, NaNPropagatesThroughTheFastExp) {
+  Generator gen(11);
+  SelectiveScanInputs in;
+  in.u = randn({1, 3, 2}, gen);
+  in.delta = randn({1, 3, 2}, gen);
+  in.delta.data<float>()[2] = std::numeric_limits<float>::quiet_NaN();  // token 1, channel 0
+  in.A = rand({2, 4}, gen, DType::f32, -2, -0.5);
+  in.B_ssm = randn({1, 3, 4}, gen);
+  in.C_ssm = randn({1, 3, 4}, gen);
+  in.delta_softplus = true;
+  std::vector<float> out = selective_scan(in).out.to_vector<float>();
+  EXPECT_FALSE(std::isnan(out[0]));  // token 0, before the NaN
+  EXPECT_TRUE(std::isnan(out[2]));   // token 1, channel 0
+  EXPECT_TRUE(std::isnan(out[4]));   // token 2, channel 0: the state carries it
+  EXPECT_FALSE(std::isnan(out[5]));  // channel 1 never saw it
 }
 
 }  // namespace
