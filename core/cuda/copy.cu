@@ -6,49 +6,13 @@
 #include "core/cuda/copy.h"
 #include "core/cuda/memory.h"
 #include "core/cuda/stream.h"
+#include "core/cuda/strided.cuh"
 
 namespace mom::cuda {
 
 namespace {
 
-constexpr int kMaxDims = 8;
 constexpr int kThreads = 256;
-
-// Dims stored innermost first: dim 0 varies fastest in logical order.
-struct Layout2 {
-  int ndim = 0;
-  int64_t size[kMaxDims] = {};
-  int64_t dst_stride[kMaxDims] = {};
-  int64_t src_stride[kMaxDims] = {};
-};
-
-// Drops dims of size 1 and merges neighbours that are contiguous in both layouts; innermost first.
-Layout2 coalesce(const Shape& shape, const Shape& dst_strides, const Shape& src_strides, const char* op) {
-  Layout2 l;
-  int64_t size[64], ds[64], ss[64];
-  int n = 0;
-  for (size_t i = shape.size(); i-- > 0;) {
-    if (shape[i] == 1) continue;
-    if (n > 0 && ds[n - 1] * size[n - 1] == dst_strides[i] && ss[n - 1] * size[n - 1] == src_strides[i]) {
-      size[n - 1] *= shape[i];
-      continue;
-    }
-    MOM_CHECK(n < 64, op, "too many dims: " << shape.size());
-    size[n] = shape[i];
-    ds[n] = dst_strides[i];
-    ss[n] = src_strides[i];
-    ++n;
-  }
-  MOM_CHECK(n <= kMaxDims, op, "strided layout of shape " << shape_str(shape) << " has " << n
-                                   << " dims that cannot be merged; at most " << kMaxDims << " are supported");
-  l.ndim = n;
-  for (int d = 0; d < n; ++d) {
-    l.size[d] = size[d];
-    l.dst_stride[d] = ds[d];
-    l.src_stride[d] = ss[d];
-  }
-  return l;
-}
 
 unsigned grid_for(int64_t n, int device) {
   int64_t blocks = (n + kThreads - 1) / kThreads;
@@ -56,47 +20,28 @@ unsigned grid_for(int64_t n, int device) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, cap)));
 }
 
-// Index is uint32_t when every logical index fits, else uint64_t (the divisions are much cheaper).
 template <typename D, typename S, typename Index>
-__global__ void copy_kernel(D* dst, const S* src, Layout2 l, Index n) {
+__global__ void copy_kernel(D* dst, const S* src, StridedLayout2 l, Index n) {
   Index stride = Index(gridDim.x) * blockDim.x;
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    Index rem = i;
-    int64_t od = 0, os = 0;
-#pragma unroll
-    for (int d = 0; d < kMaxDims; ++d) {
-      if (d < l.ndim) {
-        Index size = static_cast<Index>(l.size[d]);
-        Index k = rem % size;
-        rem /= size;
-        od += int64_t(k) * l.dst_stride[d];
-        os += int64_t(k) * l.src_stride[d];
-      }
-    }
+    int64_t od, os;
+    offsets2(i, l, od, os);
     dst[od] = static_cast<D>(src[os]);
   }
 }
 
 template <typename T, typename Index>
-__global__ void fill_kernel(T* dst, Layout2 l, Index n, T value) {
+__global__ void fill_kernel(T* dst, StridedLayout2 l, Index n, T value) {
   Index stride = Index(gridDim.x) * blockDim.x;
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    Index rem = i;
-    int64_t od = 0;
-#pragma unroll
-    for (int d = 0; d < kMaxDims; ++d) {
-      if (d < l.ndim) {
-        Index size = static_cast<Index>(l.size[d]);
-        od += int64_t(rem % size) * l.dst_stride[d];
-        rem /= size;
-      }
-    }
+    int64_t od, unused;
+    offsets2(i, l, od, unused);
     dst[od] = value;
   }
 }
 
-bool contiguous_1d(const Layout2& l) {
-  return l.ndim == 0 || (l.ndim == 1 && l.dst_stride[0] == 1 && l.src_stride[0] == 1);
+bool contiguous_1d(const StridedLayout2& l) {
+  return l.ndim == 0 || (l.ndim == 1 && l.stride[0][0] == 1 && l.stride[1][0] == 1);
 }
 
 }  // namespace
@@ -106,7 +51,7 @@ void copy_strided(void* dst, DType dst_dtype, const Shape& dst_strides, const vo
   const char* op = "Tensor::copy_";
   int64_t n = shape_numel(shape);
   if (n == 0) return;
-  Layout2 l = coalesce(shape, dst_strides, src_strides, op);
+  StridedLayout2 l = coalesce2(shape, dst_strides, src_strides, op);
   if (dst_dtype == src_dtype && contiguous_1d(l)) {
     copy_device_to_device(dst, src, static_cast<size_t>(n) * dtype_size(dst_dtype), device);
     return;
@@ -133,7 +78,7 @@ void fill(void* dst, DType dtype, const Shape& shape, const Shape& strides, doub
   const char* op = "Tensor::fill_";
   int64_t n = shape_numel(shape);
   if (n == 0) return;
-  Layout2 l = coalesce(shape, strides, strides, op);
+  StridedLayout2 l = coalesce2(shape, strides, strides, op);
   if (value == 0.0 && !std::signbit(value) && contiguous_1d(l)) {
     memset_zero(dst, static_cast<size_t>(n) * dtype_size(dtype), device);
     return;

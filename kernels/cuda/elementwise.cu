@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "core/cuda/strided.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/elementwise.h"
 
@@ -13,7 +14,8 @@ namespace mom::kernels::cuda {
 
 namespace {
 
-constexpr int kMaxDims = 8;
+using ::mom::cuda::kMaxDims;
+using ::mom::cuda::StridedLayout2;
 
 __device__ inline float d_exp(float x) { return expf(x); }
 __device__ inline double d_exp(double x) { return exp(x); }
@@ -132,15 +134,6 @@ template <typename F> void dispatch_binary(BinaryOp op, F&& f) {
 
 // ---- broadcasting binary ----
 
-// Output dims innermost first (the output is contiguous), with each operand's strides (0 where it
-// is broadcast). Dims of size 1 dropped, neighbours merged where both operands allow.
-struct BroadcastLayout {
-  int ndim = 0;
-  int64_t size[kMaxDims] = {};
-  int64_t a_stride[kMaxDims] = {};
-  int64_t b_stride[kMaxDims] = {};
-};
-
 Shape operand_strides(const Shape& in_shape, size_t rank) {
   Shape st = contiguous_strides(in_shape);
   Shape out(rank, 0);
@@ -149,49 +142,12 @@ Shape operand_strides(const Shape& in_shape, size_t rank) {
   return out;
 }
 
-BroadcastLayout broadcast_layout(const Shape& out_shape, const Shape& a_shape, const Shape& b_shape, const char* op) {
-  size_t rank = out_shape.size();
-  Shape sa = operand_strides(a_shape, rank), sb = operand_strides(b_shape, rank);
-  std::vector<int64_t> size, as, bs;
-  for (size_t i = rank; i-- > 0;) {
-    if (out_shape[i] == 1) continue;
-    if (!size.empty() && as.back() * size.back() == sa[i] && bs.back() * size.back() == sb[i]) {
-      size.back() *= out_shape[i];
-      continue;
-    }
-    size.push_back(out_shape[i]);
-    as.push_back(sa[i]);
-    bs.push_back(sb[i]);
-  }
-  MOM_CHECK(size.size() <= size_t(kMaxDims), op,
-            "broadcast of " << shape_str(a_shape) << " and " << shape_str(b_shape) << " needs " << size.size()
-                            << " separate dims; at most " << kMaxDims << " are supported");
-  BroadcastLayout l;
-  l.ndim = static_cast<int>(size.size());
-  for (int d = 0; d < l.ndim; ++d) {
-    l.size[d] = size[d];
-    l.a_stride[d] = as[d];
-    l.b_stride[d] = bs[d];
-  }
-  return l;
-}
-
 template <BinaryOp Op, typename T, typename Index>
-__global__ void broadcast_kernel(const T* a, const T* b, T* out, BroadcastLayout l, Index n) {
+__global__ void broadcast_kernel(const T* a, const T* b, T* out, StridedLayout2 l, Index n) {
   const Index stride = Index(gridDim.x) * blockDim.x;
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    Index rem = i;
-    int64_t oa = 0, ob = 0;
-#pragma unroll
-    for (int d = 0; d < kMaxDims; ++d) {
-      if (d < l.ndim) {
-        Index size = static_cast<Index>(l.size[d]);
-        Index k = rem % size;
-        rem /= size;
-        oa += int64_t(k) * l.a_stride[d];
-        ob += int64_t(k) * l.b_stride[d];
-      }
-    }
+    int64_t oa, ob;
+    ::mom::cuda::offsets2(i, l, oa, ob);
     out[i] = binary_f<Op>(a[oa], b[ob]);
   }
 }
@@ -367,7 +323,10 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
       } else if (a.numel() == 1 && b.numel() == n) {
         launch_map(Inputs<scalar_t, 1>{{bp}}, op_, n, device, BinaryScalarF<kOp, scalar_t>{ap, true});
       } else {
-        BroadcastLayout l = broadcast_layout(out_shape, a.shape(), b.shape(), name);
+        // Output dims walked through each operand's strides (0 where it is broadcast).
+        size_t rank = out_shape.size();
+        StridedLayout2 l = ::mom::cuda::coalesce2(out_shape, operand_strides(a.shape(), rank),
+                                                  operand_strides(b.shape(), rank), name);
         ::mom::cuda::DeviceGuard guard(device);
         cudaStream_t st = ::mom::cuda::stream(device);
         if (n <= INT32_MAX)
