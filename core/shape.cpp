@@ -37,6 +37,14 @@ int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op) {
   return d;
 }
 
+Shape broadcast_strides(const Shape& in_shape, size_t rank) {
+  Shape st = contiguous_strides(in_shape);
+  Shape out(rank, 0);
+  size_t lead = rank - in_shape.size();
+  for (size_t i = 0; i < in_shape.size(); ++i) out[lead + i] = in_shape[i] == 1 ? 0 : st[i];
+  return out;
+}
+
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   size_t n = std::max(a.size(), b.size());
   Shape out(n);

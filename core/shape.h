@@ -16,6 +16,10 @@ std::string shape_str(const Shape& shape);  // "(2, 3)"
 // Wraps a possibly negative dim into [0, ndim); throws [op] when out of range.
 int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op);
 
+// Strides of a contiguous tensor of shape `in_shape` seen from a broadcast result of rank `rank`:
+// 0 on the dims broadcasting expanded (leading dims, and dims of size 1).
+Shape broadcast_strides(const Shape& in_shape, size_t rank);
+
 // NumPy broadcasting of two shapes; throws [op] when they cannot broadcast.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 

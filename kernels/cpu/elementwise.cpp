@@ -121,14 +121,6 @@ void check_unary_input(const Tensor& x, const char* op) {
   check_contiguous(x, op, "x");
 }
 
-// Strides of `in` (shape `in_shape`) seen from a broadcast output of rank `rank`: 0 on expanded dims.
-Shape broadcast_strides(const Shape& in_shape, size_t rank) {
-  Shape st = contiguous_strides(in_shape);
-  Shape out(rank, 0);
-  size_t lead = rank - in_shape.size();
-  for (size_t i = 0; i < in_shape.size(); ++i) out[lead + i] = in_shape[i] == 1 ? 0 : st[i];
-  return out;
-}
 
 }  // namespace
 

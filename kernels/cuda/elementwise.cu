@@ -134,13 +134,6 @@ template <typename F> void dispatch_binary(BinaryOp op, F&& f) {
 
 // ---- broadcasting binary ----
 
-Shape operand_strides(const Shape& in_shape, size_t rank) {
-  Shape st = contiguous_strides(in_shape);
-  Shape out(rank, 0);
-  size_t lead = rank - in_shape.size();
-  for (size_t i = 0; i < in_shape.size(); ++i) out[lead + i] = in_shape[i] == 1 ? 0 : st[i];
-  return out;
-}
 
 template <BinaryOp Op, typename T, typename Index>
 __global__ void broadcast_kernel(const T* a, const T* b, T* out, StridedLayout2 l, Index n) {
@@ -325,8 +318,8 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
       } else {
         // Output dims walked through each operand's strides (0 where it is broadcast).
         size_t rank = out_shape.size();
-        StridedLayout2 l = ::mom::cuda::coalesce2(out_shape, operand_strides(a.shape(), rank),
-                                                  operand_strides(b.shape(), rank), name);
+        StridedLayout2 l = ::mom::cuda::coalesce2(out_shape, broadcast_strides(a.shape(), rank),
+                                                  broadcast_strides(b.shape(), rank), name);
         ::mom::cuda::DeviceGuard guard(device);
         cudaStream_t st = ::mom::cuda::stream(device);
         if (n <= INT32_MAX)
