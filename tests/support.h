@@ -23,6 +23,13 @@ template <typename F> void expect_error(F&& f, const std::string& prefix) {
   }
 }
 
+// A fresh leaf that requires grad, holding a copy of t's values.
+inline Tensor leaf(const Tensor& t) {
+  Tensor l = t.detach().clone();
+  l.set_requires_grad(true);
+  return l;
+}
+
 // ||a - b|| / ||b|| over all elements (b is the reference), computed in double.
 inline double rel_error(const Tensor& a, const Tensor& b) {
   std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();

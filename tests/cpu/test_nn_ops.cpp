@@ -21,13 +21,9 @@ namespace mom {
 namespace {
 
 using test::expect_error;
+using test::leaf;
 using test::rel_error;
 
-Tensor leaf(const Tensor& t) {
-  Tensor l = t.detach().clone();
-  l.set_requires_grad(true);
-  return l;
-}
 
 // Naive softmax / log_softmax of a (outer, n, inner) view in double, straight from the definition.
 Tensor naive_softmax(const Tensor& x, int64_t dim, bool log_output) {

@@ -17,14 +17,10 @@ namespace mom {
 namespace {
 
 using test::expect_error;
+using test::leaf;
 using test::max_abs_diff;
 using test::rel_error;
 
-Tensor leaf(const Tensor& t) {
-  Tensor l = t.detach().clone();
-  l.set_requires_grad(true);
-  return l;
-}
 
 std::vector<double> values(const Tensor& t) { return t.to_vector<double>(); }
 
