@@ -27,8 +27,16 @@
 //
 // The autograd function saves x and the weights (inputs, no extra memory) and the Routing; backward
 // gathers x again. Every gradient is written (=); nothing accumulates into an input. The GEMMs are
-// CBLAS (OpenBLAS) calls: for a fixed shape and thread count they give the same bits on every run.
-// Inputs must be contiguous, on the CPU, of one floating dtype (f32 or f64); outputs are fresh.
+// CBLAS (OpenBLAS) calls on the CPU and cuBLAS calls on CUDA (TF32 when kernels::allow_tf32()): for a
+// fixed shape (and thread count, or GPU model) they give the same bits on every run. Inputs must be
+// contiguous, on one device, of one floating dtype (f32 or f64); outputs are fresh.
+//
+// On CUDA (kernels/cuda/masked_linear.cu): the routing is computed on the device of the ids, perm
+// stays there, and counts and offsets come back to the host in one small copy (the only host wait:
+// the GEMM sizes are host values). masked_linear needs routing.perm on x's device. The rows of y (and
+// of dx) are moved to token order into a second buffer rather than in place: the CPU's cycle-following
+// move is sequential by nature, a scatter into a second buffer is one parallel pass. When the ids are
+// already in modality order (perm_is_identity) the gathers and the scatter are skipped.
 #pragma once
 
 #include <cstdint>
@@ -39,15 +47,17 @@
 namespace mom::kernels {
 
 struct Routing {
-  int64_t num_modalities = 0;    // M
-  std::vector<int64_t> counts;   // (M)
-  std::vector<int64_t> offsets;  // (M + 1)
-  Tensor perm;                   // (T) int64
+  int64_t num_modalities = 0;     // M
+  std::vector<int64_t> counts;    // (M), on the host
+  std::vector<int64_t> offsets;   // (M + 1), on the host
+  Tensor perm;                    // (T) int64, on the device of the ids
+  bool perm_is_identity = false;  // the ids were already in modality order (never decrease)
 
   int64_t num_tokens() const { return offsets.empty() ? 0 : offsets.back(); }
+  Device device() const { return perm.device(); }
 
-  // ids (T) int32 or int64, every id in [0, M). Throws "[routing] modality id 5 at token 12 is outside
-  // [0, 3)" for the first id out of range.
+  // ids (T) int32 or int64 on any device, every id in [0, M). Throws "[routing] modality id 5 at token
+  // 12 is outside [0, 3)" for the first id out of range.
   static Routing from_modalities(const Tensor& ids, int64_t M);
 };
 
@@ -65,5 +75,15 @@ struct MaskedLinearGrads {
 MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, const Routing& routing,
                                          const std::vector<Tensor>& weight, bool has_bias, bool need_dx,
                                          bool need_dparams);
+
+// CUDA versions, called by the functions above after their checks (CUDA builds only).
+namespace cuda {
+Routing routing_from_modalities(const Tensor& ids, int64_t M);
+Tensor masked_linear_forward(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
+                             const std::vector<Tensor>& bias);
+MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, const Routing& routing,
+                                         const std::vector<Tensor>& weight, bool has_bias, bool need_dx,
+                                         bool need_dparams);
+}  // namespace cuda
 
 }  // namespace mom::kernels

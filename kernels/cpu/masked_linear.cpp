@@ -1,5 +1,6 @@
 // CPU reference for kernels/masked_linear.h: counting-sort routing, gather, one CBLAS GEMM per
 // modality written straight into the output in grouped order, rows moved to token order in place.
+// Also the argument checks of both devices and the dispatch to kernels/cuda/masked_linear.cu.
 #include "kernels/masked_linear.h"
 
 #include <cblas.h>
@@ -25,22 +26,25 @@ void check_expert(const Tensor& t, const Tensor& x, const std::string& name) {
   check_floating(t, kOp, name.c_str());
   check_same_dtype(t, x, kOp, name.c_str(), "x");
   check_contiguous(t, kOp, name.c_str());
-  check_cpu(t, kOp, name.c_str());
+  check_same_device(t, x, kOp, name.c_str(), "x");
 }
 
 LinearDims check_linear_inputs(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
                                const std::vector<Tensor>& bias) {
   check_floating(x, kOp, "x");
   check_contiguous(x, kOp, "x");
-  check_cpu(x, kOp, "x");
   MOM_CHECK(x.dim() == 2, kOp, "x must be (T, In), got shape " << shape_str(x.shape()));
   LinearDims d{x.size(0), x.size(1), 0, routing.num_modalities};
   MOM_CHECK(d.M >= 1 && routing.counts.size() == static_cast<size_t>(d.M) &&
-                routing.offsets.size() == static_cast<size_t>(d.M + 1) && routing.perm.defined(),
+                routing.offsets.size() == static_cast<size_t>(d.M + 1) && routing.perm.defined() &&
+                routing.perm.dtype() == DType::i64 && routing.perm.is_contiguous() &&
+                routing.perm.numel() == routing.num_tokens(),
             kOp, "the routing is empty or inconsistent; build it with Routing::from_modalities");
-  check_cpu(routing.perm, kOp, "routing.perm");
   MOM_CHECK(routing.num_tokens() == d.T, kOp,
             "x has " << d.T << " tokens (rows), the routing has " << routing.num_tokens());
+  MOM_CHECK(routing.device() == x.device(), kOp,
+            "the routing is on " << routing.device().str() << " but x is on " << x.device().str()
+                                 << "; build it from modality ids on x's device");
   MOM_CHECK(d.In >= 1, kOp, "x has 0 columns");
   MOM_CHECK(weight.size() == static_cast<size_t>(d.M), kOp,
             "got " << weight.size() << " expert weights for M = " << d.M << " modalities");
@@ -129,9 +133,12 @@ Routing Routing::from_modalities(const Tensor& ids, int64_t M) {
   const char* op = "routing";
   check_defined(ids, op, "ids");
   check_contiguous(ids, op, "ids");
-  check_cpu(ids, op, "ids");
   MOM_CHECK(ids.dim() == 1, op, "ids must be (T), got shape " << shape_str(ids.shape()));
   MOM_CHECK(M >= 1, op, "the number of modalities M must be at least 1, got " << M);
+#ifdef MOM_WITH_CUDA
+  if (ids.device().is_cuda()) return cuda::routing_from_modalities(ids, M);
+#endif
+  check_cpu(ids, op, "ids");
   const int64_t T = ids.size(0);
   Routing r;
   r.num_modalities = M;
@@ -150,6 +157,7 @@ Routing Routing::from_modalities(const Tensor& ids, int64_t M) {
     std::vector<int64_t> cursor(r.offsets.begin(), r.offsets.end() - 1);
     int64_t* perm = r.perm.data<int64_t>();
     for (int64_t t = 0; t < T; ++t) perm[cursor[id[t]]++] = t;
+    r.perm_is_identity = std::is_sorted(id, id + T);
   });
   return r;
 }
@@ -157,6 +165,10 @@ Routing Routing::from_modalities(const Tensor& ids, int64_t M) {
 Tensor masked_linear_forward(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
                              const std::vector<Tensor>& bias) {
   LinearDims d = check_linear_inputs(x, routing, weight, bias);
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::masked_linear_forward(x, routing, weight, bias);
+#endif
+  check_cpu(x, kOp, "x");
   Tensor y = empty({d.T, d.Out}, x.dtype());
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
@@ -183,6 +195,11 @@ MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, cons
   LinearDims d = check_linear_inputs(x, routing, weight, {});
   check_expert(dy, x, "dy");
   check_shape(dy, {d.T, d.Out}, kOp, "dy");
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda())
+    return cuda::masked_linear_backward(dy, x, routing, weight, has_bias, need_dx, need_dparams);
+#endif
+  check_cpu(x, kOp, "x");
   MaskedLinearGrads grads;
   grads.dweight.resize(d.M);
   if (has_bias) grads.dbias.resize(d.M);

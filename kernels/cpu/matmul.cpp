@@ -1,8 +1,10 @@
 // CPU version of kernels/matmul.h: one CBLAS GEMM per batch matrix (OpenBLAS threads each GEMM), or
-// one GEMM in all when a 2-D b lets the batch dims of a fold into the rows.
+// one GEMM in all when a 2-D b lets the batch dims of a fold into the rows. Also the argument checks
+// of both devices, the dispatch to kernels/cuda/matmul.cu, and the TF32 switch.
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 
 #include "kernels/elementwise.h"
@@ -12,6 +14,8 @@
 namespace mom::kernels {
 
 namespace {
+
+std::atomic<bool> tf32_allowed{false};
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
           int64_t ldb, float* c, int64_t ldc) {
@@ -28,7 +32,6 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* a, in
 void check_operand(const Tensor& t, const char* name) {
   check_floating(t, "matmul", name);
   check_contiguous(t, "matmul", name);
-  check_cpu(t, "matmul", name);
   MOM_CHECK(t.dim() >= 2, "matmul",
             name << " must have at least 2 dims, got shape " << shape_str(t.shape()) << "; unsqueeze a vector first");
   for (int64_t s : t.shape())
@@ -49,8 +52,9 @@ Operand operand(const Tensor& t, bool transposed) {
   return transposed ? Operand{r, c, c, r} : Operand{r, c, r, c};
 }
 
-// The output shape of op(a) @ op(b), after checking that the shapes fit.
-Shape output_shape(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+}  // namespace
+
+Shape matmul_output_shape(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   Operand oa = operand(a, ta), ob = operand(b, tb);
   MOM_CHECK(oa.op_cols == ob.op_rows, "matmul",
             "a " << shape_str(a.shape()) << (ta ? " (transposed)" : "") << " has " << oa.op_cols
@@ -72,9 +76,7 @@ Shape output_shape(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   return out;
 }
 
-// For every output batch index (row-major over `batch`), the index of the matrix of an operand with
-// batch dims `in` (broadcast: size-1 and missing dims repeat).
-std::vector<int64_t> batch_index_map(const Shape& in, const Shape& batch) {
+std::vector<int64_t> matmul_batch_index_map(const Shape& in, const Shape& batch) {
   Shape st = contiguous_strides(in);
   size_t lead = batch.size() - in.size();
   int64_t n = shape_numel(batch);
@@ -91,6 +93,8 @@ std::vector<int64_t> batch_index_map(const Shape& in, const Shape& batch) {
   return map;
 }
 
+namespace {
+
 // Sums a gradient of shape (batch, r, c) over the batch dims that broadcasting expanded to reach
 // `shape` (= (batch_in, r, c)).
 Tensor sum_to_batch(const Tensor& g, const Shape& shape) {
@@ -104,15 +108,22 @@ Tensor sum_to_batch(const Tensor& g, const Shape& shape) {
 
 }  // namespace
 
+void set_allow_tf32(bool allow) { tf32_allowed.store(allow); }
+bool allow_tf32() { return tf32_allowed.load(); }
+
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
   check_operand(a, "a");
   check_operand(b, "b");
   check_same_dtype(a, b, "matmul", "a", "b");
   check_same_device(a, b, "matmul", "a", "b");
-  Shape out_shape = output_shape(a, b, transpose_a, transpose_b);
+  Shape out_shape = matmul_output_shape(a, b, transpose_a, transpose_b);
   Operand oa = operand(a, transpose_a), ob = operand(b, transpose_b);
   int64_t m = oa.op_rows, k = oa.op_cols, n = ob.op_cols;
-  if (shape_numel(out_shape) == 0 || k == 0) return zeros(out_shape, a.dtype());
+  if (shape_numel(out_shape) == 0 || k == 0) return zeros(out_shape, a.dtype(), a.device());
+#ifdef MOM_WITH_CUDA
+  if (a.device().is_cuda()) return cuda::matmul(a, b, transpose_a, transpose_b);
+#endif
+  check_cpu(a, "matmul", "a");
   Tensor c = empty(out_shape, a.dtype());
   Shape ba = batch_of(a), bb = batch_of(b), batch(out_shape.begin(), out_shape.end() - 2);
   dispatch_float(a.dtype(), "matmul", [&](auto tag) {
@@ -125,7 +136,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
       gemm(false, transpose_b, shape_numel(ba) * m, n, k, ap, oa.cols, bp, ob.cols, cp, n);
       return;
     }
-    std::vector<int64_t> ia = batch_index_map(ba, batch), ib = batch_index_map(bb, batch);
+    std::vector<int64_t> ia = matmul_batch_index_map(ba, batch), ib = matmul_batch_index_map(bb, batch);
     for (size_t i = 0; i < ia.size(); ++i)
       gemm(transpose_a, transpose_b, m, n, k, ap + ia[i] * oa.rows * oa.cols, oa.cols, bp + ib[i] * ob.rows * ob.cols,
            ob.cols, cp + static_cast<int64_t>(i) * m * n, n);
@@ -138,10 +149,16 @@ MatmulGrads matmul_backward(const Tensor& dc, const Tensor& a, const Tensor& b, 
   check_operand(a, "a");
   check_operand(b, "b");
   check_same_dtype(a, b, "matmul", "a", "b");
+  check_same_device(a, b, "matmul", "a", "b");
   check_floating(dc, "matmul", "dc");
   check_contiguous(dc, "matmul", "dc");
   check_same_dtype(dc, a, "matmul", "dc", "a");
-  check_shape(dc, output_shape(a, b, transpose_a, transpose_b), "matmul", "dc");
+  check_same_device(dc, a, "matmul", "dc", "a");
+  check_shape(dc, matmul_output_shape(a, b, transpose_a, transpose_b), "matmul", "dc");
+#ifdef MOM_WITH_CUDA
+  if (a.device().is_cuda()) return cuda::matmul_backward(dc, a, b, transpose_a, transpose_b, need_a, need_b);
+#endif
+  check_cpu(a, "matmul", "a");
   MatmulGrads g;
   if (need_a) {
     // stored da = dc @ op(b)^T, or its transpose op(b) @ dc^T when a is read transposed.

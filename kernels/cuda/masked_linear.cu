@@ -1,0 +1,450 @@
+// CUDA versions of kernels/masked_linear.h, called after the public functions' checks
+// (kernels/cpu/masked_linear.cpp).
+//
+// Routing (ids (T) on the device). The tokens are cut into S segments of seg_len tokens (a multiple of
+// 32, at least 256, large enough that S <= 1024), one warp per segment, 8 warps per block:
+//   1. count: each warp walks its segment 32 tokens at a time; __match_any_sync groups the lanes
+//      holding the same id and the group's first lane adds the group's size to the segment's row
+//      counts[s][m]. Integer sums: exact whatever the order. An id out of range is not counted; the
+//      first one is found by an integer atomicMax of T - t, and an id smaller than its predecessor
+//      marks the ids as not sorted (integer atomicOr).
+//   2. scan (one block): counts[m] = the segments' counts summed in order, offsets = their exclusive
+//      scan, and each segment's base position for modality m, offsets[m] + the counts of the segments
+//      before it, written over its counts.
+//   3. place: each warp walks its segment again; a token goes to its segment's base for its modality
+//      plus the number of lower lanes in its match group, and the group's first lane then advances that
+//      base. Token order is kept within a step (by lane), across steps and across segments (by the
+//      bases): the stable counting sort of the CPU, bit for bit.
+//   Then counts and the two flags come back to the host in one copy: the only host wait, needed
+//   because the GEMMs' sizes are host values; an id out of range costs one more read for the message.
+//
+// masked_linear. Forward: gather the rows of x into grouped order (one kernel), one cuBLAS GEMM per
+// modality present, then scatter the grouped rows of y into token order in a second buffer with the
+// bias added on the way (one kernel per modality when there is a bias, one in all otherwise). The CPU
+// moves rows in place by following the permutation's cycles, a sequential walk; on the GPU a second
+// (T, Out) buffer makes the move one parallel pass. Backward: gather dy (and x for the weight
+// gradients), per modality dx_m = dy_m W_m into grouped order, dW_m = dy_m^T x_m, db_m = column sums
+// of dy_m, then scatter dx to token order. With perm the identity (ids already sorted) x, dy, y and dx
+// are used in place and only the bias is added (in place).
+//
+// Row moves: a group of L lanes (the power of two >= the row's units, at most 32) per row, grid-stride
+// over rows, 256 threads per block; units are 16-byte vectors (float4 / double2) when the row length
+// is a multiple of 16 bytes and every pointer is 16-byte aligned, single values otherwise. Each
+// element is read once and written once. Column sums: blocks of 32 columns x 8 row lanes over chunks
+// of at least 64 rows (at most 256 chunks per modality), each block's partial sums in double added in
+// a fixed order, then one thread per column adds the chunks' partials in order: no atomics, the same
+// bits every run. The GEMMs are cuBLAS's (kernels/cuda/blas.cuh), deterministic on one stream.
+// Indices are 64-bit throughout.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "core/cuda/memory.h"
+#include "kernels/cuda/blas.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/masked_linear.h"
+
+namespace mom::kernels::cuda {
+
+namespace {
+
+constexpr const char* kOp = "masked_linear";
+constexpr int kWarp = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// ---- routing ----
+
+constexpr int64_t kMinSegment = 256;
+constexpr int64_t kMaxSegments = 1024;
+
+struct Segments {
+  int64_t len, count;
+};
+
+Segments segments_for(int64_t T) {
+  int64_t len = std::max(kMinSegment, (T + kMaxSegments - 1) / kMaxSegments);
+  len = (len + kWarp - 1) / kWarp * kWarp;
+  return {len, (T + len - 1) / len};
+}
+
+unsigned warps_grid(int64_t warps) { return static_cast<unsigned>((warps * kWarp + kThreads - 1) / kThreads); }
+
+// Pass 1. seg_counts (S, M): row s = the counts of segment s (each warp zeroes its own row).
+// flags[0] = max of T - t over ids out of range (0: none), flags[1] = 1 if some id is below its
+// predecessor.
+template <typename I>
+__global__ void routing_count_kernel(const I* ids, int64_t T, int64_t M, int64_t seg_len, int64_t segments,
+                                     int64_t* seg_counts, unsigned long long* flags) {
+  const int64_t s = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (s >= segments) return;  // the whole warp: s is the same for its 32 lanes
+  int64_t* row = seg_counts + s * M;
+  for (int64_t m = lane; m < M; m += kWarp) row[m] = 0;
+  __syncwarp();
+  const int64_t begin = s * seg_len, end = min(T, begin + seg_len);
+  unsigned long long bad = 0;
+  bool decreases = false;
+  for (int64_t base = begin; base < end; base += kWarp) {  // the same trip count for every lane
+    const int64_t t = base + lane;
+    const bool in = t < end;
+    const int64_t id = in ? static_cast<int64_t>(ids[t]) : 0;
+    const bool valid = in && id >= 0 && id < M;
+    if (in && !valid) bad = max(bad, static_cast<unsigned long long>(T - t));
+    if (in && t > 0 && static_cast<int64_t>(ids[t - 1]) > id) decreases = true;
+    const unsigned mask = __ballot_sync(kFullMask, valid);
+    if (valid) {
+      const unsigned group = __match_any_sync(mask, static_cast<unsigned long long>(id));
+      if (lane == __ffs(group) - 1) row[id] += __popc(group);
+    }
+    __syncwarp();  // this step's updates are seen by the next step's leaders
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) bad = max(bad, __shfl_xor_sync(kFullMask, bad, o));
+  decreases = __any_sync(kFullMask, decreases);
+  if (lane == 0) {
+    if (bad > 0) atomicMax(&flags[0], bad);
+    if (decreases) atomicOr(&flags[1], 1ull);
+  }
+}
+
+// Pass 2, one block. counts (M) = column sums of seg_counts; offsets (M) their exclusive scan; then
+// seg_counts[s][m] <- offsets[m] + sum of seg_counts[s'][m] over s' < s.
+__global__ void routing_scan_kernel(int64_t* seg_counts, int64_t segments, int64_t M, int64_t* offsets,
+                                    int64_t* counts) {
+  for (int64_t m = threadIdx.x; m < M; m += blockDim.x) {
+    int64_t total = 0;
+    for (int64_t s = 0; s < segments; ++s) total += seg_counts[s * M + m];
+    counts[m] = total;
+  }
+  __syncthreads();  // also makes the global writes above visible to thread 0
+  if (threadIdx.x == 0) {
+    int64_t run = 0;
+    for (int64_t m = 0; m < M; ++m) {
+      offsets[m] = run;
+      run += counts[m];
+    }
+  }
+  __syncthreads();
+  for (int64_t m = threadIdx.x; m < M; m += blockDim.x) {
+    int64_t run = offsets[m];
+    for (int64_t s = 0; s < segments; ++s) {
+      const int64_t c = seg_counts[s * M + m];
+      seg_counts[s * M + m] = run;
+      run += c;
+    }
+  }
+}
+
+// Pass 3. seg_base (S, M) from pass 2; perm[position] = t for every valid token.
+template <typename I>
+__global__ void routing_place_kernel(const I* ids, int64_t T, int64_t M, int64_t seg_len, int64_t segments,
+                                     int64_t* seg_base, int64_t* perm) {
+  const int64_t s = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (s >= segments) return;
+  int64_t* row = seg_base + s * M;
+  const unsigned lower = (1u << lane) - 1u;
+  const int64_t begin = s * seg_len, end = min(T, begin + seg_len);
+  for (int64_t base = begin; base < end; base += kWarp) {
+    const int64_t t = base + lane;
+    const bool in = t < end;
+    const int64_t id = in ? static_cast<int64_t>(ids[t]) : 0;
+    const bool valid = in && id >= 0 && id < M;
+    const unsigned mask = __ballot_sync(kFullMask, valid);
+    unsigned group = 0;
+    if (valid) {
+      group = __match_any_sync(mask, static_cast<unsigned long long>(id));
+      perm[row[id] + __popc(group & lower)] = t;
+    }
+    __syncwarp();  // every lane of the group has read row[id] before its leader advances it
+    if (valid && lane == __ffs(group) - 1) row[id] += __popc(group);
+    __syncwarp();
+  }
+}
+
+// ---- row moves ----
+
+template <typename T> __device__ inline T add(T a, T b) { return a + b; }
+template <typename T> __device__ inline Vec<T> add(Vec<T> a, const Vec<T>& b) {
+#pragma unroll
+  for (int j = 0; j < Vec<T>::width; ++j) a.v[j] += b.v[j];
+  return a;
+}
+
+// dst[p, :] = src[perm[p], :] for p < rows; rows of `width` units U; 2^lanes_log2 lanes per row.
+template <typename U>
+__global__ void gather_rows_kernel(const U* __restrict__ src, const int64_t* __restrict__ perm, int64_t rows,
+                                   int64_t width, int lanes_log2, U* __restrict__ dst) {
+  const int64_t thread = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t lane = thread & ((int64_t(1) << lanes_log2) - 1);
+  const int64_t step = (int64_t(gridDim.x) * blockDim.x) >> lanes_log2;  // blockDim.x is a multiple of 32
+  for (int64_t p = thread >> lanes_log2; p < rows; p += step) {
+    const U* s = src + perm[p] * width;
+    U* d = dst + p * width;
+    for (int64_t j = lane; j < width; j += int64_t(1) << lanes_log2) d[j] = s[j];
+  }
+}
+
+// dst[perm[p], :] = src[p, :] (+ bias) for p < rows; perm null: the identity, and then src may be dst
+// (each unit is read and written by the same thread).
+template <typename U>
+__global__ void scatter_rows_kernel(const U* src, const int64_t* __restrict__ perm, int64_t rows, int64_t width,
+                                    int lanes_log2, const U* __restrict__ bias, U* dst) {
+  const int64_t thread = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t lane = thread & ((int64_t(1) << lanes_log2) - 1);
+  const int64_t step = (int64_t(gridDim.x) * blockDim.x) >> lanes_log2;
+  for (int64_t p = thread >> lanes_log2; p < rows; p += step) {
+    const U* s = src + p * width;
+    U* d = dst + (perm ? perm[p] : p) * width;
+    for (int64_t j = lane; j < width; j += int64_t(1) << lanes_log2) d[j] = bias ? add(s[j], bias[j]) : s[j];
+  }
+}
+
+// The lanes per row: the power of two >= units, at most a warp.
+int lanes_log2_for(int64_t units) {
+  int l = 0;
+  while (l < 5 && (int64_t(1) << l) < units) ++l;
+  return l;
+}
+
+template <typename T> bool rows_vectorisable(int64_t C, const T* a, const T* b, const T* c) {
+  return (C * int64_t(sizeof(T))) % 16 == 0 && aligned16(a) && aligned16(b) && (c == nullptr || aligned16(c));
+}
+
+// dst (rows, C) = src rows perm[0 .. rows).
+template <typename T> void gather_rows(const T* src, const int64_t* perm, int64_t rows, int64_t C, T* dst, int device) {
+  if (rows == 0) return;
+  cudaStream_t st = ::mom::cuda::stream(device);
+  if (rows_vectorisable<T>(C, src, dst, nullptr)) {
+    const int64_t width = C / Vec<T>::width;
+    const int l = lanes_log2_for(width);
+    gather_rows_kernel<Vec<T>><<<grid_for(rows << l, device), kThreads, 0, st>>>(
+        reinterpret_cast<const Vec<T>*>(src), perm, rows, width, l, reinterpret_cast<Vec<T>*>(dst));
+  } else {
+    const int l = lanes_log2_for(C);
+    gather_rows_kernel<T><<<grid_for(rows << l, device), kThreads, 0, st>>>(src, perm, rows, C, l, dst);
+  }
+  MOM_CUDA_CHECK_LAUNCH();
+}
+
+// Row p of src (rows, C) to row perm[p] of dst (row p when perm is null), plus bias (C) when given.
+template <typename T>
+void scatter_rows(const T* src, const int64_t* perm, int64_t rows, int64_t C, const T* bias, T* dst, int device) {
+  if (rows == 0) return;
+  cudaStream_t st = ::mom::cuda::stream(device);
+  if (rows_vectorisable<T>(C, src, dst, bias)) {
+    const int64_t width = C / Vec<T>::width;
+    const int l = lanes_log2_for(width);
+    scatter_rows_kernel<Vec<T>><<<grid_for(rows << l, device), kThreads, 0, st>>>(
+        reinterpret_cast<const Vec<T>*>(src), perm, rows, width, l, reinterpret_cast<const Vec<T>*>(bias),
+        reinterpret_cast<Vec<T>*>(dst));
+  } else {
+    const int l = lanes_log2_for(C);
+    scatter_rows_kernel<T><<<grid_for(rows << l, device), kThreads, 0, st>>>(src, perm, rows, C, l, bias, dst);
+  }
+  MOM_CUDA_CHECK_LAUNCH();
+}
+
+// ---- column sums (the bias gradient) ----
+
+constexpr int kSumCols = 32, kSumRowLanes = 8;  // 256 threads per block
+constexpr int64_t kMinChunkRows = 64, kMaxChunks = 256;
+
+struct Chunks {
+  int64_t rows, count;
+};
+
+Chunks chunks_for(int64_t n) {
+  const int64_t rows = std::max(kMinChunkRows, (n + kMaxChunks - 1) / kMaxChunks);
+  return {rows, (n + rows - 1) / rows};
+}
+
+// partial[c, j] = sum of g[r, j] over the rows r of chunk c (blockIdx.y), in double: row lane y sums
+// rows r0 + y, r0 + y + 8, ..., then the 8 lanes are added in order.
+template <typename T>
+__global__ void column_partials_kernel(const T* __restrict__ g, int64_t rows, int64_t C, int64_t chunk_rows,
+                                       double* __restrict__ partial) {
+  __shared__ double lanes[kSumRowLanes][kSumCols];
+  const int64_t j = int64_t(blockIdx.x) * kSumCols + threadIdx.x;
+  const int64_t chunk = blockIdx.y;
+  const int64_t r0 = chunk * chunk_rows, r1 = min(rows, r0 + chunk_rows);
+  double acc = 0;
+  if (j < C)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kSumRowLanes) acc += static_cast<double>(g[r * C + j]);
+  lanes[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < C) {
+    double total = 0;
+#pragma unroll
+    for (int y = 0; y < kSumRowLanes; ++y) total += lanes[y][threadIdx.x];
+    partial[chunk * C + j] = total;
+  }
+}
+
+// out[j] = sum over chunks c in order of partial[c, j].
+template <typename T>
+__global__ void column_totals_kernel(const double* __restrict__ partial, int64_t chunks, int64_t C,
+                                     T* __restrict__ out) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < C; j += stride) {
+    double total = 0;
+    for (int64_t c = 0; c < chunks; ++c) total += partial[c * C + j];
+    out[j] = static_cast<T>(total);
+  }
+}
+
+// out (C) = column sums of g (rows, C), rows >= 1; partial holds chunks_for(rows).count * C doubles.
+template <typename T> void column_sums(const T* g, int64_t rows, int64_t C, double* partial, T* out, int device) {
+  const Chunks ch = chunks_for(rows);
+  cudaStream_t st = ::mom::cuda::stream(device);
+  const dim3 grid(static_cast<unsigned>((C + kSumCols - 1) / kSumCols), static_cast<unsigned>(ch.count));
+  column_partials_kernel<T><<<grid, dim3(kSumCols, kSumRowLanes), 0, st>>>(g, rows, C, ch.rows, partial);
+  MOM_CUDA_CHECK_LAUNCH();
+  column_totals_kernel<T><<<grid_for(C, device), kThreads, 0, st>>>(partial, ch.count, C, out);
+  MOM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+Routing routing_from_modalities(const Tensor& ids, int64_t M) {
+  const char* op = "routing";
+  const int64_t T = ids.size(0);
+  const int device = ids.device().index;
+  Routing r;
+  r.num_modalities = M;
+  r.counts.assign(M, 0);
+  r.offsets.assign(M + 1, 0);
+  r.perm = empty({T}, DType::i64, ids.device());
+  r.perm_is_identity = true;
+  dispatch_index(ids.dtype(), op, [&](auto tag) {
+    using index_t = MOM_TYPE(tag);
+    if (T == 0) return;
+    const index_t* id = ids.data<index_t>();
+    const Segments seg = segments_for(T);
+    Tensor scratch = empty({seg.count * M + M}, DType::i64, ids.device());  // (S, M) segment rows, then offsets (M)
+    Tensor info = zeros({M + 2}, DType::i64, ids.device());                 // counts (M), then the two flags
+    int64_t* rows = scratch.data<int64_t>();
+    int64_t* counts = info.data<int64_t>();
+    auto* flags = reinterpret_cast<unsigned long long*>(counts + M);
+    ::mom::cuda::DeviceGuard guard(device);
+    cudaStream_t st = ::mom::cuda::stream(device);
+    routing_count_kernel<index_t><<<warps_grid(seg.count), kThreads, 0, st>>>(id, T, M, seg.len, seg.count, rows,
+                                                                             flags);
+    MOM_CUDA_CHECK_LAUNCH();
+    routing_scan_kernel<<<1, kThreads, 0, st>>>(rows, seg.count, M, rows + seg.count * M, counts);
+    MOM_CUDA_CHECK_LAUNCH();
+    routing_place_kernel<index_t><<<warps_grid(seg.count), kThreads, 0, st>>>(id, T, M, seg.len, seg.count, rows,
+                                                                             r.perm.data<int64_t>());
+    MOM_CUDA_CHECK_LAUNCH();
+    // The host wait: counts size the GEMMs, and a bad id must throw here.
+    std::vector<int64_t> host(M + 2);
+    ::mom::cuda::copy_device_to_host(host.data(), counts, host.size() * sizeof(int64_t), device);
+    if (host[M] > 0) {
+      const int64_t t = T - host[M];
+      index_t bad = 0;
+      ::mom::cuda::copy_device_to_host(&bad, id + t, sizeof(index_t), device);
+      MOM_THROW(op, "modality id " << bad << " at token " << t << " is outside [0, " << M << ")");
+    }
+    for (int64_t m = 0; m < M; ++m) {
+      r.counts[m] = host[m];
+      r.offsets[m + 1] = r.offsets[m] + host[m];
+    }
+    r.perm_is_identity = host[M + 1] == 0;
+  });
+  return r;
+}
+
+Tensor masked_linear_forward(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
+                             const std::vector<Tensor>& bias) {
+  const int64_t T = x.size(0), In = x.size(1), Out = weight[0].size(0), M = routing.num_modalities;
+  const int device = x.device().index;
+  Tensor y = empty({T, Out}, x.dtype(), x.device());
+  if (T == 0) return y;
+  dispatch_float(x.dtype(), kOp, [&](auto tag) {
+    using scalar_t = MOM_TYPE(tag);
+    const bool identity = routing.perm_is_identity;
+    const int64_t* perm = routing.perm.data<int64_t>();
+    // x and y in grouped order: x and y themselves when the routing is the identity.
+    Tensor xg_t = identity ? x : empty({T, In}, x.dtype(), x.device());
+    Tensor yg_t = identity ? y : empty({T, Out}, x.dtype(), x.device());
+    ::mom::cuda::DeviceGuard guard(device);
+    if (!identity) gather_rows(x.data<scalar_t>(), perm, T, In, xg_t.data<scalar_t>(), device);
+    const scalar_t* xg = xg_t.data<scalar_t>();
+    scalar_t* yg = yg_t.data<scalar_t>();
+    scalar_t* yp = y.data<scalar_t>();
+    for (int64_t m = 0; m < M; ++m) {
+      const int64_t off = routing.offsets[m], n = routing.counts[m];
+      if (n == 0) continue;
+      // y_m (n, Out) = x_m (n, In) @ weight[m]^T
+      gemm(device, false, true, n, Out, In, xg + off * In, In, weight[m].data<scalar_t>(), In, yg + off * Out, Out);
+    }
+    if (!identity && bias.empty()) {
+      scatter_rows<scalar_t>(yg, perm, T, Out, nullptr, yp, device);
+      return;
+    }
+    for (int64_t m = 0; m < M && !bias.empty(); ++m) {
+      const int64_t off = routing.offsets[m], n = routing.counts[m];
+      // Modality m's rows to token order with its bias; in place when the routing is the identity.
+      scatter_rows<scalar_t>(yg + off * Out, identity ? nullptr : perm + off, n, Out, bias[m].data<scalar_t>(),
+                             identity ? yp + off * Out : yp, device);
+    }
+  });
+  return y;
+}
+
+MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, const Routing& routing,
+                                         const std::vector<Tensor>& weight, bool has_bias, bool need_dx,
+                                         bool need_dparams) {
+  const int64_t T = x.size(0), In = x.size(1), Out = weight[0].size(0), M = routing.num_modalities;
+  const int device = x.device().index;
+  MaskedLinearGrads grads;
+  grads.dweight.resize(M);
+  if (has_bias) grads.dbias.resize(M);
+  if (need_dx) grads.dx = empty({T, In}, x.dtype(), x.device());
+  if (T == 0 || !(need_dx || need_dparams)) return grads;
+  dispatch_float(x.dtype(), kOp, [&](auto tag) {
+    using scalar_t = MOM_TYPE(tag);
+    const bool identity = routing.perm_is_identity;
+    const int64_t* perm = routing.perm.data<int64_t>();
+    ::mom::cuda::DeviceGuard guard(device);
+    // dy, x (for the weight gradients) and dx in grouped order: the tensors themselves for the identity.
+    Tensor dyg_t = identity ? dy : empty({T, Out}, x.dtype(), x.device());
+    Tensor xg_t = !need_dparams ? Tensor() : identity ? x : empty({T, In}, x.dtype(), x.device());
+    Tensor dxg_t = !need_dx ? Tensor() : identity ? grads.dx : empty({T, In}, x.dtype(), x.device());
+    if (!identity) {
+      gather_rows(dy.data<scalar_t>(), perm, T, Out, dyg_t.data<scalar_t>(), device);
+      if (need_dparams) gather_rows(x.data<scalar_t>(), perm, T, In, xg_t.data<scalar_t>(), device);
+    }
+    const scalar_t* dyg = dyg_t.data<scalar_t>();
+    // Scratch of the bias sums: each present modality's chunks, one after another.
+    std::vector<int64_t> partial_at(M, 0);
+    int64_t partial_len = 0;
+    for (int64_t m = 0; m < M && has_bias && need_dparams; ++m) {
+      partial_at[m] = partial_len;
+      if (routing.counts[m] > 0) partial_len += chunks_for(routing.counts[m]).count * Out;
+    }
+    Tensor partial = partial_len > 0 ? empty({partial_len}, DType::f64, x.device()) : Tensor();
+    for (int64_t m = 0; m < M; ++m) {
+      const int64_t off = routing.offsets[m], n = routing.counts[m];
+      if (n == 0) continue;  // an absent expert: no work, undefined gradients
+      const scalar_t* dy_m = dyg + off * Out;
+      const scalar_t* w = weight[m].data<scalar_t>();
+      // dx_m (n, In) = dy_m (n, Out) @ weight[m] (Out, In)
+      if (need_dx) gemm(device, false, false, n, In, Out, dy_m, Out, w, In, dxg_t.data<scalar_t>() + off * In, In);
+      if (!need_dparams) continue;
+      // dweight[m] (Out, In) = dy_m^T (Out, n) @ x_m (n, In)
+      grads.dweight[m] = empty({Out, In}, x.dtype(), x.device());
+      gemm(device, true, false, Out, In, n, dy_m, Out, xg_t.data<scalar_t>() + off * In, In,
+           grads.dweight[m].data<scalar_t>(), In);
+      if (has_bias) {
+        grads.dbias[m] = empty({Out}, x.dtype(), x.device());
+        column_sums(dy_m, n, Out, partial.data<double>() + partial_at[m], grads.dbias[m].data<scalar_t>(), device);
+      }
+    }
+    if (need_dx && !identity)
+      scatter_rows<scalar_t>(dxg_t.data<scalar_t>(), perm, T, In, nullptr, grads.dx.data<scalar_t>(), device);
+  });
+  return grads;
+}
+
+}  // namespace mom::kernels::cuda
