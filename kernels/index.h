@@ -17,8 +17,9 @@
 // never a wrap-around). The backwards add repeated indices in ascending order of position, each output
 // element summed by one thread, so they repeat bit for bit. The forwards of index_select and gather
 // save the index for their backward; cat and split save only the sizes.
-// Inputs must be contiguous CPU tensors (x, dy of one floating dtype for the backwards; cat and split
-// take any dtype); outputs are fresh and contiguous. Nothing accumulates into an argument.
+// Inputs must be contiguous tensors on one device (x, dy of one floating dtype for the backwards; cat,
+// split, index_select and gather take any dtype; the index may be strided); outputs are fresh and
+// contiguous, on that device. Nothing accumulates into an argument.
 #pragma once
 
 #include <vector>
@@ -33,5 +34,18 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 Tensor index_select_backward(const Tensor& dy, const Tensor& index, const Shape& x_shape, int64_t dim);
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
 Tensor gather_backward(const Tensor& dy, const Tensor& index, const Shape& x_shape, int64_t dim);
+
+// CUDA versions, called by the functions above after their checks (CUDA builds only). Same results,
+// bit for bit (copies, and backwards that add in the CPU's order and precision). Index values are
+// checked on the device; an out-of-range one raises the CPU's error after one host synchronisation
+// (kernels/cuda/index.cu).
+namespace cuda {
+Tensor cat(const std::vector<Tensor>& xs, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+Tensor index_select_backward(const Tensor& dy, const Tensor& index, const Shape& x_shape, int64_t dim);
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
+Tensor gather_backward(const Tensor& dy, const Tensor& index, const Shape& x_shape, int64_t dim);
+}  // namespace cuda
 
 }  // namespace mom::kernels

@@ -19,8 +19,8 @@
 // thread; the total is summed in fixed blocks whose partials are added in order), so results repeat
 // bit for bit whatever the thread count.
 // The forward of max saves the indices for its backward; sum and mean save nothing but the shape.
-// Inputs must be contiguous CPU tensors of one floating dtype (indices int64); outputs are fresh.
-// Nothing accumulates: every function returns a new tensor.
+// Inputs must be contiguous tensors of one floating dtype (indices int64) on one device; outputs are
+// fresh, on that device. Nothing accumulates: every function returns a new tensor.
 #pragma once
 
 #include <vector>
@@ -45,5 +45,20 @@ Tensor max_all_backward(const Tensor& dy, const Tensor& index, const Shape& x_sh
 
 // The dims of a tensor of `ndim` dims, in order: {0, 1, ..., ndim - 1}.
 std::vector<int64_t> all_dims(int64_t ndim);
+
+// CUDA versions, called by the functions above after their checks (CUDA builds only). Same results:
+// sums in double in an order fixed by the shapes (bit for bit from run to run, not bit for bit with
+// the CPU), max and every backward exactly the CPU's. An out-of-range index is found on the device
+// and raises the CPU's error after one host synchronisation (kernels/cuda/reduce.cu).
+namespace cuda {
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
+Tensor sum_backward(const Tensor& dy, const Shape& x_shape, const std::vector<int64_t>& dims, bool keepdim);
+Tensor mean_backward(const Tensor& dy, const Shape& x_shape, const std::vector<int64_t>& dims, bool keepdim);
+MaxResult max(const Tensor& x, int64_t dim, bool keepdim);
+Tensor max_backward(const Tensor& dy, const Tensor& indices, const Shape& x_shape, int64_t dim, bool keepdim);
+MaxResult max_all(const Tensor& x);
+Tensor max_all_backward(const Tensor& dy, const Tensor& index, const Shape& x_shape);
+}  // namespace cuda
 
 }  // namespace mom::kernels

@@ -1,5 +1,5 @@
-// bench_cuda_core: bandwidth of the CUDA runtime's copy and of the elementwise and AdamW kernels,
-// float32, as a fraction of a device-to-device copy measured in the same run.
+// bench_cuda_core: bandwidth of the CUDA runtime's copy and of the elementwise, reduction and AdamW
+// kernels, float32, as a fraction of a device-to-device copy measured in the same run.
 //
 // Floor: every row here is memory-bound; its floor is the bytes it must move (each input read once,
 // each output written once) over the copy's bandwidth (bytes read + written per second). Rows print
@@ -30,8 +30,11 @@ int main() {
 #include "core/cuda/stream.h"
 #include "kernels/elementwise.h"
 #include "kernels/optimizer.h"
+#include "kernels/reduce.h"
+#include "examples/bench/cuda_timing.h"
 
 using namespace mom;
+using bench::median_ms;
 
 namespace {
 
@@ -44,29 +47,6 @@ Tensor random_gpu(int64_t n, Generator& gen, double lo, double hi) {
   Tensor out = empty({n}, DType::f32, kGpu);
   out.view({n / kBlock, kBlock}).copy_(block.unsqueeze(0).expand({n / kBlock, kBlock}));
   return out;
-}
-
-double median_ms(int runs, const std::function<void()>& f) {
-  cudaStream_t st = cuda::stream(0);
-  cudaEvent_t start, stop;
-  MOM_CUDA_CHECK(cudaEventCreate(&start));
-  MOM_CUDA_CHECK(cudaEventCreate(&stop));
-  f();
-  cuda::synchronize(0);
-  std::vector<double> times;
-  for (int i = 0; i < runs; ++i) {
-    MOM_CUDA_CHECK(cudaEventRecord(start, st));
-    f();
-    MOM_CUDA_CHECK(cudaEventRecord(stop, st));
-    MOM_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    MOM_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms);
-  }
-  MOM_CUDA_CHECK(cudaEventDestroy(start));
-  MOM_CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
 }
 
 struct Row {
@@ -120,6 +100,20 @@ int main(int argc, char** argv) {
     Tensor g3 = g.view({1024, n / 1024});
     rows.push_back({"sum_to_shape (1024,T)->(1,T)", n, tensor_bytes,
                     median_ms(runs, [&] { kernels::sum_to_shape(g3, {1, n / 1024}); })});
+    // Reductions: rows (the last dim), columns (a leading dim over a contiguous inner run), everything,
+    // and max with its int64 argmax. Bytes: the input once plus the outputs.
+    const int64_t t = n / 1024;
+    rows.push_back({"sum (T,1024) dim 1 (rows)", n, tensor_bytes + t * 4.0,
+                    median_ms(runs, [&] { kernels::sum(g2, {1}, false); })});
+    rows.push_back({"sum (T,64) dim 0 (columns)", n, tensor_bytes + 64 * 4.0,
+                    median_ms(runs, [&] { kernels::sum(g.view({n / 64, 64}), {0}, false); })});
+    rows.push_back({"sum (1024,T) dim 0 (columns)", n, tensor_bytes + t * 4.0,
+                    median_ms(runs, [&] { kernels::sum(g3, {0}, false); })});
+    rows.push_back({"sum all", n, tensor_bytes, median_ms(runs, [&] { kernels::sum(g, {0}, false); })});
+    rows.push_back({"max (T,1024) dim 1 (rows)", n, tensor_bytes + t * 12.0,
+                    median_ms(runs, [&] { kernels::max(g2, 1, false); })});
+    rows.push_back({"max (1024,T) dim 0 (columns)", n, tensor_bytes + t * 12.0,
+                    median_ms(runs, [&] { kernels::max(g3, 0, false); })});
   }
   cuda::MemoryStats stats = cuda::memory_stats(0);
   const double copy_gbs = rows[0].bytes / (rows[0].ms * 1e-3) / 1e9;

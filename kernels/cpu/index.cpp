@@ -1,4 +1,5 @@
-// CPU reference for kernels/index.h.
+// CPU reference for kernels/index.h, the argument checks shared by both devices, and the dispatch of
+// CUDA tensors to kernels/cuda/index.cu (after the checks; index values are checked where they live).
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -16,17 +17,16 @@ int64_t prod(const Shape& s, size_t begin, size_t end) {
   return n;
 }
 
-void check_data(const Tensor& t, const char* op, const char* name) {
-  check_contiguous(t, op, name);
-  check_cpu(t, op, name);
-}
-
-// The index values as int64, each checked against [0, size).
-std::vector<int64_t> load_index(const Tensor& index, int64_t size, int64_t dim, const char* op) {
+// Everything about the index but its values: defined, an integer dtype, on `data`'s device.
+void check_index(const Tensor& index, const Tensor& data, const char* op, const char* data_name) {
   check_defined(index, op, "index");
-  check_cpu(index, op, "index");
   MOM_CHECK(index.dtype() == DType::i32 || index.dtype() == DType::i64, op,
             "index must be int32 or int64, got " << dtype_name(index.dtype()));
+  check_same_device(index, data, op, "index", data_name);
+}
+
+// The index values (of a checked CPU index) as int64, each checked against [0, size).
+std::vector<int64_t> load_index(const Tensor& index, int64_t size, int64_t dim, const char* op) {
   std::vector<int64_t> v = index.to_vector<int64_t>();
   for (int64_t i : v)
     MOM_CHECK(i >= 0 && i < size, op, "index " << i << " is out of range for dim " << dim << " of size " << size);
@@ -85,8 +85,9 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
   MOM_CHECK(!xs.empty(), "cat", "needs at least one tensor");
   for (size_t i = 0; i < xs.size(); ++i) {
     std::string name = "xs[" + std::to_string(i) + "]";
-    check_data(xs[i], "cat", name.c_str());
+    check_contiguous(xs[i], "cat", name.c_str());
     check_same_dtype(xs[i], xs[0], "cat", name.c_str(), "xs[0]");
+    check_same_device(xs[i], xs[0], "cat", name.c_str(), "xs[0]");
   }
   const Shape& ref = xs[0].shape();
   int64_t d = wrap_dim(dim, xs[0].dim(), "cat");
@@ -101,6 +102,10 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
                     << " in a dim other than " << d);
     out_shape[d] += s[d];
   }
+#ifdef MOM_WITH_CUDA
+  if (xs[0].device().is_cuda()) return cuda::cat(xs, dim);
+#endif
+  check_cpu(xs[0], "cat", "xs[0]");
   Tensor y = empty(out_shape, xs[0].dtype());
   int64_t es = static_cast<int64_t>(dtype_size(y.dtype()));
   int64_t outer = prod(ref, 0, d), inner = prod(ref, d + 1, ref.size());
@@ -115,7 +120,7 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
-  check_data(x, "split", "x");
+  check_contiguous(x, "split", "x");
   int64_t d = wrap_dim(dim, x.dim(), "split");
   int64_t total = 0;
   for (int64_t s : sizes) {
@@ -125,6 +130,10 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
   MOM_CHECK(total == x.size(d), "split",
             "sizes " << shape_str(sizes) << " sum to " << total << " but dim " << d << " of x " << shape_str(x.shape())
                      << " has size " << x.size(d));
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::split(x, sizes, dim);
+#endif
+  check_cpu(x, "split", "x");
   const Shape& shape = x.shape();
   int64_t es = static_cast<int64_t>(dtype_size(x.dtype()));
   int64_t outer = prod(shape, 0, d), inner = prod(shape, d + 1, shape.size());
@@ -144,10 +153,15 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 }
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
-  check_data(x, "index_select", "x");
+  check_contiguous(x, "index_select", "x");
   int64_t d = wrap_dim(dim, x.dim(), "index_select");
   check_defined(index, "index_select", "index");
   MOM_CHECK(index.dim() == 1, "index_select", "index must be 1-D, got shape " << shape_str(index.shape()));
+  check_index(index, x, "index_select", "x");
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::index_select(x, dim, index);
+#endif
+  check_cpu(x, "index_select", "x");
   const Shape& shape = x.shape();
   std::vector<int64_t> idx = load_index(index, shape[d], d, "index_select");
   Shape out_shape = shape;
@@ -168,14 +182,19 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 
 Tensor index_select_backward(const Tensor& dy, const Tensor& index, const Shape& x_shape, int64_t dim) {
   check_floating(dy, "index_select", "dy");
-  check_data(dy, "index_select", "dy");
+  check_contiguous(dy, "index_select", "dy");
   int64_t d = wrap_dim(dim, static_cast<int64_t>(x_shape.size()), "index_select");
   int64_t n = x_shape[d];
-  std::vector<int64_t> idx = load_index(index, n, d, "index_select");
-  int64_t count = static_cast<int64_t>(idx.size());
+  check_index(index, dy, "index_select", "dy");
+  int64_t count = index.numel();
   Shape dy_shape = x_shape;
   dy_shape[d] = count;
   check_shape(dy, dy_shape, "index_select", "dy");
+#ifdef MOM_WITH_CUDA
+  if (dy.device().is_cuda()) return cuda::index_select_backward(dy, index, x_shape, dim);
+#endif
+  check_cpu(dy, "index_select", "dy");
+  std::vector<int64_t> idx = load_index(index, n, d, "index_select");
   // Positions grouped by target row, in ascending order within a group (a stable counting sort).
   std::vector<int64_t> start(n + 1, 0), order(count);
   for (int64_t v : idx) ++start[v + 1];
@@ -209,10 +228,15 @@ Tensor index_select_backward(const Tensor& dy, const Tensor& index, const Shape&
 }
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
-  check_data(x, "gather", "x");
+  check_contiguous(x, "gather", "x");
   int64_t d = wrap_dim(dim, x.dim(), "gather");
   check_defined(index, "gather", "index");
   check_gather_shapes(x.shape(), index, d, "gather");
+  check_index(index, x, "gather", "x");
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::gather(x, dim, index);
+#endif
+  check_cpu(x, "gather", "x");
   std::vector<int64_t> idx = load_index(index, x.size(d), d, "gather");
   Tensor y = empty(index.shape(), x.dtype());
   if (y.numel() == 0) return y;
@@ -236,11 +260,16 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 
 Tensor gather_backward(const Tensor& dy, const Tensor& index, const Shape& x_shape, int64_t dim) {
   check_floating(dy, "gather", "dy");
-  check_data(dy, "gather", "dy");
+  check_contiguous(dy, "gather", "dy");
   int64_t d = wrap_dim(dim, static_cast<int64_t>(x_shape.size()), "gather");
   check_defined(index, "gather", "index");
   check_gather_shapes(x_shape, index, d, "gather");
   check_shape(dy, index.shape(), "gather", "dy");
+  check_index(index, dy, "gather", "dy");
+#ifdef MOM_WITH_CUDA
+  if (dy.device().is_cuda()) return cuda::gather_backward(dy, index, x_shape, dim);
+#endif
+  check_cpu(dy, "gather", "dy");
   std::vector<int64_t> idx = load_index(index, x_shape[d], d, "gather");
   Tensor dx = zeros(x_shape, dy.dtype());
   if (dy.numel() == 0) return dx;

@@ -1,4 +1,5 @@
-// CPU reference for kernels/reduce.h.
+// CPU reference for kernels/reduce.h, the argument checks shared by both devices, and the dispatch of
+// CUDA tensors to kernels/cuda/reduce.cu (after the checks).
 #include <algorithm>
 #include <cmath>
 
@@ -21,7 +22,6 @@ constexpr int64_t kTotalBlock = 65536;  // elements per partial of a total (fixe
 void check_input(const Tensor& x, const char* op) {
   check_floating(x, op, "x");
   check_contiguous(x, op, "x");
-  check_cpu(x, op, "x");
 }
 
 // reduced[d] is true for every dim of `dims` (wrapped; a repeated dim is an error).
@@ -173,6 +173,10 @@ Tensor sum_or_mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepd
   const char* op = is_mean ? "mean" : "sum";
   check_input(x, op);
   std::vector<bool> mask = reduced_mask(x.dim(), dims, op);
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return is_mean ? cuda::mean(x, dims, keepdim) : cuda::sum(x, dims, keepdim);
+#endif
+  check_cpu(x, op, "x");
   Shape out_shape = reduced_shape(x.shape(), mask, keepdim);
   ReducePlan p = make_plan(x.shape(), mask);
   double divisor = is_mean ? static_cast<double>(p.count) : 1.0;
@@ -191,9 +195,13 @@ Tensor broadcast_back(const Tensor& dy, const Shape& x_shape, const std::vector<
   const char* op = is_mean ? "mean" : "sum";
   check_floating(dy, op, "dy");
   check_contiguous(dy, op, "dy");
-  check_cpu(dy, op, "dy");
   std::vector<bool> mask = reduced_mask(static_cast<int64_t>(x_shape.size()), dims, op);
   check_shape(dy, reduced_shape(x_shape, mask, keepdim), op, "dy");
+#ifdef MOM_WITH_CUDA
+  if (dy.device().is_cuda())
+    return is_mean ? cuda::mean_backward(dy, x_shape, dims, keepdim) : cuda::sum_backward(dy, x_shape, dims, keepdim);
+#endif
+  check_cpu(dy, op, "dy");
   double divisor = is_mean ? static_cast<double>(make_plan(x_shape, mask).count) : 1.0;
   Shape st = contiguous_strides(reduced_shape(x_shape, mask, true));
   for (size_t d = 0; d < x_shape.size(); ++d)
@@ -229,11 +237,15 @@ Tensor broadcast_back(const Tensor& dy, const Shape& x_shape, const std::vector<
 // first maximum is kept.
 template <typename T> bool beats(T v, T best) { return v > best || (std::isnan(v) && !std::isnan(best)); }
 
-void check_indices(const Tensor& indices, const Shape& shape, int64_t bound, const char* op) {
+// Everything about the indices but their values, which each device checks where they live.
+void check_indices(const Tensor& indices, const Tensor& dy, const Shape& shape, const char* op) {
   check_contiguous(indices, op, "indices");
-  check_cpu(indices, op, "indices");
+  check_same_device(indices, dy, op, "indices", "dy");
   MOM_CHECK(indices.dtype() == DType::i64, op, "indices must be int64, got " << dtype_name(indices.dtype()));
   check_shape(indices, shape, op, "indices");
+}
+
+void check_index_values(const Tensor& indices, int64_t bound, const char* op) {
   for (int64_t v : indices.to_vector<int64_t>())
     MOM_CHECK(v >= 0 && v < bound, op, "index " << v << " is out of range for a dim of size " << bound);
 }
@@ -262,6 +274,10 @@ MaxResult max(const Tensor& x, int64_t dim, bool keepdim) {
   const Shape& shape = x.shape();
   int64_t n = shape[d];
   MOM_CHECK(n > 0, "max", "dim " << dim << " of x " << shape_str(shape) << " is empty; it has no maximum");
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::max(x, dim, keepdim);
+#endif
+  check_cpu(x, "max", "x");
   std::vector<bool> mask(shape.size(), false);
   mask[d] = true;
   Shape out_shape = reduced_shape(shape, mask, keepdim);
@@ -294,14 +310,18 @@ MaxResult max(const Tensor& x, int64_t dim, bool keepdim) {
 Tensor max_backward(const Tensor& dy, const Tensor& indices, const Shape& x_shape, int64_t dim, bool keepdim) {
   check_floating(dy, "max", "dy");
   check_contiguous(dy, "max", "dy");
-  check_cpu(dy, "max", "dy");
   int64_t d = wrap_dim(dim, static_cast<int64_t>(x_shape.size()), "max");
   std::vector<bool> mask(x_shape.size(), false);
   mask[d] = true;
   Shape out_shape = reduced_shape(x_shape, mask, keepdim);
   check_shape(dy, out_shape, "max", "dy");
   int64_t n = x_shape[d];
-  check_indices(indices, out_shape, n, "max");
+  check_indices(indices, dy, out_shape, "max");
+#ifdef MOM_WITH_CUDA
+  if (dy.device().is_cuda()) return cuda::max_backward(dy, indices, x_shape, dim, keepdim);
+#endif
+  check_cpu(dy, "max", "dy");
+  check_index_values(indices, n, "max");
   int64_t inner = shape_numel(Shape(x_shape.begin() + d + 1, x_shape.end()));
   int64_t m = dy.numel();
   Tensor dx = zeros(x_shape, dy.dtype());
@@ -320,6 +340,10 @@ MaxResult max_all(const Tensor& x) {
   check_input(x, "max");
   int64_t n = x.numel();
   MOM_CHECK(n > 0, "max", "x " << shape_str(x.shape()) << " is empty; it has no maximum");
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::max_all(x);
+#endif
+  check_cpu(x, "max", "x");
   MaxResult r{empty({}, x.dtype()), empty({}, DType::i64)};
   dispatch_float(x.dtype(), "max", [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
@@ -344,9 +368,13 @@ MaxResult max_all(const Tensor& x) {
 
 Tensor max_all_backward(const Tensor& dy, const Tensor& index, const Shape& x_shape) {
   check_floating(dy, "max", "dy");
-  check_cpu(dy, "max", "dy");
   check_shape(dy, {}, "max", "dy");
-  check_indices(index, {}, shape_numel(x_shape), "max");
+  check_indices(index, dy, {}, "max");
+#ifdef MOM_WITH_CUDA
+  if (dy.device().is_cuda()) return cuda::max_all_backward(dy, index, x_shape);
+#endif
+  check_cpu(dy, "max", "dy");
+  check_index_values(index, shape_numel(x_shape), "max");
   Tensor dx = zeros(x_shape, dy.dtype());
   dispatch_float(dy.dtype(), "max", [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);

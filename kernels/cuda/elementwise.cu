@@ -1,20 +1,22 @@
 // CUDA versions of kernels/elementwise.h, called by the public functions (kernels/cpu/elementwise.cpp)
 // after their argument checks. Same math as the CPU reference, evaluated in the input's type; f32 and
 // f64. Same-shape maps run through map_kernel (16-byte vectors, grid-stride, 64-bit indices);
-// broadcasting binaries index each operand through its own strides; sum_to_shape is a deterministic
-// reduction (fixed partition and summation order, accumulated in double, no atomics).
+// broadcasting binaries index each operand through its own strides; sum_to_shape is the row/column
+// reduction of kernels/cuda/reduce.cu (fixed partition and summation order, accumulated in double, no
+// atomics).
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "core/cuda/strided.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/reduce.cuh"
 #include "kernels/elementwise.h"
 
 namespace mom::kernels::cuda {
 
 namespace {
 
-using ::mom::cuda::kMaxDims;
 using ::mom::cuda::StridedLayout2;
 
 __device__ inline float d_exp(float x) { return expf(x); }
@@ -145,120 +147,6 @@ __global__ void broadcast_kernel(const T* a, const T* b, T* out, StridedLayout2 
   }
 }
 
-// ---- sum_to_shape ----
-
-// g's dims split into those kept in the output and those summed over, each innermost first and
-// merged where contiguous. The output is row-major over the kept dims.
-struct ReduceLayout {
-  int kept_ndim = 0;
-  int64_t kept_size[kMaxDims] = {};
-  int64_t kept_stride[kMaxDims] = {};
-  int red_ndim = 0;
-  int64_t red_size[kMaxDims] = {};
-  int64_t red_stride[kMaxDims] = {};
-};
-
-template <typename Index>
-__device__ inline int64_t offset_of(Index i, int ndim, const int64_t (&size)[kMaxDims], const int64_t (&stride)[kMaxDims]) {
-  int64_t off = 0;
-#pragma unroll
-  for (int d = 0; d < kMaxDims; ++d) {
-    if (d < ndim) {
-      Index s = static_cast<Index>(size[d]);
-      off += int64_t(i % s) * stride[d];
-      i /= s;
-    }
-  }
-  return off;
-}
-
-// Many outputs: one thread per output sums its elements in order.
-template <typename T, typename Index>
-__global__ void sum_per_thread_kernel(const T* g, T* out, ReduceLayout l, Index out_n, Index red_n) {
-  const Index stride = Index(gridDim.x) * blockDim.x;
-  for (Index o = Index(blockIdx.x) * blockDim.x + threadIdx.x; o < out_n; o += stride) {
-    const T* base = g + offset_of(o, l.kept_ndim, l.kept_size, l.kept_stride);
-    double acc = 0;
-    for (Index r = 0; r < red_n; ++r) acc += static_cast<double>(base[offset_of(r, l.red_ndim, l.red_size, l.red_stride)]);
-    out[o] = static_cast<T>(acc);
-  }
-}
-
-// Few outputs: block (o, c) sums chunk c of output o's elements into partial[o * chunks + c].
-template <typename T, typename Index>
-__global__ void sum_chunks_kernel(const T* g, double* partial, ReduceLayout l, Index red_n, Index chunk_len, Index chunks) {
-  const Index o = Index(blockIdx.x) / chunks, c = Index(blockIdx.x) % chunks;
-  const T* base = g + offset_of(o, l.kept_ndim, l.kept_size, l.kept_stride);
-  const Index end = min(red_n, (c + 1) * chunk_len);
-  double acc = 0;
-  for (Index r = c * chunk_len + threadIdx.x; r < end; r += blockDim.x)
-    acc += static_cast<double>(base[offset_of(r, l.red_ndim, l.red_size, l.red_stride)]);
-  acc = block_sum(acc);
-  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
-}
-
-// Block o sums output o's partials.
-template <typename T>
-__global__ void sum_partials_kernel(const double* partial, T* out, int64_t chunks) {
-  const double* p = partial + int64_t(blockIdx.x) * chunks;
-  double acc = 0;
-  for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) acc += p[c];
-  acc = block_sum(acc);
-  if (threadIdx.x == 0) out[blockIdx.x] = static_cast<T>(acc);
-}
-
-void push_dim(int& ndim, int64_t (&size)[kMaxDims], int64_t (&stride)[kMaxDims], int64_t s, int64_t st,
-              const Shape& g_shape, const Shape& shape) {
-  if (ndim > 0 && stride[ndim - 1] * size[ndim - 1] == st) {
-    size[ndim - 1] *= s;
-    return;
-  }
-  MOM_CHECK(ndim < kMaxDims, "sum_to_shape",
-            "reducing " << shape_str(g_shape) << " to " << shape_str(shape) << " needs more than " << kMaxDims
-                        << " separate dims");
-  size[ndim] = s;
-  stride[ndim] = st;
-  ++ndim;
-}
-
-ReduceLayout reduce_layout(const Shape& g_shape, const Shape& shape) {
-  size_t rank = g_shape.size(), lead = rank - shape.size();
-  Shape gs = contiguous_strides(g_shape);
-  ReduceLayout l;
-  for (size_t i = rank; i-- > 0;) {
-    if (g_shape[i] == 1) continue;
-    bool kept = i >= lead && shape[i - lead] == g_shape[i];
-    if (kept)
-      push_dim(l.kept_ndim, l.kept_size, l.kept_stride, g_shape[i], gs[i], g_shape, shape);
-    else
-      push_dim(l.red_ndim, l.red_size, l.red_stride, g_shape[i], gs[i], g_shape, shape);
-  }
-  return l;
-}
-
-// Above this many outputs, one thread per output fills the device.
-constexpr int64_t kThreadPerOutputAbove = 32768;
-// Elements per block in the two-pass path.
-constexpr int64_t kChunk = kThreads * 16;
-
-template <typename T, typename Index>
-void launch_sum_to_shape(const T* g, T* out, const ReduceLayout& l, int64_t out_n, int64_t red_n, int device) {
-  cudaStream_t st = ::mom::cuda::stream(device);
-  if (out_n > kThreadPerOutputAbove) {
-    sum_per_thread_kernel<T, Index><<<grid_for(out_n, device), kThreads, 0, st>>>(g, out, l, Index(out_n), Index(red_n));
-    MOM_CUDA_CHECK_LAUNCH();
-    return;
-  }
-  int64_t chunks = (red_n + kChunk - 1) / kChunk;
-  Tensor partial = empty({out_n * chunks}, DType::f64, Device::cuda(device));
-  double* pp = partial.data<double>();
-  sum_chunks_kernel<T, Index><<<static_cast<unsigned>(out_n * chunks), kThreads, 0, st>>>(
-      g, pp, l, Index(red_n), Index(kChunk), Index(chunks));
-  MOM_CUDA_CHECK_LAUNCH();
-  sum_partials_kernel<T><<<static_cast<unsigned>(out_n), kThreads, 0, st>>>(pp, out, chunks);
-  MOM_CUDA_CHECK_LAUNCH();
-}
-
 }  // namespace
 
 Tensor unary(UnaryOp op, const Tensor& x) {
@@ -354,21 +242,14 @@ Tensor scale(const Tensor& x, double s) {
 }
 
 Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
-  const int device = g.device().index;
-  const int64_t out_n = shape_numel(shape);
-  if (out_n == 0) return empty(shape, g.dtype(), g.device());
-  const int64_t red_n = g.numel() / out_n;
-  if (red_n == 0) return zeros(shape, g.dtype(), g.device());
   Tensor out = empty(shape, g.dtype(), g.device());
-  ReduceLayout l = reduce_layout(g.shape(), shape);
-  ::mom::cuda::DeviceGuard guard(device);
-  dispatch_float(g.dtype(), "sum_to_shape", [&](auto tag) {
-    using scalar_t = MOM_TYPE(tag);
-    if (g.numel() <= INT32_MAX)
-      launch_sum_to_shape<scalar_t, uint32_t>(g.data<scalar_t>(), out.data<scalar_t>(), l, out_n, red_n, device);
-    else
-      launch_sum_to_shape<scalar_t, uint64_t>(g.data<scalar_t>(), out.data<scalar_t>(), l, out_n, red_n, device);
-  });
+  if (out.numel() == 0) return out;
+  if (g.numel() == 0) return zeros(shape, g.dtype(), g.device());
+  // g's dim d is summed when broadcasting made it: a leading dim, or a dim of size 1 in `shape`.
+  const size_t rank = g.shape().size(), lead = rank - shape.size();
+  std::vector<bool> reduced(rank);
+  for (size_t d = 0; d < rank; ++d) reduced[d] = d < lead || shape[d - lead] != g.shape()[d];
+  sum_reduce(g, reduced, out, 1.0);
   return out;
 }
 
