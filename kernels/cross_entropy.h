@@ -34,4 +34,13 @@ CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& ta
 Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
                               int64_t ignore_index, const Tensor& weight);
 
+// CUDA versions, called by the functions above after their checks (CUDA builds only). Both read back
+// the first invalid token position (one synchronisation each) to throw the CPU's error message.
+namespace cuda {
+CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                          const Tensor& weight);
+Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                              int64_t ignore_index, const Tensor& weight);
+}  // namespace cuda
+
 }  // namespace mom::kernels

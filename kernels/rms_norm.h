@@ -32,4 +32,10 @@ struct RmsNormBackward {
 RmsNormForward rms_norm_forward(const Tensor& x, const Tensor& weight, double eps);
 RmsNormBackward rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd);
 
+// CUDA versions, called by the functions above after their checks (CUDA builds only).
+namespace cuda {
+RmsNormForward rms_norm_forward(const Tensor& x, const Tensor& weight, double eps);
+RmsNormBackward rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd);
+}  // namespace cuda
+
 }  // namespace mom::kernels

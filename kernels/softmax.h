@@ -23,4 +23,12 @@ Tensor softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim);
 Tensor log_softmax_forward(const Tensor& x, int64_t dim);
 Tensor log_softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim);
 
+// CUDA versions, called by the functions above after their checks (CUDA builds only).
+namespace cuda {
+Tensor softmax_forward(const Tensor& x, int64_t dim);
+Tensor softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim);
+Tensor log_softmax_forward(const Tensor& x, int64_t dim);
+Tensor log_softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim);
+}  // namespace cuda
+
 }  // namespace mom::kernels

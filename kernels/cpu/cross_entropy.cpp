@@ -1,4 +1,6 @@
-// CPU reference for kernels/cross_entropy.h.
+// CPU reference for kernels/cross_entropy.h; the argument checks shared with the CUDA version
+// (kernels/cuda/cross_entropy.cu), which CUDA tensors go to after them. Target and weight values are
+// checked where they are read: here for the CPU, on the device for CUDA (same messages).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -20,11 +22,11 @@ struct Tokens {
   double total = 0;
 };
 
-Tokens check_and_read(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const Tensor& weight) {
+// Shapes, dtypes, layouts and devices of logits, targets and weight.
+void check_args(const Tensor& logits, const Tensor& targets, const Tensor& weight) {
   check_floating(logits, kOp, "logits");
   MOM_CHECK(logits.dim() == 2, kOp, "logits must have 2 dimensions (T, V), got shape " << shape_str(logits.shape()));
   check_contiguous(logits, kOp, "logits");
-  check_cpu(logits, kOp, "logits");
   const int64_t T = logits.size(0), V = logits.size(1);
   MOM_CHECK(V >= 1, kOp, "logits has 0 classes");
   check_defined(targets, kOp, "targets");
@@ -40,6 +42,12 @@ Tokens check_and_read(const Tensor& logits, const Tensor& targets, int64_t ignor
     check_contiguous(weight, kOp, "weight");
     check_same_device(weight, logits, kOp, "weight", "logits");
   }
+}
+
+// The values, read on the CPU: targets in [0, V) or ignore_index, weights >= 0.
+Tokens read_tokens(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const Tensor& weight) {
+  check_cpu(logits, kOp, "logits");
+  const int64_t T = logits.size(0), V = logits.size(1);
   Tokens tok;
   tok.target = targets.to_vector<int64_t>();
   tok.w.assign(T, 1.0);
@@ -61,7 +69,11 @@ Tokens check_and_read(const Tensor& logits, const Tensor& targets, int64_t ignor
 
 CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                           const Tensor& weight) {
-  Tokens tok = check_and_read(logits, targets, ignore_index, weight);
+  check_args(logits, targets, weight);
+#ifdef MOM_WITH_CUDA
+  if (logits.device().is_cuda()) return cuda::cross_entropy_forward(logits, targets, ignore_index, weight);
+#endif
+  Tokens tok = read_tokens(logits, targets, ignore_index, weight);
   const int64_t T = logits.size(0), V = logits.size(1);
   CrossEntropyForward out{empty({}, logits.dtype()), empty({T}, logits.dtype())};
   std::vector<double> nll(T, 0.0);
@@ -89,7 +101,7 @@ CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& ta
 
 Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
                               int64_t ignore_index, const Tensor& weight) {
-  Tokens tok = check_and_read(logits, targets, ignore_index, weight);
+  check_args(logits, targets, weight);
   const int64_t T = logits.size(0), V = logits.size(1);
   check_floating(dloss, kOp, "dloss");
   check_shape(dloss, {}, kOp, "dloss");
@@ -100,6 +112,10 @@ Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const T
   check_contiguous(lse, kOp, "lse");
   check_same_dtype(lse, logits, kOp, "lse", "logits");
   check_same_device(lse, logits, kOp, "lse", "logits");
+#ifdef MOM_WITH_CUDA
+  if (logits.device().is_cuda()) return cuda::cross_entropy_backward(dloss, logits, targets, lse, ignore_index, weight);
+#endif
+  Tokens tok = read_tokens(logits, targets, ignore_index, weight);
   Tensor dlogits = empty_like(logits);
   dispatch_float(logits.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);

@@ -1,4 +1,5 @@
-// CPU reference for kernels/rms_norm.h.
+// CPU reference for kernels/rms_norm.h; the argument checks shared with the CUDA version
+// (kernels/cuda/rms_norm.cu), which CUDA tensors go to after them.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -16,7 +17,6 @@ constexpr int64_t kColumnBlock = 64;  // columns of dweight owned by one thread 
 void check_tensor(const Tensor& t, const char* name) {
   check_floating(t, kOp, name);
   check_contiguous(t, kOp, name);
-  check_cpu(t, kOp, name);
 }
 
 // Checks x (..., D) and weight (D); returns D.
@@ -26,6 +26,7 @@ int64_t check_x_weight(const Tensor& x, const Tensor& weight) {
   check_tensor(weight, "weight");
   MOM_CHECK(weight.dim() == 1, kOp, "weight must have 1 dimension, got shape " << shape_str(weight.shape()));
   check_same_dtype(weight, x, kOp, "weight", "x");
+  check_same_device(weight, x, kOp, "weight", "x");
   const int64_t D = x.size(-1);
   MOM_CHECK(weight.size(0) == D, kOp, "weight has " << weight.size(0) << " elements, x has D = " << D);
   return D;
@@ -38,6 +39,10 @@ Shape row_shape(const Tensor& x) { return Shape(x.shape().begin(), x.shape().end
 RmsNormForward rms_norm_forward(const Tensor& x, const Tensor& weight, double eps) {
   const int64_t D = check_x_weight(x, weight);
   MOM_CHECK(eps >= 0, kOp, "eps must be >= 0, got " << eps);
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::rms_norm_forward(x, weight, eps);
+#endif
+  check_cpu(x, kOp, "x");
   RmsNormForward out{empty_like(x), empty(row_shape(x), x.dtype())};
   const int64_t rows = out.rstd.numel();
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
@@ -65,9 +70,15 @@ RmsNormBackward rms_norm_backward(const Tensor& dy, const Tensor& x, const Tenso
   check_tensor(dy, "dy");
   check_shape(dy, x.shape(), kOp, "dy");
   check_same_dtype(dy, x, kOp, "dy", "x");
+  check_same_device(dy, x, kOp, "dy", "x");
   check_tensor(rstd, "rstd");
   check_shape(rstd, row_shape(x), kOp, "rstd");
   check_same_dtype(rstd, x, kOp, "rstd", "x");
+  check_same_device(rstd, x, kOp, "rstd", "x");
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::rms_norm_backward(dy, x, weight, rstd);
+#endif
+  check_cpu(x, kOp, "x");
   const int64_t rows = rstd.numel();
   RmsNormBackward out{empty_like(x), empty({D}, x.dtype())};
   dispatch_float(x.dtype(), kOp, [&](auto tag) {

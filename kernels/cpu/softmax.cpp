@@ -1,4 +1,5 @@
-// CPU reference for kernels/softmax.h.
+// CPU reference for kernels/softmax.h; the argument checks shared with the CUDA version
+// (kernels/cuda/softmax.cu), which CUDA tensors go to after them.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -30,7 +31,6 @@ Rows rows_of(const Tensor& x, int64_t dim, const char* op) {
 void check_input(const Tensor& x, const char* op, const char* name) {
   check_floating(x, op, name);
   check_contiguous(x, op, name);
-  check_cpu(x, op, name);
 }
 
 void check_grad_pair(const Tensor& dy, const Tensor& y, const char* op) {
@@ -38,12 +38,17 @@ void check_grad_pair(const Tensor& dy, const Tensor& y, const char* op) {
   check_input(dy, op, "dy");
   check_shape(dy, y.shape(), op, "dy");
   check_same_dtype(dy, y, op, "dy", "y");
+  check_same_device(dy, y, op, "dy", "y");
 }
 
 // log_output: y = log softmax(x), else y = softmax(x).
 Tensor forward(const Tensor& x, int64_t dim, bool log_output, const char* op) {
   check_input(x, op, "x");
   Rows rows = rows_of(x, dim, op);
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return log_output ? cuda::log_softmax_forward(x, dim) : cuda::softmax_forward(x, dim);
+#endif
+  check_cpu(x, op, "x");
   Tensor y = empty_like(x);
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
@@ -75,6 +80,11 @@ Tensor forward(const Tensor& x, int64_t dim, bool log_output, const char* op) {
 Tensor backward(const Tensor& dy, const Tensor& y, int64_t dim, bool log_output, const char* op) {
   check_grad_pair(dy, y, op);
   Rows rows = rows_of(y, dim, op);
+#ifdef MOM_WITH_CUDA
+  if (y.device().is_cuda())
+    return log_output ? cuda::log_softmax_backward(dy, y, dim) : cuda::softmax_backward(dy, y, dim);
+#endif
+  check_cpu(y, op, "y");
   Tensor dx = empty_like(y);
   dispatch_float(y.dtype(), op, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
