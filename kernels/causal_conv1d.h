@@ -32,7 +32,9 @@
 // dbias sum over b then t in that fixed order, in double, whatever the thread count. The W-term sums
 // run in the input type, starting from the bias, k = 0 .. W-1.
 //
-// Inputs must be contiguous, on the CPU, of one floating dtype (f32 or f64); outputs are fresh.
+// Inputs must be contiguous, on one device, of one floating dtype (f32 or f64); outputs are fresh.
+// The CUDA version (kernels/cuda/causal_conv1d.cu) runs the same math; its dweight and dbias sum
+// per-tile partials in a fixed order instead (see there), equally deterministic.
 #pragma once
 
 #include "core/tensor.h"
@@ -59,5 +61,14 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, 
 CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
                                          const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
                                          bool silu);
+
+// CUDA versions, called by the functions above after their checks (CUDA builds only).
+namespace cuda {
+CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                         const Tensor& initial_window, bool silu);
+CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
+                                         const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
+                                         bool silu);
+}  // namespace cuda
 
 }  // namespace mom::kernels

@@ -22,4 +22,11 @@ namespace mom::kernels {
 Tensor embedding_forward(const Tensor& ids, const Tensor& weight);
 Tensor embedding_backward(const Tensor& dy, const Tensor& ids, int64_t V);
 
+// CUDA versions (kernels/cuda/embedding.cu), called by the functions above after their checks (CUDA
+// builds only). They check the id range on the device and read one flag back: a synchronisation.
+namespace cuda {
+Tensor embedding_forward(const Tensor& ids, const Tensor& weight);
+Tensor embedding_backward(const Tensor& dy, const Tensor& ids, int64_t V);
+}  // namespace cuda
+
 }  // namespace mom::kernels

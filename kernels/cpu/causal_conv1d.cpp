@@ -1,4 +1,5 @@
-// CPU reference for kernels/causal_conv1d.h.
+// CPU reference for kernels/causal_conv1d.h, the argument checks, and the dispatch of CUDA tensors to
+// kernels/cuda/causal_conv1d.cu.
 #include "kernels/causal_conv1d.h"
 
 #include <algorithm>
@@ -21,12 +22,11 @@ void check_input(const Tensor& t, const Tensor& x, const char* name) {
   check_floating(t, kOp, name);
   check_same_dtype(t, x, kOp, name, "x");
   check_contiguous(t, kOp, name);
-  check_cpu(t, kOp, name);
+  check_same_device(t, x, kOp, name, "x");
 }
 
 ConvDims check_conv_inputs(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& initial_window) {
   check_floating(x, kOp, "x");
-  check_cpu(x, kOp, "x");
   MOM_CHECK(x.dim() == 3, kOp, "x must be (B, L, E), got shape " << shape_str(x.shape()));
   ConvDims d{x.size(0), x.size(1), x.size(2), 0};
   MOM_CHECK(d.L >= 1, kOp, "x has length L = 0; each row needs at least one step");
@@ -153,6 +153,10 @@ template <typename T> void parameter_gradients(const ConvData<T>& c, const T* dp
 CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                          const Tensor& initial_window, bool silu) {
   ConvDims d = check_conv_inputs(x, weight, bias, initial_window);
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::causal_conv1d_forward(x, weight, bias, initial_window, silu);
+#endif
+  check_cpu(x, kOp, "x");
   CausalConv1dOutput out{empty_like(x), empty({d.B, d.W - 1, d.E}, x.dtype())};
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
@@ -181,6 +185,10 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_
     check_input(dfinal_window, x, "dfinal_window");
     check_shape(dfinal_window, {d.B, d.W - 1, d.E}, kOp, "dfinal_window");
   }
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::causal_conv1d_backward(dy, dfinal_window, x, weight, bias, initial_window, silu);
+#endif
+  check_cpu(x, kOp, "x");
   CausalConv1dGrads grads;
   grads.dx = empty_like(x);
   grads.dweight = empty_like(weight);

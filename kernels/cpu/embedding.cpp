@@ -1,4 +1,5 @@
-// CPU reference for kernels/embedding.h.
+// CPU reference for kernels/embedding.h, the argument checks, and the dispatch of CUDA tensors to
+// kernels/cuda/embedding.cu.
 #include <algorithm>
 #include <vector>
 
@@ -11,12 +12,15 @@ namespace {
 
 constexpr const char* kOp = "embedding";
 
-// The ids, flattened, after checking dtype, layout and range.
-std::vector<int64_t> check_and_read_ids(const Tensor& ids, int64_t V) {
+void check_ids(const Tensor& ids) {
   check_defined(ids, kOp, "ids");
   MOM_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::i64, kOp,
             "ids must be int32 or int64, got " << dtype_name(ids.dtype()));
   check_contiguous(ids, kOp, "ids");
+}
+
+// The ids (on the CPU, checked by check_ids), flattened, after checking their range.
+std::vector<int64_t> read_ids_in_range(const Tensor& ids, int64_t V) {
   check_cpu(ids, kOp, "ids");
   std::vector<int64_t> flat = ids.to_vector<int64_t>();
   for (size_t p = 0; p < flat.size(); ++p)
@@ -37,9 +41,14 @@ Tensor embedding_forward(const Tensor& ids, const Tensor& weight) {
   check_floating(weight, kOp, "weight");
   MOM_CHECK(weight.dim() == 2, kOp, "weight must have 2 dimensions (V, D), got shape " << shape_str(weight.shape()));
   check_contiguous(weight, kOp, "weight");
+  check_ids(ids);
+  check_same_device(ids, weight, kOp, "ids", "weight");
+#ifdef MOM_WITH_CUDA
+  if (weight.device().is_cuda()) return cuda::embedding_forward(ids, weight);
+#endif
   check_cpu(weight, kOp, "weight");
   const int64_t V = weight.size(0), D = weight.size(1);
-  std::vector<int64_t> flat = check_and_read_ids(ids, V);
+  std::vector<int64_t> flat = read_ids_in_range(ids, V);
   const int64_t P = static_cast<int64_t>(flat.size());
   Tensor y = empty(output_shape(ids, D), weight.dtype());
   dispatch_float(weight.dtype(), kOp, [&](auto tag) {
@@ -54,14 +63,19 @@ Tensor embedding_forward(const Tensor& ids, const Tensor& weight) {
 
 Tensor embedding_backward(const Tensor& dy, const Tensor& ids, int64_t V) {
   MOM_CHECK(V >= 0, kOp, "V must be non-negative, got " << V);
-  std::vector<int64_t> flat = check_and_read_ids(ids, V);
+  check_ids(ids);
   check_floating(dy, kOp, "dy");
   check_contiguous(dy, kOp, "dy");
-  check_cpu(dy, kOp, "dy");
   MOM_CHECK(dy.dim() == ids.dim() + 1, kOp,
             "dy has shape " << shape_str(dy.shape()) << ", expected ids' shape " << shape_str(ids.shape()) << " + (D)");
   const int64_t D = dy.size(-1);
   check_shape(dy, output_shape(ids, D), kOp, "dy");
+  check_same_device(dy, ids, kOp, "dy", "ids");
+#ifdef MOM_WITH_CUDA
+  if (dy.device().is_cuda()) return cuda::embedding_backward(dy, ids, V);
+#endif
+  check_cpu(dy, kOp, "dy");
+  std::vector<int64_t> flat = read_ids_in_range(ids, V);
   const int64_t P = static_cast<int64_t>(flat.size());
   // Counting sort of positions by id: the positions of id v are order[start[v] .. start[v + 1]).
   std::vector<int64_t> start(V + 1, 0), order(P);

@@ -1,0 +1,462 @@
+// CUDA versions of kernels/causal_conv1d.h, called by the public functions
+// (kernels/cpu/causal_conv1d.cpp) after their argument checks. Same math as the CPU reference, f32
+// and f64; W (2..8) and silu are template parameters, so the windows live in registers.
+//
+// Decomposition. Channel-last (B, L, E): a row of E channels is contiguous, so a thread owns a pack
+// of N adjacent channels and one chunk of kChunk = 64 time steps of one batch row. Packs are 16 bytes
+// in the forward (float4, double2) and 8 bytes in the backward (float2, double; its two windows need
+// twice the registers), when E and every pointer allow it, else one channel. A block is 32 packs
+// (threadIdx.x: a warp reads 256 or 512 contiguous bytes of a row) by 4 consecutive chunks
+// (threadIdx.y): 128 threads covering 256 steps. The thread slides a register window over its chunk,
+// kStep = 4 steps at a time (all loads of a step issued, then its outputs computed):
+//   forward:  xw holds xe[base - (W-1) .. base + kStep); the W-1 steps before the chunk (the halo)
+//             come from x, the initial window, or zeros. y[t] = act(bias + sum_k w[k] xe[t-(W-1)+k]),
+//             k ascending, in the input type (the CPU's order). The thread whose chunk holds t = L-1
+//             writes the final window from xe (reaching into the initial window when L < W-1).
+//   backward: a second window dp holds dpre = dy * silu'(pre), pre recomputed from the x window.
+//             dx[s] needs dpre[s .. s+W-1], so the thread also reads the W-1 steps after its chunk
+//             (x has a halo on both sides, dy on the right) and emits dx[s] W-1 steps behind the
+//             dpre it computes; dpre is 0 outside [0, L) (dy is read as 0 there). The chunk at t0 = 0
+//             emits the dinitial_window rows s in [-(W-1), 0) the same way. dfinal_window[j] is added
+//             to row s = L-(W-1)+j, whether that row is in dx or in dinitial_window (L < W-1).
+// Parameter gradients, without atomics, in an order fixed by the shapes:
+//   each thread sums dpre * xe (dweight) and dpre (dbias) over its chunk in the input type (64
+//   terms); the block adds its 4 chunks in order, in double, into partial[tile][k][e] (tile = batch
+//   row x 256-step block; k = 0..W-1 the taps, W the bias); param_reduce_kernel adds the tiles (8
+//   strided slices in double, then the slices in order) into dweight (E, W) and dbias (E). Results
+//   repeat bit for bit; they differ from the CPU's b-then-t double sum by rounding only.
+// Traffic at B=8, L=2048, E=1536, W=4, f32 (the benchmark): the forward reads x and writes y, 201 MB
+// (the 3-step halo per 64 steps is read again, from L1/L2); the backward reads x and dy and writes dx,
+// 302 MB, plus 3.9 MB of partials. Registers (ptxas, sm_90): forward 80 (6 blocks of 128 per SM: the
+// benchmark's 768 blocks are one wave), backward 96 (5 blocks per SM).
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
+
+#include "core/cuda/stream.h"
+#include "kernels/causal_conv1d.h"
+
+namespace mom::kernels::cuda {
+
+namespace {
+
+constexpr const char* kOp = "causal_conv1d";
+constexpr int kLanes = 32;          // channel packs per block (threadIdx.x)
+constexpr int kChunksPerBlock = 4;  // consecutive time chunks per block (threadIdx.y)
+constexpr int kChunk = 64;          // time steps per thread
+constexpr int kStep = 4;            // steps loaded, then computed, per unrolled step
+constexpr int kBlockThreads = kLanes * kChunksPerBlock;
+constexpr int kReduceSlices = 8;    // tile slices per channel in param_reduce_kernel
+static_assert(kChunk % kStep == 0, "a chunk is a whole number of steps");
+
+template <typename T, int N> struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+template <typename T, int N> __device__ inline Pack<T, N> zero_pack() {
+  Pack<T, N> p;
+#pragma unroll
+  for (int n = 0; n < N; ++n) p.v[n] = T(0);
+  return p;
+}
+
+template <typename T, int N> __device__ inline Pack<T, N> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, N>*>(p);
+}
+
+template <typename T, int N> __device__ inline void store_pack(T* p, const Pack<T, N>& v) {
+  *reinterpret_cast<Pack<T, N>*>(p) = v;
+}
+
+__device__ inline float d_exp(float v) { return expf(v); }
+__device__ inline double d_exp(double v) { return exp(v); }
+template <typename T> __device__ inline T sigmoid(T v) { return T(1) / (T(1) + d_exp(-v)); }
+
+// One call's tensors (null where the header allows an undefined one) and its launch geometry.
+template <typename T> struct ConvArgs {
+  const T* x;       // (B, L, E)
+  const T* weight;  // (E, W)
+  const T* bias;    // (E) or null
+  const T* init;    // (B, W-1, E) or null
+  T* y;             // forward: (B, L, E)
+  T* final_window;  // forward: (B, W-1, E)
+  const T* dy;      // backward: (B, L, E)
+  const T* dfinal;  // backward: (B, W-1, E) or null
+  T* dx;            // backward: (B, L, E)
+  T* dinit;         // backward: (B, W-1, E), null without an initial window
+  double* partial;  // backward: (tiles, W+1, E)
+  int64_t B, L, E;
+  int64_t packs;           // E / N channel packs per row
+  int64_t channel_blocks;  // ceil(packs / kLanes)
+  int64_t time_blocks;     // ceil(ceil(L / kChunk) / kChunksPerBlock) per batch row
+};
+
+// What one thread works on.
+struct Tile {
+  int64_t tile;           // b * time_blocks + time block: the row of `partial`
+  int64_t channel_block;  // which 32 packs
+  int64_t b, t0, e0;      // batch row, first step of the chunk, first channel of the pack
+  bool active;            // the chunk starts inside the row and the pack inside E
+};
+
+template <typename T, int N> __device__ inline Tile tile_of(const ConvArgs<T>& a) {
+  Tile r;
+  r.channel_block = int64_t(blockIdx.x) % a.channel_blocks;
+  r.tile = int64_t(blockIdx.x) / a.channel_blocks;
+  r.b = r.tile / a.time_blocks;
+  r.t0 = ((r.tile % a.time_blocks) * kChunksPerBlock + threadIdx.y) * kChunk;
+  const int64_t pack = r.channel_block * kLanes + threadIdx.x;
+  r.e0 = pack * N;
+  r.active = r.t0 < a.L && pack < a.packs;
+  return r;
+}
+
+// xe[b, s, e0 .. e0+N) for s in [-(W-1), L): x for s >= 0, else the initial window or zeros.
+template <typename T, int N, int W>
+__device__ inline Pack<T, N> load_xe(const ConvArgs<T>& a, int64_t b, int64_t s, int64_t e0) {
+  if (s >= 0) return load_pack<T, N>(a.x + (b * a.L + s) * a.E + e0);
+  if (a.init) return load_pack<T, N>(a.init + (b * (W - 1) + s + W - 1) * a.E + e0);
+  return zero_pack<T, N>();
+}
+
+template <typename T, int W, int N>
+__device__ inline void load_weights(const ConvArgs<T>& a, int64_t e0, T (&w)[W][N], T (&bias)[N]) {
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+#pragma unroll
+    for (int k = 0; k < W; ++k) w[k][n] = a.weight[(e0 + n) * W + k];
+    bias[n] = a.bias ? a.bias[e0 + n] : T(0);
+  }
+}
+
+// pre for step i of the window: bias + sum_k w[k] xw[i + k], k ascending (the CPU's order).
+template <typename T, int W, int N, int M>
+__device__ inline T pre_at(const T (&w)[W][N], const T (&bias)[N], const Pack<T, N> (&xw)[M], int i, int n) {
+  T acc = bias[n];
+#pragma unroll
+  for (int k = 0; k < W; ++k) acc += w[k][n] * xw[i + k].v[n];
+  return acc;
+}
+
+template <typename T, int W, int N, bool kSilu>
+__global__ void __launch_bounds__(kBlockThreads) forward_kernel(ConvArgs<T> a) {
+  const Tile tl = tile_of<T, N>(a);
+  if (!tl.active) return;
+  T w[W][N], bias[N];
+  load_weights<T, W, N>(a, tl.e0, w, bias);
+  Pack<T, N> xw[W - 1 + kStep];  // xw[i] = xe[base - (W-1) + i]
+#pragma unroll
+  for (int i = 0; i < W - 1; ++i) xw[i] = load_xe<T, N, W>(a, tl.b, tl.t0 - (W - 1) + i, tl.e0);
+  const int64_t tend = min(tl.t0 + kChunk, a.L);
+  const T* xrow = a.x + (tl.b * a.L + tl.t0) * a.E + tl.e0;  // x[b, base, e0], then the next steps
+  T* yrow = a.y + (tl.b * a.L + tl.t0) * a.E + tl.e0;
+  for (int64_t base = tl.t0; base < tend; base += kStep) {
+    const int valid = static_cast<int>(tend - base < kStep ? tend - base : kStep);
+#pragma unroll
+    for (int i = 0; i < kStep; ++i)
+      xw[W - 1 + i] = i < valid ? load_pack<T, N>(xrow + i * a.E) : zero_pack<T, N>();
+#pragma unroll
+    for (int i = 0; i < kStep; ++i) {
+      if (i >= valid) continue;
+      Pack<T, N> out;
+#pragma unroll
+      for (int n = 0; n < N; ++n) {
+        const T pre = pre_at(w, bias, xw, i, n);
+        out.v[n] = kSilu ? pre * sigmoid(pre) : pre;
+      }
+      store_pack(yrow + i * a.E, out);
+    }
+#pragma unroll
+    for (int i = 0; i < W - 1; ++i) xw[i] = xw[i + kStep];
+    xrow += kStep * a.E;
+    yrow += kStep * a.E;
+  }
+  if (tend == a.L) {  // this chunk holds t = L-1: final_window[j] = xe[L - (W-1) + j]
+    T* fw = a.final_window + tl.b * (W - 1) * a.E + tl.e0;
+    for (int j = 0; j < W - 1; ++j) store_pack(fw + j * a.E, load_xe<T, N, W>(a, tl.b, a.L - (W - 1) + j, tl.e0));
+  }
+}
+
+template <typename T, int W, int N, bool kSilu>
+__global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) {
+  const Tile tl = tile_of<T, N>(a);
+  T dw[W][N], db[N];  // this thread's dweight, dbias over its chunk
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    db[n] = T(0);
+#pragma unroll
+    for (int k = 0; k < W; ++k) dw[k][n] = T(0);
+  }
+  if (tl.active) {
+    T w[W][N], bias[N];
+    load_weights<T, W, N>(a, tl.e0, w, bias);
+    Pack<T, N> xw[W - 1 + kStep];  // xw[i] = xe[base - (W-1) + i]
+    Pack<T, N> dp[W - 1 + kStep];  // dp[i] = dpre[base - (W-1) + i]; 0 before the chunk and from L on
+#pragma unroll
+    for (int i = 0; i < W - 1; ++i) {
+      xw[i] = load_xe<T, N, W>(a, tl.b, tl.t0 - (W - 1) + i, tl.e0);
+      dp[i] = zero_pack<T, N>();
+    }
+    const int64_t t0 = tl.t0;
+    const int64_t tend = min(t0 + kChunk, a.L);               // dx rows [t0, tend) are this thread's
+    const int64_t load_end = min(t0 + kChunk + W - 1, a.L);   // x and dy rows [t0, load_end) are read
+    const int64_t fw_start = a.L - (W - 1);                   // row s gets dfinal[s - fw_start] from here on
+    const int64_t row0 = tl.b * a.L * a.E + tl.e0;            // element (b, 0, e0)
+    const T* xrow = a.x + row0 + t0 * a.E;  // rows base + i of x, dy
+    const T* grow = a.dy + row0 + t0 * a.E;
+    T* dxp = a.dx + row0;
+    // Row s is emitted by the step that computes dpre[s + W-1]; the steps run until row tend - 1.
+    for (int64_t base = t0; base < tend + (W - 1); base += kStep) {
+      // Rows from load_end on are zero (dy = 0 there makes dpre = 0).
+      const int64_t rows = load_end - base;
+      const int valid = static_cast<int>(rows < 0 ? 0 : rows < kStep ? rows : kStep);
+#pragma unroll
+      for (int i = 0; i < kStep; ++i) {
+        xw[W - 1 + i] = i < valid ? load_pack<T, N>(xrow + i * a.E) : zero_pack<T, N>();
+        dp[W - 1 + i] = i < valid ? load_pack<T, N>(grow + i * a.E) : zero_pack<T, N>();
+      }
+      xrow += kStep * a.E;
+      grow += kStep * a.E;
+      if (kSilu) {
+#pragma unroll
+        for (int i = 0; i < kStep; ++i)
+#pragma unroll
+          for (int n = 0; n < N; ++n) {
+            const T pre = pre_at(w, bias, xw, i, n);
+            const T s = sigmoid(pre);
+            dp[W - 1 + i].v[n] = dp[W - 1 + i].v[n] * s * (T(1) + pre * (T(1) - s));
+          }
+      }
+      if (base < t0 + kChunk) {  // a step of the chunk itself (not the right halo): parameter sums
+#pragma unroll
+        for (int i = 0; i < kStep; ++i)
+#pragma unroll
+          for (int n = 0; n < N; ++n) {
+            const T g = dp[W - 1 + i].v[n];
+            db[n] += g;
+#pragma unroll
+            for (int k = 0; k < W; ++k) dw[k][n] += g * xw[i + k].v[n];
+          }
+      }
+#pragma unroll
+      for (int i = 0; i < kStep; ++i) {
+        // Row s = base - (W-1) + i of xe: dxe[s] = sum_k w[k] dpre[s + W-1 - k] = sum_k w[k] dp[i + W-1 - k].
+        const int64_t s = base - (W - 1) + i;
+        const bool own = s >= t0 && s < tend;
+        const bool init_row = s < 0 && a.dinit;  // s < 0 only in the chunk at t0 = 0
+        if (!own && !init_row) continue;
+        Pack<T, N> out;
+#pragma unroll
+        for (int n = 0; n < N; ++n) {
+          T acc = T(0);
+#pragma unroll
+          for (int k = 0; k < W; ++k) acc += w[k][n] * dp[i + W - 1 - k].v[n];
+          out.v[n] = acc;
+        }
+        if (a.dfinal && s >= fw_start) {
+          const Pack<T, N> g = load_pack<T, N>(a.dfinal + (tl.b * (W - 1) + s - fw_start) * a.E + tl.e0);
+#pragma unroll
+          for (int n = 0; n < N; ++n) out.v[n] += g.v[n];
+        }
+        if (own)
+          store_pack(dxp + s * a.E, out);
+        else
+          store_pack(a.dinit + (tl.b * (W - 1) + s + W - 1) * a.E + tl.e0, out);
+      }
+#pragma unroll
+      for (int i = 0; i < W - 1; ++i) {
+        xw[i] = xw[i + kStep];
+        dp[i] = dp[i + kStep];
+      }
+    }
+  }
+  // The block's 4 chunks, added in order in double: partial[tile][k][e] (k = W: the bias).
+  __shared__ T red[kChunksPerBlock][W + 1][kLanes * N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+#pragma unroll
+    for (int k = 0; k < W; ++k) red[threadIdx.y][k][threadIdx.x * N + n] = dw[k][n];
+    red[threadIdx.y][W][threadIdx.x * N + n] = db[n];
+  }
+  __syncthreads();
+  const int64_t e_first = tl.channel_block * kLanes * N;
+  for (int idx = threadIdx.y * kLanes + threadIdx.x; idx < (W + 1) * kLanes * N; idx += kBlockThreads) {
+    const int k = idx / (kLanes * N), c = idx % (kLanes * N);
+    const int64_t e = e_first + c;
+    if (e >= a.E) continue;
+    double acc = 0.0;
+#pragma unroll
+    for (int y = 0; y < kChunksPerBlock; ++y) acc += static_cast<double>(red[y][k][c]);
+    a.partial[(tl.tile * (W + 1) + k) * a.E + e] = acc;
+  }
+}
+
+// dweight[e, k] (k < W) and dbias[e] (k = W) = sum over tiles of partial[tile][k][e]: thread
+// (e, slice) adds tiles slice, slice + 8, ... in double, then the 8 slices are added in order.
+template <typename T>
+__global__ void param_reduce_kernel(const double* __restrict__ partial, int64_t tiles, int64_t E, int W,
+                                    T* __restrict__ dweight, T* __restrict__ dbias) {
+  const int k = blockIdx.y;
+  if (k == W && !dbias) return;  // the whole block
+  const int64_t e = int64_t(blockIdx.x) * kLanes + threadIdx.x;
+  double acc = 0.0;
+  if (e < E)
+    for (int64_t tile = threadIdx.y; tile < tiles; tile += kReduceSlices) acc += partial[(tile * (W + 1) + k) * E + e];
+  __shared__ double red[kReduceSlices][kLanes];
+  red[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y != 0 || e >= E) return;
+  double sum = 0.0;
+#pragma unroll
+  for (int y = 0; y < kReduceSlices; ++y) sum += red[y][threadIdx.x];
+  if (k < W)
+    dweight[e * W + k] = static_cast<T>(sum);
+  else
+    dbias[e] = static_cast<T>(sum);
+}
+
+// Calls f(std::integral_constant<int, W>) for W in 2..8 (the public checks guarantee the range).
+template <typename F> void dispatch_width(int64_t W, F&& f) {
+  switch (W) {
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
+
+// True when E is a multiple of n and every (non-null) pointer is aligned to n * bytes.
+bool packable(int64_t E, int n, size_t bytes, std::initializer_list<const void*> pointers) {
+  if (E % n != 0) return false;
+  for (const void* p : pointers)
+    if (reinterpret_cast<uintptr_t>(p) % (n * bytes) != 0) return false;
+  return true;
+}
+
+template <typename T> const T* data_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+template <typename T> T* mutable_data_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+
+// Fills the geometry of `a` for packs of n channels and returns the number of blocks.
+template <typename T> unsigned geometry(ConvArgs<T>& a, int n) {
+  a.packs = a.E / n;
+  a.channel_blocks = (a.packs + kLanes - 1) / kLanes;
+  const int64_t chunks = (a.L + kChunk - 1) / kChunk;
+  a.time_blocks = (chunks + kChunksPerBlock - 1) / kChunksPerBlock;
+  const int64_t blocks = a.B * a.time_blocks * a.channel_blocks;
+  MOM_CHECK(blocks <= INT32_MAX, kOp, "x of shape (" << a.B << ", " << a.L << ", " << a.E
+                                                     << ") needs more thread blocks than one launch allows");
+  return static_cast<unsigned>(blocks);
+}
+
+template <typename T, int W, int N>
+void launch_forward(const ConvArgs<T>& a, bool silu, unsigned blocks, cudaStream_t st) {
+  const dim3 block(kLanes, kChunksPerBlock);
+  if (silu)
+    forward_kernel<T, W, N, true><<<blocks, block, 0, st>>>(a);
+  else
+    forward_kernel<T, W, N, false><<<blocks, block, 0, st>>>(a);
+  MOM_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T, int W, int N>
+void launch_backward(const ConvArgs<T>& a, bool silu, unsigned blocks, cudaStream_t st) {
+  const dim3 block(kLanes, kChunksPerBlock);
+  if (silu)
+    backward_kernel<T, W, N, true><<<blocks, block, 0, st>>>(a);
+  else
+    backward_kernel<T, W, N, false><<<blocks, block, 0, st>>>(a);
+  MOM_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T> ConvArgs<T> inputs(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                         const Tensor& initial_window) {
+  ConvArgs<T> a{};
+  a.x = x.data<T>();
+  a.weight = weight.data<T>();
+  a.bias = data_or_null<T>(bias);
+  a.init = data_or_null<T>(initial_window);
+  a.B = x.size(0);
+  a.L = x.size(1);
+  a.E = x.size(2);
+  return a;
+}
+
+}  // namespace
+
+CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                         const Tensor& initial_window, bool silu) {
+  const int64_t B = x.size(0), E = x.size(2), W = weight.size(1);
+  CausalConv1dOutput out{empty_like(x), empty({B, W - 1, E}, x.dtype(), x.device())};
+  if (B == 0 || E == 0) return out;
+  const int device = x.device().index;
+  ::mom::cuda::DeviceGuard guard(device);
+  cudaStream_t st = ::mom::cuda::stream(device);
+  dispatch_float(x.dtype(), kOp, [&](auto tag) {
+    using scalar_t = MOM_TYPE(tag);
+    ConvArgs<scalar_t> a = inputs<scalar_t>(x, weight, bias, initial_window);
+    a.y = out.y.data<scalar_t>();
+    a.final_window = out.final_window.data<scalar_t>();
+    constexpr int kPack = 16 / sizeof(scalar_t);
+    const bool packed = packable(E, kPack, sizeof(scalar_t), {a.x, a.init, a.y, a.final_window});
+    const unsigned blocks = geometry(a, packed ? kPack : 1);
+    dispatch_width(W, [&](auto w_tag) {
+      constexpr int kW = decltype(w_tag)::value;
+      if (packed)
+        launch_forward<scalar_t, kW, kPack>(a, silu, blocks, st);
+      else
+        launch_forward<scalar_t, kW, 1>(a, silu, blocks, st);
+    });
+  });
+  return out;
+}
+
+CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
+                                         const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
+                                         bool silu) {
+  const int64_t B = x.size(0), E = x.size(2), W = weight.size(1);
+  CausalConv1dGrads grads;
+  grads.dx = empty_like(x);
+  if (initial_window.defined()) grads.dinitial_window = empty_like(initial_window);
+  if (B == 0 || E == 0) {  // sums over nothing
+    grads.dweight = zeros_like(weight);
+    if (bias.defined()) grads.dbias = zeros_like(bias);
+    return grads;
+  }
+  grads.dweight = empty_like(weight);
+  if (bias.defined()) grads.dbias = empty_like(bias);
+  const int device = x.device().index;
+  ::mom::cuda::DeviceGuard guard(device);
+  cudaStream_t st = ::mom::cuda::stream(device);
+  dispatch_float(x.dtype(), kOp, [&](auto tag) {
+    using scalar_t = MOM_TYPE(tag);
+    ConvArgs<scalar_t> a = inputs<scalar_t>(x, weight, bias, initial_window);
+    a.dy = dy.data<scalar_t>();
+    a.dfinal = data_or_null<scalar_t>(dfinal_window);
+    a.dx = grads.dx.data<scalar_t>();
+    a.dinit = mutable_data_or_null<scalar_t>(grads.dinitial_window);
+    dispatch_width(W, [&](auto w_tag) {
+      constexpr int kW = decltype(w_tag)::value;
+      constexpr int kPack = 8 / sizeof(scalar_t);  // 8-byte packs: the two windows need the registers
+      const bool packed =
+          kPack > 1 && packable(E, kPack, sizeof(scalar_t), {a.x, a.init, a.dy, a.dfinal, a.dx, a.dinit});
+      const unsigned blocks = geometry(a, packed ? kPack : 1);
+      Tensor partial = empty({B * a.time_blocks, kW + 1, E}, DType::f64, x.device());  // freed in stream order
+      a.partial = partial.data<double>();
+      if (packed)
+        launch_backward<scalar_t, kW, kPack>(a, silu, blocks, st);
+      else
+        launch_backward<scalar_t, kW, 1>(a, silu, blocks, st);
+      const dim3 reduce_grid(static_cast<unsigned>((E + kLanes - 1) / kLanes), kW + 1);
+      param_reduce_kernel<scalar_t><<<reduce_grid, dim3(kLanes, kReduceSlices), 0, st>>>(
+          a.partial, B * a.time_blocks, E, kW, grads.dweight.data<scalar_t>(),
+          mutable_data_or_null<scalar_t>(grads.dbias));
+      MOM_CUDA_CHECK_LAUNCH();
+    });
+  });
+  return grads;
+}
+
+}  // namespace mom::kernels::cuda

@@ -1,0 +1,249 @@
+// CUDA causal_conv1d forward and backward against the CPU reference (float64 on the CPU; the GPU in
+// float32 and float64) on fresh random inputs: W in 2..8, L in {1, 2, 3, 7, 64, 1000, 2049} (shorter
+// and longer than W-1, a chunk, a block of chunks), odd E (scalar path) and E a multiple of 4 (vector
+// path, and its misaligned fallback), B 1..4, with and without bias, SiLU, initial window and final
+// window gradient. Chained calls equal one call on the whole sequence; results repeat bit for bit;
+// mixed devices are rejected.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "kernels/causal_conv1d.h"
+#include "tests/gpu/cuda_support.h"
+#include "tests/support.h"
+
+namespace mom {
+namespace {
+
+using test::Cuda;
+using test::expect_error;
+using test::fresh_seed;
+using test::max_abs_diff;
+using test::rel_error;
+
+const Device kGpu = Device::cuda(0);
+const Device kCpu = Device::cpu();
+
+struct ConvCase {
+  int64_t B, L, E, W;
+  bool bias, init, dfinal, silu;
+};
+
+std::string describe(const ConvCase& c) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "B=%lld L=%lld E=%lld W=%lld%s%s%s%s", (long long)c.B, (long long)c.L,
+                (long long)c.E, (long long)c.W, c.bias ? " bias" : "", c.init ? " init" : "",
+                c.dfinal ? " dfinal" : "", c.silu ? " silu" : "");
+  return buf;
+}
+
+// Inputs in float64 whose values are float32 numbers, so that every device and dtype sees the same data.
+struct ConvInputs {
+  Tensor x, w, b, init, dy, dfinal;
+};
+
+ConvInputs make_inputs(const ConvCase& c, Generator& gen) {
+  auto f32_exact = [](const Tensor& t) { return t.to(DType::f32).to(DType::f64); };
+  ConvInputs in;
+  in.x = f32_exact(randn({c.B, c.L, c.E}, gen, DType::f64));
+  in.w = f32_exact(randn({c.E, c.W}, gen, DType::f64, 0.0, 0.5));
+  in.b = f32_exact(randn({c.E}, gen, DType::f64));
+  in.init = f32_exact(randn({c.B, c.W - 1, c.E}, gen, DType::f64));
+  in.dy = f32_exact(randn({c.B, c.L, c.E}, gen, DType::f64));
+  in.dfinal = f32_exact(randn({c.B, c.W - 1, c.E}, gen, DType::f64));
+  return in;
+}
+
+struct ConvResults {
+  Tensor y, final_window, dx, dweight, dbias, dinit;
+};
+
+// The same values at a device address one element past the allocation's start: the scalar path.
+Tensor misaligned_copy(const Tensor& h) {
+  Tensor padded = empty({h.numel() + 1}, h.dtype(), kGpu);
+  Tensor view = padded.narrow(0, 1, h.numel()).view(h.shape());
+  view.copy_(h.to(kGpu));
+  return view;
+}
+
+ConvResults run_conv(const ConvCase& c, const ConvInputs& in, DType dt, Device dev, bool misaligned = false) {
+  auto put = [&](const Tensor& t, bool used) {
+    if (!used) return Tensor();
+    Tensor v = t.to(dt);
+    return misaligned ? misaligned_copy(v) : v.to(dev);
+  };
+  Tensor x = put(in.x, true), w = put(in.w, true), b = put(in.b, c.bias), init = put(in.init, c.init);
+  Tensor dy = put(in.dy, true), dfinal = put(in.dfinal, c.dfinal);
+  kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward(x, w, b, init, c.silu);
+  kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, c.silu);
+  return {out.y, out.final_window, g.dx, g.dweight, g.dbias, g.dinitial_window};
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  if (!a.defined() || !b.defined()) return a.defined() == b.defined();
+  Tensor x = a.to(kCpu).contiguous(), y = b.to(kCpu).contiguous();
+  return x.dtype() == y.dtype() && x.shape() == y.shape() &&
+         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
+}
+
+const char* const kFields[] = {"y", "final_window", "dx", "dweight", "dbias", "dinitial_window"};
+
+std::vector<Tensor> fields(const ConvResults& r) { return {r.y, r.final_window, r.dx, r.dweight, r.dbias, r.dinit}; }
+
+// Relative error of every defined field of `got` against `ref`; outputs (the first two) against
+// out_tol, gradients against grad_tol. Updates `worst`.
+void compare(const ConvResults& got, const ConvResults& ref, double out_tol, double grad_tol, double (&worst)[6]) {
+  std::vector<Tensor> g = fields(got), r = fields(ref);
+  for (size_t i = 0; i < g.size(); ++i) {
+    ASSERT_EQ(g[i].defined(), r[i].defined()) << kFields[i];
+    if (!r[i].defined()) continue;
+    EXPECT_EQ(g[i].device(), kGpu) << kFields[i];
+    ASSERT_EQ(g[i].shape(), r[i].shape()) << kFields[i];
+    const double err = rel_error(g[i], r[i]);
+    EXPECT_LT(err, i < 2 ? out_tol : grad_tol) << kFields[i];
+    worst[i] = std::max(worst[i], err);
+  }
+}
+
+void print_worst(const char* what, const double (&worst)[6]) {
+  std::printf("  causal_conv1d %s: worst relative error", what);
+  for (int i = 0; i < 6; ++i) std::printf(" %s %.1e", kFields[i], worst[i]);
+  std::printf("\n");
+}
+
+TEST_F(Cuda, CausalConv1dMatchesCpu) {
+  uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Generator gen(seed);
+  const int64_t kLengths[] = {1, 2, 3, 7, 64, 1000, 2049};
+  const int64_t kChannels[] = {1, 5, 129, 1537, 8, 1536};
+  std::vector<ConvCase> cases;
+  for (int64_t W = 2; W <= 8; ++W)
+    for (int li = 0; li < 7; ++li) {
+      const int64_t L = kLengths[li], E = kChannels[(W + li) % 6];
+      const int64_t B = L * E > 1000000 ? 1 : 1 + (W + li) % 4;
+      const int flags = static_cast<int>((W * 3 + li) % 16);  // every combination of the four options
+      cases.push_back({B, L, E, W, (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0, (flags & 8) != 0});
+      cases.push_back({B, L, E, W, true, true, true, true});
+    }
+  double worst32[6] = {}, worst64[6] = {};
+  for (const ConvCase& c : cases) {
+    SCOPED_TRACE(describe(c));
+    ConvInputs in = make_inputs(c, gen);
+    ConvResults ref = run_conv(c, in, DType::f64, kCpu);
+    compare(run_conv(c, in, DType::f32, kGpu), ref, 1e-5, 1e-4, worst32);
+    compare(run_conv(c, in, DType::f64, kGpu), ref, 1e-12, 1e-12, worst64);
+  }
+  print_worst("float32 GPU vs float64 CPU", worst32);
+  print_worst("float64 GPU vs float64 CPU", worst64);
+}
+
+TEST_F(Cuda, CausalConv1dMisalignedInputsTakeTheScalarPath) {
+  uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Generator gen(seed);
+  double worst32[6] = {}, worst64[6] = {};
+  for (const ConvCase& c : {ConvCase{2, 300, 1536, 4, true, true, true, true}, ConvCase{3, 70, 8, 7, false, true, true, false}}) {
+    SCOPED_TRACE(describe(c));
+    ConvInputs in = make_inputs(c, gen);
+    ConvResults ref = run_conv(c, in, DType::f64, kCpu);
+    compare(run_conv(c, in, DType::f32, kGpu, true), ref, 1e-5, 1e-4, worst32);
+    compare(run_conv(c, in, DType::f64, kGpu, true), ref, 1e-12, 1e-12, worst64);
+  }
+  print_worst("misaligned float32", worst32);
+  print_worst("misaligned float64", worst64);
+}
+
+// The sequence cut into chunks, each chunk's final window passed as the next one's initial window
+// (and, backwards, each chunk's dinitial_window as the previous one's dfinal_window), against one call
+// on the whole sequence.
+void check_chained(const ConvCase& whole_case, const std::vector<int64_t>& chunks, DType dt, Generator& gen) {
+  SCOPED_TRACE(describe(whole_case) + " " + dtype_name(dt));
+  const double tol = dt == DType::f32 ? 1e-5 : 1e-12;
+  ConvInputs in = make_inputs(whole_case, gen);
+  Tensor x = in.x.to(dt).to(kGpu), w = in.w.to(dt).to(kGpu), b = in.b.to(dt).to(kGpu);
+  Tensor init = in.init.to(dt).to(kGpu), dy = in.dy.to(dt).to(kGpu), dfinal = in.dfinal.to(dt).to(kGpu);
+  const bool silu = whole_case.silu;
+  kernels::CausalConv1dOutput whole = kernels::causal_conv1d_forward(x, w, b, init, silu);
+  kernels::CausalConv1dGrads whole_g = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, silu);
+
+  std::vector<Tensor> xs, dys, windows = {init};  // windows[k]: the initial window of chunk k
+  int64_t start = 0;
+  for (int64_t len : chunks) {
+    xs.push_back(x.narrow(1, start, len).contiguous());
+    dys.push_back(dy.narrow(1, start, len).contiguous());
+    kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward(xs.back(), w, b, windows.back(), silu);
+    EXPECT_EQ(max_abs_diff(out.y, whole.y.narrow(1, start, len)), 0.0) << "y of the chunk at " << start;
+    windows.push_back(out.final_window);
+    start += len;
+  }
+  EXPECT_EQ(max_abs_diff(windows.back(), whole.final_window), 0.0);
+
+  Tensor g_window = dfinal;  // the gradient reaching chunk k's final window
+  std::vector<double> dweight(w.numel(), 0.0), dbias(b.numel(), 0.0);  // summed over the chunks
+  int64_t end = start;
+  for (size_t k = chunks.size(); k-- > 0;) {
+    end -= chunks[k];
+    kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dys[k], g_window, xs[k], w, b, windows[k], silu);
+    EXPECT_LT(rel_error(g.dx, whole_g.dx.narrow(1, end, chunks[k])), tol) << "dx of chunk " << k;
+    std::vector<double> gw = g.dweight.to_vector<double>(), gb = g.dbias.to_vector<double>();
+    for (size_t i = 0; i < gw.size(); ++i) dweight[i] += gw[i];
+    for (size_t i = 0; i < gb.size(); ++i) dbias[i] += gb[i];
+    g_window = g.dinitial_window;
+  }
+  // The chunks' sums are grouped differently from the whole call's: rounding apart.
+  EXPECT_LT(rel_error(from_vector<double>(dweight, w.shape()), whole_g.dweight), 10 * tol);
+  EXPECT_LT(rel_error(from_vector<double>(dbias, b.shape()), whole_g.dbias), 10 * tol);
+  EXPECT_LT(rel_error(g_window, whole_g.dinitial_window), tol);
+}
+
+TEST_F(Cuda, CausalConv1dChainedCallsEqualOneCall) {
+  uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Generator gen(seed);
+  for (DType dt : {DType::f32, DType::f64}) {
+    // Chunks shorter than W-1, of one step, across a 64-step chunk and a 256-step block boundary.
+    check_chained({2, 336, 129, 4, true, true, true, true}, {70, 1, 2, 3, 260}, dt, gen);
+    check_chained({3, 336, 64, 8, true, true, true, true}, {5, 1, 2, 7, 64, 257}, dt, gen);
+    check_chained({1, 12, 5, 2, true, true, true, false}, std::vector<int64_t>(12, 1), dt, gen);
+  }
+}
+
+TEST_F(Cuda, CausalConv1dRepeatsBitForBit) {
+  uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Generator gen(seed);
+  for (const ConvCase& c : {ConvCase{3, 1000, 1537, 4, true, true, true, true}, ConvCase{2, 2049, 1536, 4, true, false, false, true}}) {
+    SCOPED_TRACE(describe(c));
+    ConvInputs in = make_inputs(c, gen);
+    ConvResults first = run_conv(c, in, DType::f32, kGpu), second = run_conv(c, in, DType::f32, kGpu);
+    std::vector<Tensor> a = fields(first), b = fields(second);
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(same_bits(a[i], b[i])) << kFields[i];
+  }
+}
+
+TEST_F(Cuda, CausalConv1dRejectsMixedDevicesAndBadShapes) {
+  Tensor x = ones({2, 5, 3}, DType::f32, kGpu), w = ones({3, 4}, DType::f32, kGpu);
+  Tensor b = ones({3}, DType::f32, kGpu), init = ones({2, 3, 3}, DType::f32, kGpu);
+  auto fwd = [&](const Tensor& xx, const Tensor& ww, const Tensor& bb, const Tensor& ii) {
+    return [=] { kernels::causal_conv1d_forward(xx, ww, bb, ii, true); };
+  };
+  expect_error(fwd(x, w.to(kCpu), b, init), "[causal_conv1d] weight is on cpu but x is on cuda:0");
+  expect_error(fwd(x, w, b.to(kCpu), init), "[causal_conv1d] bias is on cpu but x is on cuda:0");
+  expect_error(fwd(x, w, b, init.to(kCpu)), "[causal_conv1d] initial_window is on cpu but x is on cuda:0");
+  expect_error(fwd(x.to(kCpu), w, Tensor(), Tensor()), "[causal_conv1d] weight is on cuda:0 but x is on cpu");
+  expect_error(fwd(x, ones({3, 9}, DType::f32, kGpu), Tensor(), Tensor()), "[causal_conv1d] conv width W = 9 is outside [2, 8]");
+  Tensor dy = ones({2, 5, 3}, DType::f32, kGpu);
+  expect_error([&] { kernels::causal_conv1d_backward(dy.to(kCpu), Tensor(), x, w, b, init, true); },
+               "[causal_conv1d] dy is on cpu but x is on cuda:0");
+  expect_error([&] { kernels::causal_conv1d_backward(dy, ones({2, 3, 3}), x, w, b, init, true); },
+               "[causal_conv1d] dfinal_window is on cpu but x is on cuda:0");
+  expect_error([&] { kernels::causal_conv1d_backward(ones({2, 4, 3}, DType::f32, kGpu), Tensor(), x, w, b, init, true); },
+               "[causal_conv1d] dy has shape (2, 4, 3), expected (2, 5, 3)");
+}
+
+}  // namespace
+}  // namespace mom
