@@ -23,6 +23,7 @@ namespace {
 // Inputs in the order of make_node (and of the gradients apply returns).
 struct SelectiveScanBackward : Node {
   SavedTensor u, delta, A, B_ssm, C_ssm, D, z, delta_bias, initial_state;
+  Tensor checkpoints;  // the CUDA forward's chunk-start states (private to this node), or undefined
   bool delta_softplus = false;
 
   std::string name() const override { return "selective_scan"; }
@@ -39,12 +40,13 @@ struct SelectiveScanBackward : Node {
     p.delta_bias = delta_bias.unpack(*this);
     p.initial_state = initial_state.unpack(*this);
     p.delta_softplus = delta_softplus;
-    kernels::SelectiveScanGrads d = kernels::selective_scan_backward(p, kernel_input(grads[0]), kernel_input(grads[1]));
+    kernels::SelectiveScanGrads d = kernels::selective_scan_backward(p, kernel_input(grads[0]), kernel_input(grads[1]), checkpoints);
     return {d.du, d.ddelta, d.dA, d.dB_ssm, d.dC_ssm, d.dD, d.dz, d.ddelta_bias, d.dinitial_state};
   }
 
   void release_saved() override {
     for (SavedTensor* s : {&u, &delta, &A, &B_ssm, &C_ssm, &D, &z, &delta_bias, &initial_state}) s->reset();
+    checkpoints = Tensor();
   }
 };
 
@@ -62,12 +64,15 @@ SelectiveScanResult selective_scan(const SelectiveScanInputs& in) {
   p.delta_bias = kernel_input(in.delta_bias);
   p.initial_state = kernel_input(in.initial_state);
   p.delta_softplus = in.delta_softplus;
-  kernels::SelectiveScanResult r = kernels::selective_scan_forward(p);
-  SelectiveScanResult result{r.out, r.last_state};
-
   const std::vector<Tensor> inputs = {in.u, in.delta, in.A, in.B_ssm, in.C_ssm,
                                       in.D, in.z,     in.delta_bias, in.initial_state};
-  if (needs_grad(inputs)) {
+  const bool record = needs_grad(inputs);
+  // On CUDA a recorded forward keeps its chunk-start states (the size of u at N = 16): the backward
+  // then skips a forward pass of its own.
+  kernels::SelectiveScanResult r = kernels::selective_scan_forward(p, record);
+  SelectiveScanResult result{r.out, r.last_state};
+
+  if (record) {
     auto node = make_node<SelectiveScanBackward>(inputs);
     node->u = SavedTensor(p.u);
     node->delta = SavedTensor(p.delta);
@@ -78,6 +83,7 @@ SelectiveScanResult selective_scan(const SelectiveScanInputs& in) {
     node->z = SavedTensor(p.z);
     node->delta_bias = SavedTensor(p.delta_bias);
     node->initial_state = SavedTensor(p.initial_state);
+    node->checkpoints = r.checkpoints;
     node->delta_softplus = in.delta_softplus;
     set_history(node, {&result.out, &result.last_state});
   }

@@ -54,8 +54,9 @@
 //     in increasing b. Extra memory: 2 * G * B * L * N + B * E * (N + 2) accumulators (4.1 MiB at
 //     B = 2, L = 1024, E = 512, N = 16, float).
 //
-// Inputs must be contiguous, on the CPU, of one floating dtype (float32 or float64). Errors are
-// mom::Error starting with "[selective_scan]".
+// Inputs must be contiguous, on one device, of one floating dtype (float32 or float64). Errors are
+// mom::Error starting with "[selective_scan]". On CUDA (kernels/cuda/selective_scan.cu) the same API runs
+// one thread group per channel; N is limited to 64 there.
 #pragma once
 
 #include <cstdint>
@@ -85,6 +86,10 @@ struct SelectiveScanDims {
 struct SelectiveScanResult {
   Tensor out;         // (B, L, E)
   Tensor last_state;  // (B, E, N)
+  // CUDA only, when the forward is asked to save them: the state at the start of every chunk of the
+  // CUDA kernel's time chunks (B, ceil(L / chunk), E, N), in the accumulation type. Passed back to the
+  // backward, they spare it a second forward pass (the CPU never makes them: its backward recomputes).
+  Tensor checkpoints;
 };
 
 // One gradient per input; undefined exactly where the input is.
@@ -99,9 +104,20 @@ constexpr int64_t kScanChannelGroups = 16;
 // dimensions. Throws mom::Error "[selective_scan] ...".
 SelectiveScanDims check_selective_scan(const SelectiveScanParams& p);
 
-SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p);
+// save_checkpoints: on CUDA, also return the chunk-start states for the backward (ignored on the CPU).
+SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, bool save_checkpoints = false);
 
-// dout (B, L, E) and dlast_state (B, E, N) may be undefined (zero gradient).
-SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const Tensor& dout, const Tensor& dlast_state);
+// dout (B, L, E) and dlast_state (B, E, N) may be undefined (zero gradient). checkpoints: undefined, or
+// the forward's (CUDA).
+SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const Tensor& dout, const Tensor& dlast_state,
+                                           const Tensor& checkpoints = Tensor());
+
+// CUDA versions, called by the functions above after their checks (CUDA builds only).
+namespace cuda {
+SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, const SelectiveScanDims& d,
+                                           bool save_checkpoints);
+SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const SelectiveScanDims& d, const Tensor& dout,
+                                           const Tensor& dlast_state, const Tensor& checkpoints);
+}  // namespace cuda
 
 }  // namespace mom::kernels

@@ -17,17 +17,19 @@ constexpr const char* kOp = "selective_scan";
 
 // ---- argument checks ----
 
-void check_input(const Tensor& t, const char* name, const char* layout, const Shape& expected, DType dtype) {
+// Every input matches u's dtype and device (u's device picks the implementation).
+void check_input(const Tensor& t, const char* name, const char* layout, const Shape& expected, const Tensor& u) {
   check_defined(t, kOp, name);
   MOM_CHECK(t.shape() == expected, kOp,
             name << " has shape " << shape_str(t.shape()) << ", expected " << layout << " = " << shape_str(expected));
-  MOM_CHECK(t.dtype() == dtype, kOp, name << " is " << dtype_name(t.dtype()) << " but u is " << dtype_name(dtype));
+  MOM_CHECK(t.dtype() == u.dtype(), kOp,
+            name << " is " << dtype_name(t.dtype()) << " but u is " << dtype_name(u.dtype()));
   check_contiguous(t, kOp, name);
-  check_cpu(t, kOp, name);
+  check_same_device(t, u, kOp, name, "u");
 }
 
-void check_optional(const Tensor& t, const char* name, const char* layout, const Shape& expected, DType dtype) {
-  if (t.defined()) check_input(t, name, layout, expected, dtype);
+void check_optional(const Tensor& t, const char* name, const char* layout, const Shape& expected, const Tensor& u) {
+  if (t.defined()) check_input(t, name, layout, expected, u);
 }
 
 // ---- math shared by the forward and the backward ----
@@ -336,22 +338,27 @@ SelectiveScanDims check_selective_scan(const SelectiveScanParams& p) {
   check_defined(p.A, kOp, "A");
   MOM_CHECK(p.A.dim() == 2, kOp, "A must have 2 dimensions (E, N), got shape " << shape_str(p.A.shape()));
   const SelectiveScanDims d{p.u.size(0), p.u.size(1), p.u.size(2), p.A.size(1)};
-  const DType dt = p.u.dtype();
-  check_input(p.u, "u", "(B, L, E)", {d.B, d.L, d.E}, dt);
-  check_input(p.delta, "delta", "(B, L, E)", {d.B, d.L, d.E}, dt);
-  check_input(p.A, "A", "(E, N)", {d.E, d.N}, dt);
-  check_input(p.B_ssm, "B_ssm", "(B, L, N)", {d.B, d.L, d.N}, dt);
-  check_input(p.C_ssm, "C_ssm", "(B, L, N)", {d.B, d.L, d.N}, dt);
-  check_optional(p.D, "D", "(E)", {d.E}, dt);
-  check_optional(p.z, "z", "(B, L, E)", {d.B, d.L, d.E}, dt);
-  check_optional(p.delta_bias, "delta_bias", "(E)", {d.E}, dt);
-  check_optional(p.initial_state, "initial_state", "(B, E, N)", {d.B, d.E, d.N}, dt);
+  const Tensor& u = p.u;
+  check_input(p.u, "u", "(B, L, E)", {d.B, d.L, d.E}, u);
+  check_input(p.delta, "delta", "(B, L, E)", {d.B, d.L, d.E}, u);
+  check_input(p.A, "A", "(E, N)", {d.E, d.N}, u);
+  check_input(p.B_ssm, "B_ssm", "(B, L, N)", {d.B, d.L, d.N}, u);
+  check_input(p.C_ssm, "C_ssm", "(B, L, N)", {d.B, d.L, d.N}, u);
+  check_optional(p.D, "D", "(E)", {d.E}, u);
+  check_optional(p.z, "z", "(B, L, E)", {d.B, d.L, d.E}, u);
+  check_optional(p.delta_bias, "delta_bias", "(E)", {d.E}, u);
+  check_optional(p.initial_state, "initial_state", "(B, E, N)", {d.B, d.E, d.N}, u);
   return d;
 }
 
-SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p) {
+SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, bool save_checkpoints) {
   const SelectiveScanDims d = check_selective_scan(p);
-  SelectiveScanResult r{empty({d.B, d.L, d.E}, p.u.dtype()), empty({d.B, d.E, d.N}, p.u.dtype())};
+#ifdef MOM_WITH_CUDA
+  if (p.u.device().is_cuda()) return cuda::selective_scan_forward(p, d, save_checkpoints);
+#endif
+  (void)save_checkpoints;
+  check_cpu(p.u, kOp, "u");
+  SelectiveScanResult r{empty({d.B, d.L, d.E}, p.u.dtype()), empty({d.B, d.E, d.N}, p.u.dtype()), Tensor()};
   dispatch_float(p.u.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
     forward_cpu(scan_data<scalar_t>(p, d), r.out.data<scalar_t>(), r.last_state.data<scalar_t>());
@@ -359,11 +366,17 @@ SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p) {
   return r;
 }
 
-SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const Tensor& dout, const Tensor& dlast_state) {
+SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const Tensor& dout, const Tensor& dlast_state,
+                                           const Tensor& checkpoints) {
   const SelectiveScanDims d = check_selective_scan(p);
   const DType dt = p.u.dtype();
-  check_optional(dout, "dout", "(B, L, E)", {d.B, d.L, d.E}, dt);
-  check_optional(dlast_state, "dlast_state", "(B, E, N)", {d.B, d.E, d.N}, dt);
+  check_optional(dout, "dout", "(B, L, E)", {d.B, d.L, d.E}, p.u);
+  check_optional(dlast_state, "dlast_state", "(B, E, N)", {d.B, d.E, d.N}, p.u);
+#ifdef MOM_WITH_CUDA
+  if (p.u.device().is_cuda()) return cuda::selective_scan_backward(p, d, dout, dlast_state, checkpoints);
+#endif
+  MOM_CHECK(!checkpoints.defined(), kOp, "checkpoints come only from a CUDA forward");
+  check_cpu(p.u, kOp, "u");
   auto grad_like = [](const Tensor& t) { return t.defined() ? empty(t.shape(), t.dtype()) : Tensor(); };
   SelectiveScanGrads r;
   r.du = grad_like(p.u);
