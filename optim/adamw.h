@@ -6,6 +6,11 @@
 // weights, the embedding). A parameter whose grad is undefined is skipped entirely: its moments and
 // step count stay as they were, as PyTorch does. The state (moments, per-parameter step counts,
 // hyper-parameters) round-trips through state_dict() so training resumes exactly.
+//
+// step() updates each group's parameters that have a gradient with one multi-tensor call per device
+// (kernels::adamw_step_multi: a few CUDA launches for the whole group, the per-tensor loop on the
+// CPU), with the bits of one adamw_step per parameter. The moments live on their parameter's device
+// (created there, and moved there by load_state_dict); nothing is read back to the host.
 #pragma once
 
 #include <map>

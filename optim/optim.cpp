@@ -3,6 +3,7 @@
 #include <set>
 
 #include "autograd/grad_mode.h"
+#include "kernels/elementwise.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
@@ -31,6 +32,15 @@ void AdamW::step() {
   NoGradGuard guard;
   for (const ParamGroup& g : groups_) {
     kernels::AdamWHyper h{g.options.lr, g.options.beta1, g.options.beta2, g.options.eps, g.options.weight_decay};
+    // The parameters with a gradient, one list per device (in order of first appearance), each
+    // updated by one multi-tensor call; step counts advance once the call has accepted its list.
+    struct Lists {
+      Device device;
+      std::vector<Tensor> p, grad, m, v;
+      std::vector<int64_t> steps;
+      std::vector<State*> states;
+    };
+    std::vector<Lists> lists;
     for (const auto& [name, p] : g.params) {
       Tensor grad = p.grad();
       if (!grad.defined()) continue;
@@ -39,8 +49,18 @@ void AdamW::step() {
         s.exp_avg = zeros_like(p);
         s.exp_avg_sq = zeros_like(p);
       }
-      s.step += 1;
-      kernels::adamw_step(p, grad.contiguous(), s.exp_avg, s.exp_avg_sq, s.step, h);
+      auto it = std::find_if(lists.begin(), lists.end(), [&](const Lists& l) { return l.device == p.device(); });
+      if (it == lists.end()) it = lists.insert(lists.end(), Lists{p.device(), {}, {}, {}, {}, {}, {}});
+      it->p.push_back(p);
+      it->grad.push_back(grad.contiguous());
+      it->m.push_back(s.exp_avg);
+      it->v.push_back(s.exp_avg_sq);
+      it->steps.push_back(s.step + 1);
+      it->states.push_back(&s);
+    }
+    for (Lists& l : lists) {
+      kernels::adamw_step_multi(l.p, l.grad, l.m, l.v, l.steps, h);
+      for (State* s : l.states) s->step += 1;
     }
   }
 }
@@ -106,24 +126,31 @@ void AdamW::load_state_dict(const std::map<std::string, Tensor>& state) {
   state_ = std::move(loaded);
 }
 
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+Tensor clip_grad_norm_async(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard guard;
-  double sq = 0;
+  std::vector<Device> devices;
+  std::vector<std::vector<Tensor>> grads;  // per device, in parameter order
   for (const Tensor& p : params) {
     Tensor g = p.grad();
-    if (g.defined()) sq += kernels::sum_of_squares(g.contiguous());
-  }
-  double norm = std::sqrt(sq);
-  if (norm > max_norm) {
-    double coef = max_norm / (norm + 1e-6);
-    for (const Tensor& p : params) {
-      Tensor g = p.grad();
-      if (!g.defined()) continue;
-      MOM_CHECK(g.is_contiguous(), "clip_grad_norm", "gradient of '" << p.name() << "' is not contiguous");
-      kernels::scale_inplace(g, coef);
+    if (!g.defined()) continue;
+    MOM_CHECK(g.is_contiguous(), "clip_grad_norm", "gradient of '" << p.name() << "' is not contiguous");
+    size_t d = std::find(devices.begin(), devices.end(), g.device()) - devices.begin();
+    if (d == devices.size()) {
+      devices.push_back(g.device());
+      grads.emplace_back();
     }
+    grads[d].push_back(g);
   }
-  return norm;
+  if (devices.empty()) return zeros({}, DType::f64);
+  Tensor total_sq = kernels::sum_of_squares_multi(grads[0]);
+  for (size_t d = 1; d < devices.size(); ++d)
+    total_sq = kernels::add(total_sq, kernels::sum_of_squares_multi(grads[d]).to(devices[0]));
+  for (size_t d = 0; d < devices.size(); ++d) kernels::clip_by_total_norm(grads[d], total_sq.to(devices[d]), max_norm);
+  return kernels::unary(kernels::UnaryOp::sqrt, total_sq);
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  return clip_grad_norm_async(params, max_norm).item();
 }
 
 double WarmupCosine::lr_at(int64_t step) const {
