@@ -145,7 +145,7 @@ Tensor mul(const Tensor& x_in, double s) {
   return y;
 }
 
-Tensor add(const Tensor& x, double s) { return add(x, scalar_tensor(s, x.dtype())); }
+Tensor add(const Tensor& x, double s) { return add(x, full({}, s, x.dtype(), x.device())); }
 
 // ---- gradient-check cases ----
 

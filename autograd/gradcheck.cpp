@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
@@ -175,6 +176,140 @@ std::vector<GradcheckRow> gradcheck(const GradcheckFn& fn, const std::vector<Ten
       }
     }
   }
+  return rows;
+}
+
+namespace {
+
+// A leaf that fn closes over, moved in place for a run on another device or dtype and put back by the
+// destructor (also when the run throws).
+class InPlaceMove {
+ public:
+  InPlaceMove(const Tensor& t, Device device, DType dtype) : t_(t) {
+    TensorImpl* impl = t.impl();
+    storage_ = impl->storage;
+    strides_ = impl->strides;
+    offset_ = impl->offset;
+    dtype_ = impl->dtype;
+    Tensor moved = t.detach().to(dtype).to(device).clone();
+    impl->storage = moved.storage();
+    impl->strides = moved.strides();
+    impl->offset = moved.offset();
+    impl->dtype = dtype;
+    impl->grad = nullptr;
+  }
+  ~InPlaceMove() {
+    TensorImpl* impl = t_.impl();
+    impl->storage = storage_;
+    impl->strides = strides_;
+    impl->offset = offset_;
+    impl->dtype = dtype_;
+    impl->grad = nullptr;
+  }
+  InPlaceMove(const InPlaceMove&) = delete;
+  InPlaceMove& operator=(const InPlaceMove&) = delete;
+
+ private:
+  Tensor t_;
+  std::shared_ptr<Storage> storage_;
+  Shape strides_;
+  int64_t offset_ = 0;
+  DType dtype_ = DType::f64;
+};
+
+struct DeviceRun {
+  std::vector<Tensor> outs;   // CPU float64 copies (undefined where fn returned none)
+  std::vector<Tensor> grads;  // per floating input, CPU float64; undefined where no gradient arrived
+};
+
+// fn on `device` in `dtype`; w: the output weights (drawn here, in float64, when empty).
+DeviceRun run_on(const GradcheckFn& fn, const std::vector<Tensor>& inputs_in, Device device, DType dtype,
+                 std::vector<Tensor>& w, Generator& gen) {
+  std::vector<Tensor> inputs;
+  std::vector<Tensor> leaves;  // the floating inputs as fn sees them
+  std::vector<std::unique_ptr<InPlaceMove>> moved;
+  for (const Tensor& t : inputs_in) {
+    if (!t.defined()) {
+      inputs.push_back(t);
+    } else if (!is_floating(t.dtype())) {
+      inputs.push_back(t.to(device));
+    } else if (t.is_leaf() && t.requires_grad() && t.is_contiguous()) {
+      moved.push_back(std::make_unique<InPlaceMove>(t, device, dtype));
+      inputs.push_back(t);
+      leaves.push_back(t);
+    } else {
+      Tensor leaf = t.detach().to(dtype).to(device).clone();
+      leaf.set_requires_grad(true);
+      inputs.push_back(leaf);
+      leaves.push_back(leaf);
+    }
+  }
+  std::vector<Tensor> outs = fn(inputs);
+  if (w.empty())
+    for (const Tensor& o : outs) w.push_back(o.defined() ? randn(o.shape(), gen, DType::f64) : Tensor());
+  std::vector<Tensor> roots, grads;
+  for (size_t o = 0; o < outs.size(); ++o) {
+    if (!outs[o].defined() || !outs[o].requires_grad()) continue;
+    roots.push_back(outs[o]);
+    grads.push_back(w[o].to(outs[o].dtype()).to(outs[o].device()));
+  }
+  if (!roots.empty()) backward(roots, grads);
+  DeviceRun run;
+  for (const Tensor& o : outs) run.outs.push_back(o.defined() ? o.detach().to(Device::cpu()).to(DType::f64) : Tensor());
+  for (const Tensor& l : leaves) {
+    Tensor g = l.grad();
+    run.grads.push_back(g.defined() ? g.to(Device::cpu()).to(DType::f64) : Tensor());
+  }
+  return run;  // `moved` puts the closed-over leaves back
+}
+
+// One row: x against ref (both CPU float64, or both undefined).
+GradcheckRow compare_tensors(const std::string& name, const Tensor& x, const Tensor& ref, double rtol) {
+  GradcheckRow row{name};
+  if (x.defined() != ref.defined()) {
+    row.ok = false;
+    row.max_abs_err = row.max_rel_err = INFINITY;
+    return row;
+  }
+  if (!x.defined()) return row;
+  std::vector<double> a = x.to_vector<double>(), r = ref.to_vector<double>();
+  double scale = 0;
+  for (double v : r) scale = std::max(scale, std::fabs(v));
+  for (size_t i = 0; i < a.size(); ++i) {
+    double err = std::fabs(a[i] - r[i]);
+    if (std::isnan(err)) err = INFINITY;
+    row.max_abs_err = std::max(row.max_abs_err, err);
+  }
+  row.max_rel_err = row.max_abs_err / std::max(scale, 1e-30);
+  row.compared = static_cast<int64_t>(a.size());
+  row.ok = row.max_rel_err <= rtol;
+  return row;
+}
+
+}  // namespace
+
+std::vector<GradcheckRow> device_check(const GradcheckFn& fn, const std::vector<Tensor>& inputs,
+                                       const std::vector<std::string>& names, Device device, DType dtype, double rtol,
+                                       uint64_t seed) {
+  MOM_CHECK(names.size() == inputs.size(), "gradcheck", inputs.size() << " inputs but " << names.size() << " names");
+  MOM_CHECK(is_floating(dtype), "gradcheck", "device_check needs a floating dtype, got " << dtype_name(dtype));
+  std::vector<std::string> checked;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& t = inputs[i];
+    if (!t.defined() || !is_floating(t.dtype())) continue;
+    MOM_CHECK(t.dtype() == DType::f64 && t.device().is_cpu(), "gradcheck",
+              "input '" << names[i] << "' must be float64 on the CPU, got " << dtype_name(t.dtype()) << " on "
+                        << t.device().str());
+    checked.push_back(names[i]);
+  }
+  Generator gen(seed * 7919 + 29);
+  std::vector<Tensor> w;
+  DeviceRun ref = run_on(fn, inputs, Device::cpu(), DType::f64, w, gen);
+  DeviceRun run = run_on(fn, inputs, device, dtype, w, gen);
+  std::vector<GradcheckRow> rows;
+  for (size_t o = 0; o < ref.outs.size(); ++o)
+    rows.push_back(compare_tensors("out " + std::to_string(o), o < run.outs.size() ? run.outs[o] : Tensor(), ref.outs[o], rtol));
+  for (size_t i = 0; i < checked.size(); ++i) rows.push_back(compare_tensors(checked[i], run.grads[i], ref.grads[i], rtol));
   return rows;
 }
 

@@ -48,6 +48,19 @@ using GradcheckFn = std::function<std::vector<Tensor>(const std::vector<Tensor>&
 std::vector<GradcheckRow> gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inputs,
                                     const std::vector<std::string>& names, const GradcheckOptions& opts = {});
 
+// device_check: the same function on another device or dtype against the CPU in float64. Runs `fn`
+// on copies of the inputs on `device` in `dtype` (floating inputs cast and made leaves; integer inputs
+// moved; leaves that already require grad, a module's parameters that fn closes over, are moved in
+// place for the run and restored after it), takes the gradients of L = sum(w * out) for one fixed
+// random projection w (normal, drawn from `seed`), and compares the outputs and the input gradients
+// with the same computed on the CPU in float64. One row per output ("out 0", ...) and per floating
+// input. An entry's max_rel_err is max |x - ref| / max |ref| over the tensor (scale-aware: an element
+// near zero is judged against the tensor's magnitude); ok when it is <= rtol. An input that gets a
+// gradient on one side and none on the other (an absent expert) is not ok.
+std::vector<GradcheckRow> device_check(const GradcheckFn& fn, const std::vector<Tensor>& inputs,
+                                       const std::vector<std::string>& names, Device device, DType dtype, double rtol,
+                                       uint64_t seed);
+
 struct GradcheckProblem {
   GradcheckFn fn;
   std::vector<Tensor> inputs;

@@ -166,21 +166,27 @@ void add_cross_entropy_cases(std::vector<GradcheckCase>& cases) {
   cases.push_back({"cross_entropy", "T=5 V=7", [](Generator& gen) {
                      Tensor targets = randint({5}, 0, 7, gen, DType::i64);
                      return one_input(randn({5, 7}, gen, DType::f64, 0, 2), "logits",
-                                      [targets](const Tensor& l) { return cross_entropy(l, targets); });
+                                      [targets](const Tensor& l) { return cross_entropy(l, targets.to(l.device())); });
                    }});
   cases.push_back({"cross_entropy", "T=6 V=5, ignore_index -1 (2 rows)", [](Generator& gen) {
                      Tensor targets = from_vector<int32_t>({3, 0, -1, 4, -1, 1}, {6});
                      CrossEntropyOptions opts;
                      opts.ignore_index = -1;
                      return one_input(randn({6, 5}, gen, DType::f64, 0, 2), "logits",
-                                      [targets, opts](const Tensor& l) { return cross_entropy(l, targets, opts); });
+                                      [targets, opts](const Tensor& l) {
+                                        return cross_entropy(l, targets.to(l.device()), opts);
+                                      });
                    }});
   cases.push_back({"cross_entropy", "T=6 V=5, weight, mask 0 at 1", [](Generator& gen) {
                      Tensor targets = randint({6}, 0, 5, gen, DType::i64);
                      CrossEntropyOptions opts;
                      opts.weight = from_vector<double>({0.5, 0.0, 2.0, 1.0, 1.5, 0.25}, {6});
                      return one_input(randn({6, 5}, gen, DType::f64, 0, 2), "logits",
-                                      [targets, opts](const Tensor& l) { return cross_entropy(l, targets, opts); });
+                                      [targets, opts](const Tensor& l) {
+                                        CrossEntropyOptions o = opts;  // the weight on the logits' device and dtype
+                                        o.weight = opts.weight.to(l.dtype()).to(l.device());
+                                        return cross_entropy(l, targets.to(l.device()), o);
+                                      });
                    }});
 }
 

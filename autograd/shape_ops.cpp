@@ -59,7 +59,7 @@ struct SliceBackward : Node {
   SliceBackward(int64_t d, int64_t s, int64_t e, int64_t st, bool n) : dim(d), start(s), end(e), step(st), is_narrow(n) {}
   std::string name() const override { return is_narrow ? "narrow" : "slice"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
-    Tensor dx = zeros(inputs[0].shape, inputs[0].dtype);
+    Tensor dx = zeros(inputs[0].shape, inputs[0].dtype, inputs[0].device);
     (is_narrow ? dx.narrow(dim, start, end) : dx.slice(dim, start, end, step)).copy_(g[0]);
     return {dx};
   }
@@ -304,7 +304,7 @@ void add_index_cases(std::vector<GradcheckCase>& cases) {
            [](const std::vector<Tensor>& in) { return std::vector<Tensor>{cat(in, -1)}; });
   add_case(cases, "cat", "dim 0 with a constant", {{2, 3}, {1, 3}}, {"xs[0]", "xs[2]"},
            [](const std::vector<Tensor>& in) {
-             return std::vector<Tensor>{cat({in[0], full({2, 3}, 0.5, DType::f64), in[1]}, 0)};
+             return std::vector<Tensor>{cat({in[0], full({2, 3}, 0.5, in[0].dtype(), in[0].device()), in[1]}, 0)};
            });
   add_case(cases, "split", "(7, 2) into 2, 4, 1 along 0", {{7, 2}}, {"x"},
            [](const std::vector<Tensor>& in) { return split(in[0], {2, 4, 1}, 0); });

@@ -17,8 +17,7 @@ autograd::GradcheckCase block_case(const std::string& variant, bool split, std::
             c.split_in_proj = c.split_x_proj = c.split_dt_proj = c.split_out_proj = split;
             auto block = std::make_shared<MambaBlock>(c, gen, DType::f64);
             const int64_t B = 2, L = static_cast<int64_t>(modalities.size()) / 2;
-            auto routing = std::make_shared<Routing>(
-                Routing::from_modalities(from_vector<int32_t>(modalities, {B * L}), c.n_modalities));
+            Tensor ids = from_vector<int32_t>(modalities, {B * L});
             autograd::GradcheckProblem p;
             p.inputs = {randn({B, L, c.d_model}, gen, DType::f64)};
             p.names = {"x"};
@@ -26,8 +25,13 @@ autograd::GradcheckCase block_case(const std::string& variant, bool split, std::
               p.inputs.push_back(t);
               p.names.push_back(name);
             }
-            p.fn = [block, routing](const std::vector<Tensor>& in) {
-              return std::vector<Tensor>{block->forward(in[0], *routing)};
+            // The routing follows x to its device, so that `mom gradcheck --device cuda` runs the
+            // block there with device ids.
+            const int64_t M = c.n_modalities;
+            auto routing = std::make_shared<Routing>(Routing::from_modalities(ids, M));
+            p.fn = [block, ids, routing, M](const std::vector<Tensor>& in) {
+              if (in[0].device().is_cpu()) return std::vector<Tensor>{block->forward(in[0], *routing)};
+              return std::vector<Tensor>{block->forward(in[0], Routing::from_modalities(ids.to(in[0].device()), M))};
             };
             return p;
           }};
