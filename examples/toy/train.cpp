@@ -13,9 +13,14 @@
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "core/safetensors.h"
+#include "kernels/matmul.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
+
+#ifdef MOM_WITH_CUDA
+#include "core/cuda/memory.h"
+#endif
 
 namespace mom::toy {
 
@@ -47,16 +52,34 @@ std::string format_duration(double s) {
   return buf;
 }
 
-// "auto" is the CPU until every op of the model has its CUDA kernel (the CUDA backend work); an
-// explicit "cuda" reaches the first op without one, which says so.
+// "auto" is the first GPU when one is visible (and the build has CUDA), else the CPU.
 Device resolve_device(const std::string& name) {
-  if (name == "auto") return Device::cpu();
+  if (name == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
   return parse_device(name);
 }
 
+// Inputs, targets and modality ids go to the model's device (three host-to-device copies that the
+// host does not wait for); the target modalities stay on the host, where the per-modality losses
+// build their masks.
 Batch to_device(const Batch& b, Device d) {
   if (d.is_cpu()) return b;
-  return {b.tokens.to(d), b.targets.to(d), b.modalities.to(d), b.target_modalities.to(d)};
+  return {b.tokens.to(d), b.targets.to(d), b.modalities.to(d), b.target_modalities};
+}
+
+// Peak bytes held on a CUDA device since the run started (0 on the CPU).
+double peak_memory_mib(Device d) {
+#ifdef MOM_WITH_CUDA
+  if (d.is_cuda()) return static_cast<double>(cuda::memory_stats(d.index).peak) / (1 << 20);
+#endif
+  (void)d;
+  return 0.0;
+}
+
+void reset_peak_memory(Device d) {
+#ifdef MOM_WITH_CUDA
+  if (d.is_cuda()) cuda::reset_peak(d.index);
+#endif
+  (void)d;
 }
 
 // Mean loss over all targets (differentiable) from logits (B, L, V).
@@ -65,7 +88,9 @@ Tensor mean_loss(const Tensor& logits, const Batch& b) {
   return cross_entropy(reshape(logits, {T, V}), b.targets.reshape({T}));
 }
 
-// Sum of per-token losses and token counts per modality (no graph).
+// Sum of per-token losses and token counts per modality (no graph). The masks are built on the host
+// from b.target_modalities (a host tensor after to_device); each loss is read back (a host
+// synchronisation on CUDA), so the trainer calls this at logging steps only.
 void accumulate_by_modality(const Tensor& logits, const Batch& b, std::array<double, kNumModalities>& sum,
                             std::array<double, kNumModalities>& count) {
   NoGradGuard no_grad;
@@ -170,7 +195,7 @@ std::string TrainConfig::to_json() const {
             {"lr", lr}, {"min_lr_ratio", min_lr_ratio}, {"weight_decay", weight_decay}, {"beta1", beta1},
             {"beta2", beta2}, {"clip", clip}, {"seed", seed}, {"device", device}, {"out", out},
             {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"ckpt_every", ckpt_every},
-            {"log_every", log_every}};
+            {"log_every", log_every}, {"tf32", tf32}};
   return j.dump(2);
 }
 
@@ -208,6 +233,7 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     c.eval_batches = j.at("eval_batches");
     c.ckpt_every = j.at("ckpt_every");
     c.log_every = j.at("log_every");
+    c.tf32 = j.value("tf32", false);  // configs written before the flag existed
   } catch (const json::exception& e) {
     MOM_THROW("train", "bad config: " << e.what());
   }
@@ -301,7 +327,9 @@ TrainResult train(const TrainConfig& cfg) {
   Batcher batcher(source, cfg.batch, cfg.seq_len);
   const nn::LMConfig lm_cfg = cfg.lm_config(source->vocab().size);
   Generator gen(cfg.seed);
-  nn::MambaLM model(lm_cfg, gen);
+  nn::MambaLM model(lm_cfg, gen);  // initialised on the CPU (the seeded generator), then moved
+  model.to(device);
+  kernels::set_allow_tf32(cfg.tf32);
   optim::AdamW opt = optim::AdamW::from_module(model, {cfg.lr, cfg.beta1, cfg.beta2, 1e-8, cfg.weight_decay});
   optim::WarmupCosine schedule{cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio};
   const double fpt = flops_per_token(lm_cfg);
@@ -324,7 +352,6 @@ TrainResult train(const TrainConfig& cfg) {
     std::ofstream(fs::path(cfg.out) / "config.json") << cfg.to_json() << "\n";
     std::ofstream(log_path, std::ios::trunc);
   }
-  model.to(device);
   const std::vector<Batch> evals = eval_set(cfg);
   if (!cfg.quiet) {
     std::printf("%s model, %lld parameters, %.3g training FLOPs per token, on %s\n%s", cfg.model.c_str(),
@@ -359,8 +386,12 @@ TrainResult train(const TrainConfig& cfg) {
     if (!cfg.quiet) std::printf("eval  %5lld  %s\n", static_cast<long long>(step), format_losses(result.last_eval).c_str());
   };
 
+  // The step queues its work and waits for none of it: the loss, the gradient norm and the
+  // per-modality losses are read back only at logging steps (and the loss before a checkpoint, so
+  // that no checkpoint holds a diverged model). Non-finite losses are caught there.
   const auto params = model.parameters();
   double window_tokens = 0, window_time = 0;
+  reset_peak_memory(device);
   while (step < cfg.steps) {
     auto t0 = std::chrono::steady_clock::now();
     Batch b = to_device(batcher.next(), device);
@@ -368,45 +399,56 @@ TrainResult train(const TrainConfig& cfg) {
     opt.set_lr(lr);
     Tensor logits = model.forward(b.tokens, b.modalities);
     Tensor loss = mean_loss(logits, b);
-    double loss_value = loss.item();
-    MOM_CHECK(std::isfinite(loss_value), "train",
-              "loss is " << loss_value << " at step " << step + 1 << "; stopping. The last good checkpoint is "
-                         << ckpt_path << " (try a lower --lr)");
     backward(loss);
-    double grad_norm = optim::clip_grad_norm(params, cfg.clip);
+    Tensor grad_norm = optim::clip_grad_norm_async(params, cfg.clip);
     opt.step();
     opt.zero_grad();
-    std::array<double, kNumModalities> sum{}, count{};
-    accumulate_by_modality(logits.detach(), b, sum, count);
     ++step;
     const double T = static_cast<double>(b.targets.numel());
     tokens += T;
     flops += 3 * fpt * T;
+    const bool log_now = step % cfg.log_every == 0 || step == 1 || step == cfg.steps;
+    const bool ckpt_now = step % cfg.ckpt_every == 0 || step == cfg.steps || step == cfg.stop_at;
+    // Reading the loss waits for the whole step (it is queued after the optimiser's work), so the
+    // time of a logging step is its true time; other steps' work is charged to the next reading.
+    double loss_value = (log_now || ckpt_now) ? loss.item() : nan();
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     elapsed += dt;
     window_tokens += T;
     window_time += dt;
-    result.last_train = finish(loss_value * T, T, sum, count);
+    if (log_now || ckpt_now) {
+      MOM_CHECK(std::isfinite(loss_value), "train",
+                "loss is " << loss_value << " at step " << step << "; stopping. The last good checkpoint is "
+                           << ckpt_path << " (try a lower --lr)");
+      std::array<double, kNumModalities> sum{}, count{};
+      accumulate_by_modality(logits.detach(), b, sum, count);
+      result.last_train = finish(loss_value * T, T, sum, count);
+    }
 
-    if (step % cfg.log_every == 0 || step == 1 || step == cfg.steps) {
+    if (log_now) {
+      const double norm = grad_norm.item();
+      result.tokens_per_second = window_tokens / window_time;
+      const double peak_mib = peak_memory_mib(device);
       json r = {{"kind", "train"}, {"step", step}, {"tokens", tokens}, {"flops", flops}, {"time", elapsed},
-                {"loss", loss_value}, {"lr", lr}, {"grad_norm", grad_norm}};
+                {"loss", loss_value}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_second", result.tokens_per_second}};
       for (int m = 0; m < kNumModalities; ++m)
         r[std::string("loss_") + kModalityNames[m]] = number_or_null(result.last_train.by_modality[m]);
+      if (device.is_cuda()) r["peak_memory_mib"] = peak_mib;
       append_log(log_path, r);
-      result.tokens_per_second = window_tokens / window_time;
       if (!cfg.quiet) {
         double eta = (cfg.steps - step) * (window_time / (window_tokens / T));
-        std::printf("step  %5lld/%lld  %s | lr %.2e | gnorm %.2f | %.1fk tok/s | ETA %s\n",
+        char mem[48] = "";
+        if (device.is_cuda()) std::snprintf(mem, sizeof mem, " | %.0f MiB peak", peak_mib);
+        std::printf("step  %5lld/%lld  %s | lr %.2e | gnorm %.2f | %.1fk tok/s%s | ETA %s\n",
                     static_cast<long long>(step), static_cast<long long>(cfg.steps),
-                    format_losses(result.last_train).c_str(), lr, grad_norm, result.tokens_per_second / 1e3,
+                    format_losses(result.last_train).c_str(), lr, norm, result.tokens_per_second / 1e3, mem,
                     format_duration(eta).c_str());
         std::fflush(stdout);
       }
       window_tokens = window_time = 0;
     }
     if (step % cfg.eval_every == 0 || step == cfg.steps) run_eval();
-    if (step % cfg.ckpt_every == 0 || step == cfg.steps || step == cfg.stop_at) save_checkpoint();
+    if (ckpt_now) save_checkpoint();
     if (step == cfg.stop_at) {
       if (!cfg.quiet) std::printf("stopped at step %lld as asked; continue with --resume\n", static_cast<long long>(step));
       result.steps = step;

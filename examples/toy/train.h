@@ -5,7 +5,9 @@
 // Files of a run directory:
 //   config.json                 the TrainConfig
 //   log.jsonl                   one JSON object per logged step ("kind": "train") and per evaluation
-//                               ("kind": "eval"): step, tokens, flops, losses per modality, lr, grad_norm, time
+//                               ("kind": "eval"): step, tokens, flops, losses per modality, lr, grad_norm,
+//                               time, tokens_per_second (over the steps since the last line) and, on
+//                               CUDA, peak_memory_mib (the device's peak since the run started)
 //   checkpoint.safetensors      model ("model.<name>"), optimiser ("optim.<...>"), data position
 //                               ("data.<...>"); metadata: step, tokens, flops, elapsed time, config
 //   model.safetensors           the final weights under the published module's names
@@ -38,12 +40,13 @@ struct TrainConfig {
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
   uint64_t seed = 1;
   // Run.
-  std::string device = "auto";
+  std::string device = "auto";  // "auto": the first GPU when one is visible, else the CPU
   std::string out = "runs/mom";
   int64_t eval_every = 100, eval_batches = 8, ckpt_every = 100, log_every = 10;
   bool resume = false;
   int64_t stop_at = 0;  // > 0: stop after this step (checkpointed) as if interrupted; --resume continues
   bool quiet = false;
+  bool tf32 = false;  // allow TF32 tensor-core GEMMs on CUDA (kernels::set_allow_tf32); no effect on the CPU
 
   nn::LMConfig lm_config(int64_t vocab_size) const;
   std::string to_json() const;
