@@ -4,6 +4,9 @@
 #include <new>
 
 #include "core/error.h"
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #ifdef MOM_WITH_CUDA
 #include "core/cuda/memory.h"
 #endif
@@ -12,10 +15,28 @@ namespace mom {
 
 namespace {
 constexpr size_t kAlignment = 64;
+
+// glibc serves a block above its mmap threshold (128 KiB at first, adapting) with a fresh mapping and
+// unmaps it on free, so the large temporaries of every training step page-fault afresh; and it gives
+// freed heap memory above 128 KiB back to the system. Once per process we raise the mmap threshold to
+// its maximum (32 MiB on 64-bit) and the trim threshold to 1 GiB, so that the next step's allocations
+// reuse the last step's memory, as a caching allocator would. Measured with masked_linear (T=4096
+// In=512 Out=1024): 1.4-1.6x of one plain GEMM's time without, 1.1-1.2x with. glibc only.
+void keep_freed_host_memory() {
+#if defined(__GLIBC__)
+  static const bool done = [] {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    return true;
+  }();
+  (void)done;
+#endif
 }
+}  // namespace
 
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   if (device.is_cpu()) {
+    keep_freed_host_memory();
     size_t rounded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
     if (rounded == 0) rounded = kAlignment;
     data_ = std::aligned_alloc(kAlignment, rounded);
