@@ -11,11 +11,12 @@
 // masked_linear, with the experts given as M separate tensors (weight[m] (Out, In), bias[m] (Out)):
 //     y[t, :] = weight[m(t)] @ x[t, :] + bias[m(t)]                                    x (T, In), y (T, Out)
 // computed as: gather the rows of x into grouped order; one GEMM per modality on its contiguous block,
-// writing that block of y in grouped order; then move the rows of y to token order in place (no second
-// (T, Out) buffer), adding the bias on the way.
+// writing that block of a grouped-order buffer; then move the rows to token order into y, adding the
+// bias on the way (one (T, Out) scratch buffer; the moves use every OpenMP thread when OpenBLAS is its
+// OpenMP build).
 //
 // Backward, from dy (T, Out); with dy_m and x_m the rows of modality m in grouped order:
-//     dx_m        = dy_m @ weight[m]          (gather dy, one GEMM per modality, rows moved in place)
+//     dx_m        = dy_m @ weight[m]          (gather dy, one GEMM per modality, rows moved back)
 //     dweight[m]  = dy_m^T @ x_m
 //     dbias[m]    = column sums of dy_m       (rows summed in grouped order, in double)
 // An expert with no token costs nothing and its dweight[m] and dbias[m] stay undefined, not zero, so
@@ -33,10 +34,9 @@
 //
 // On CUDA (kernels/cuda/masked_linear.cu): the routing is computed on the device of the ids, perm
 // stays there, and counts and offsets come back to the host in one small copy (the only host wait:
-// the GEMM sizes are host values). masked_linear needs routing.perm on x's device. The rows of y (and
-// of dx) are moved to token order into a second buffer rather than in place: the CPU's cycle-following
-// move is sequential by nature, a scatter into a second buffer is one parallel pass. When the ids are
-// already in modality order (perm_is_identity) the gathers and the scatter are skipped.
+// the GEMM sizes are host values). masked_linear needs routing.perm on x's device. As on the CPU the
+// rows of y (and of dx) are moved to token order from a grouped-order buffer in one parallel pass. When
+// the ids are already in modality order (perm_is_identity) the gathers and the scatter are skipped.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // CPU reference for kernels/masked_linear.h: counting-sort routing, gather, one CBLAS GEMM per
-// modality written straight into the output in grouped order, rows moved to token order in place.
+// modality into a grouped-order buffer, rows moved to token order (bias added on the way).
 // Also the argument checks of both devices and the dispatch to kernels/cuda/masked_linear.cu.
 #include "kernels/masked_linear.h"
 
@@ -82,39 +82,39 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const dou
               a, lda, b, ldb, 0.0, c, ldc);
 }
 
-// The row copies and sums below run on one thread on purpose: they are memory-bound, and OpenMP
-// workers that spin after a parallel region would take cores from the OpenBLAS threads of the GEMMs
-// around them (measured on 2 cores: 1.4x-1.8x of a plain GEMM's time with OpenMP copies).
+// The row moves are memory-bound. They run on every OpenMP thread when OpenBLAS is its OpenMP build
+// (MOM_BLAS_OPENMP): the GEMMs then use the same threads. With the pthreads build they stay on one
+// thread: OpenBLAS's own workers, still spinning after a GEMM, would take the cores from OpenMP copies
+// (measured on 2 cores: 1.4x-1.8x of a plain GEMM's time with parallel copies, 1.1x without).
+#ifdef MOM_BLAS_OPENMP
+constexpr bool kParallelMoves = true;
+#else
+constexpr bool kParallelMoves = false;
+#endif
+constexpr int64_t kParallelMoveElems = 1 << 16;  // smaller moves stay on one thread
 
 // dst[p, :] = src[perm[p], :] for p in [0, T): token order -> grouped order. Rows of C values.
 template <typename S> void gather_rows(const S* src, const int64_t* perm, int64_t T, int64_t C, S* dst) {
+#pragma omp parallel for schedule(static) if (kParallelMoves && T * C > kParallelMoveElems)
   for (int64_t p = 0; p < T; ++p) std::copy(src + perm[p] * C, src + (perm[p] + 1) * C, dst + p * C);
 }
 
-// Moves row p of rows (T, C) to row perm[p] for every p, in place, adding bias[m] to the rows of
-// modality m's block when a bias is given: grouped order -> token order without a second (T, C)
-// buffer. Follows each cycle of the permutation, carrying the row that the last move displaced.
+// dst[perm[p], :] = src[p, :] (+ bias[m] for the rows of modality m's block, when a bias is given):
+// grouped order -> token order.
 template <typename S>
-void scatter_rows_in_place(S* rows, const Routing& routing, int64_t C, const std::vector<Tensor>& bias) {
-  const int64_t T = routing.num_tokens();
+void scatter_rows(const S* src, const Routing& routing, int64_t C, const std::vector<Tensor>& bias, S* dst) {
   const int64_t* perm = routing.perm.data<int64_t>();
-  std::vector<const S*> bias_of(T, nullptr);  // bias_of[p]: the bias of grouped position p's modality
-  for (int64_t m = 0; m < routing.num_modalities && !bias.empty(); ++m)
-    std::fill(bias_of.begin() + routing.offsets[m], bias_of.begin() + routing.offsets[m + 1], bias[m].data<S>());
-  std::vector<char> placed(T, 0);  // placed[p]: the row that was at p has reached perm[p]
-  std::vector<S> carry(C), displaced(C);
-  for (int64_t start = 0; start < T; ++start) {
-    if (placed[start]) continue;
-    std::copy(rows + start * C, rows + (start + 1) * C, carry.begin());
-    for (int64_t p = start; !placed[p]; p = perm[p]) {
-      S* dst = rows + perm[p] * C;
-      std::copy(dst, dst + C, displaced.begin());
-      if (const S* b = bias_of[p])
-        for (int64_t j = 0; j < C; ++j) dst[j] = carry[j] + b[j];
+  for (int64_t m = 0; m < routing.num_modalities; ++m) {
+    const int64_t begin = routing.offsets[m], end = routing.offsets[m + 1];
+    const S* b = bias.empty() ? nullptr : bias[m].data<S>();
+#pragma omp parallel for schedule(static) if (kParallelMoves && (end - begin) * C > kParallelMoveElems)
+    for (int64_t p = begin; p < end; ++p) {
+      const S* row = src + p * C;
+      S* out = dst + perm[p] * C;
+      if (b)
+        for (int64_t j = 0; j < C; ++j) out[j] = row[j] + b[j];
       else
-        std::copy(carry.begin(), carry.end(), dst);
-      std::swap(carry, displaced);
-      placed[p] = 1;
+        std::copy(row, row + C, out);
     }
   }
 }
@@ -172,19 +172,20 @@ Tensor masked_linear_forward(const Tensor& x, const Routing& routing, const std:
   Tensor y = empty({d.T, d.Out}, x.dtype());
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    // y is computed in grouped order, then its rows are moved to token order in place, bias added.
-    Tensor xg_t = empty({d.T, d.In}, x.dtype());  // x in grouped order
+    // y is computed in grouped order, then its rows are moved to token order, bias added.
+    Tensor xg_t = empty({d.T, d.In}, x.dtype());   // x in grouped order
+    Tensor yg_t = empty({d.T, d.Out}, x.dtype());  // y in grouped order
     scalar_t* xg = xg_t.data<scalar_t>();
-    scalar_t* yp = y.data<scalar_t>();
+    scalar_t* yg = yg_t.data<scalar_t>();
     gather_rows(x.data<scalar_t>(), routing.perm.data<int64_t>(), d.T, d.In, xg);
     for (int64_t m = 0; m < d.M; ++m) {
       const int64_t off = routing.offsets[m], n = routing.counts[m];
       if (n == 0) continue;
       // y_m (n, Out) = x_m (n, In) @ weight[m]^T
-      gemm(false, true, n, d.Out, d.In, xg + off * d.In, d.In, weight[m].data<scalar_t>(), d.In, yp + off * d.Out,
+      gemm(false, true, n, d.Out, d.In, xg + off * d.In, d.In, weight[m].data<scalar_t>(), d.In, yg + off * d.Out,
            d.Out);
     }
-    scatter_rows_in_place(yp, routing, d.Out, bias);
+    scatter_rows(yg, routing, d.Out, bias, y.data<scalar_t>());
   });
   return y;
 }
@@ -207,12 +208,13 @@ MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, cons
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
     const int64_t* perm = routing.perm.data<int64_t>();
-    // dy and x in grouped order; dx is computed in grouped order and moved to token order in place.
+    // dy and x in grouped order; dx is computed in grouped order, then moved to token order.
     Tensor dyg_t = empty({d.T, d.Out}, x.dtype());
     Tensor xg_t = need_dparams ? empty({d.T, d.In}, x.dtype()) : Tensor();
+    Tensor dxg_t = need_dx ? empty({d.T, d.In}, x.dtype()) : Tensor();
     scalar_t* dyg = dyg_t.data<scalar_t>();
     scalar_t* xg = need_dparams ? xg_t.data<scalar_t>() : nullptr;
-    scalar_t* dxg = need_dx ? grads.dx.data<scalar_t>() : nullptr;
+    scalar_t* dxg = need_dx ? dxg_t.data<scalar_t>() : nullptr;
     gather_rows(dy.data<scalar_t>(), perm, d.T, d.Out, dyg);
     if (need_dparams) gather_rows(x.data<scalar_t>(), perm, d.T, d.In, xg);
     for (int64_t m = 0; m < d.M; ++m) {
@@ -232,7 +234,7 @@ MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, cons
         column_sums(dyg, off, off + n, d.Out, grads.dbias[m].data<scalar_t>());
       }
     }
-    if (need_dx) scatter_rows_in_place(dxg, routing, d.In, {});
+    if (need_dx) scatter_rows(dxg, routing, d.In, {}, grads.dx.data<scalar_t>());
   });
   return grads;
 }
