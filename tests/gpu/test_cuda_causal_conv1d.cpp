@@ -19,6 +19,8 @@ namespace mom {
 namespace {
 
 using test::Cuda;
+using test::same_bits;
+using test::misaligned_copy;
 using test::expect_error;
 using test::fresh_seed;
 using test::max_abs_diff;
@@ -61,14 +63,6 @@ struct ConvResults {
   Tensor y, final_window, dx, dweight, dbias, dinit;
 };
 
-// The same values at a device address one element past the allocation's start: the scalar path.
-Tensor misaligned_copy(const Tensor& h) {
-  Tensor padded = empty({h.numel() + 1}, h.dtype(), kGpu);
-  Tensor view = padded.narrow(0, 1, h.numel()).view(h.shape());
-  view.copy_(h.to(kGpu));
-  return view;
-}
-
 ConvResults run_conv(const ConvCase& c, const ConvInputs& in, DType dt, Device dev, bool misaligned = false) {
   auto put = [&](const Tensor& t, bool used) {
     if (!used) return Tensor();
@@ -80,13 +74,6 @@ ConvResults run_conv(const ConvCase& c, const ConvInputs& in, DType dt, Device d
   kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward(x, w, b, init, c.silu);
   kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, c.silu);
   return {out.y, out.final_window, g.dx, g.dweight, g.dbias, g.dinitial_window};
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  if (!a.defined() || !b.defined()) return a.defined() == b.defined();
-  Tensor x = a.to(kCpu).contiguous(), y = b.to(kCpu).contiguous();
-  return x.dtype() == y.dtype() && x.shape() == y.shape() &&
-         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
 }
 
 const char* const kFields[] = {"y", "final_window", "dx", "dweight", "dbias", "dinitial_window"};

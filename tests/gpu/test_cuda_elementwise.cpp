@@ -17,6 +17,8 @@ namespace {
 using kernels::BinaryOp;
 using kernels::UnaryOp;
 using test::Cuda;
+using test::same_bits;
+using test::misaligned_copy;
 using test::expect_error;
 using test::fresh_seed;
 using test::rel_error;
@@ -35,20 +37,6 @@ double tolerance(DType dt) { return dt == DType::f32 ? 1e-5 : 1e-12; }
 Tensor unary_input(UnaryOp op, int64_t n, DType dt, Generator& gen) {
   if (op == UnaryOp::log || op == UnaryOp::sqrt) return rand({n}, gen, dt, 0.05, 5.0);
   return randn({n}, gen, dt, 0.0, 8.0);
-}
-
-// The same values at a device address 4 or 8 bytes past 16-byte alignment: the scalar path.
-Tensor misaligned_copy(const Tensor& h) {
-  Tensor padded = empty({h.numel() + 1}, h.dtype(), kGpu);
-  Tensor view = padded.narrow(0, 1, h.numel()).view(h.shape());
-  view.copy_(h.to(kGpu));
-  return view;
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  Tensor x = a.to(kCpu).contiguous(), y = b.to(kCpu).contiguous();
-  return x.shape() == y.shape() &&
-         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
 }
 
 TEST_F(Cuda, UnaryForwardAndBackwardMatchCpu) {

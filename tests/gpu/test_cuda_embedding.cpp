@@ -17,6 +17,8 @@ namespace mom {
 namespace {
 
 using test::Cuda;
+using test::same_bits;
+using test::misaligned_copy;
 using test::expect_error;
 using test::fresh_seed;
 using test::max_abs_diff;
@@ -27,12 +29,6 @@ const Device kCpu = Device::cpu();
 
 double tolerance(DType dt) { return dt == DType::f32 ? 1e-5 : 1e-12; }
 
-bool same_bits(const Tensor& a, const Tensor& b) {
-  Tensor x = a.to(kCpu).contiguous(), y = b.to(kCpu).contiguous();
-  return x.dtype() == y.dtype() && x.shape() == y.shape() &&
-         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
-}
-
 // Ids of the given shape in [0, V): every third one anywhere in the range, the others among the first
 // three rows, so that rows are hit many times and others not at all.
 Tensor random_ids(const Shape& shape, int64_t V, DType dt, Generator& gen) {
@@ -42,14 +38,6 @@ Tensor random_ids(const Shape& shape, int64_t V, DType dt, Generator& gen) {
   for (size_t i = 0; i < a.size(); ++i)
     if (i % 3 != 0) a[i] = f[i];
   return from_vector<int64_t>(a, shape).to(dt);
-}
-
-// The same values at a device address one element past the allocation's start: the scalar path.
-Tensor misaligned_copy(const Tensor& h) {
-  Tensor padded = empty({h.numel() + 1}, h.dtype(), kGpu);
-  Tensor view = padded.narrow(0, 1, h.numel()).view(h.shape());
-  view.copy_(h.to(kGpu));
-  return view;
 }
 
 struct EmbeddingCase {

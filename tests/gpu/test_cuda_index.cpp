@@ -18,6 +18,7 @@ namespace mom {
 namespace {
 
 using test::Cuda;
+using test::same_bits;
 using test::expect_error;
 using test::fresh_seed;
 using test::rel_error;
@@ -25,12 +26,6 @@ using test::rel_error;
 const Device kGpu = Device::cuda(0);
 const Device kCpu = Device::cpu();
 const DType kAllTypes[] = {DType::f32, DType::f64, DType::i32, DType::i64, DType::u8, DType::boolean};
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  Tensor x = a.to(kCpu).contiguous(), y = b.to(kCpu).contiguous();
-  return x.shape() == y.shape() && x.dtype() == y.dtype() &&
-         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
-}
 
 // Random values of any dtype (bool as 0/1 bytes).
 Tensor random_of(const Shape& shape, DType dt, Generator& gen) {

@@ -22,6 +22,7 @@ namespace mom {
 namespace {
 
 using test::Cuda;
+using test::same_bits;
 using test::expect_error;
 using test::fresh_seed;
 using test::leaf;
@@ -31,14 +32,6 @@ const Device kGpu = Device::cuda(0);
 const Device kCpu = Device::cpu();
 
 double tolerance(DType dt) { return dt == DType::f32 ? 1e-5 : 1e-12; }
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  if (a.defined() != b.defined()) return false;
-  if (!a.defined()) return true;
-  Tensor x = a.to(kCpu).contiguous(), y = b.to(kCpu).contiguous();
-  return x.shape() == y.shape() && x.dtype() == y.dtype() &&
-         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
-}
 
 // Random modality ids with uneven shares (modality m drawn with weight m + 1); `absent` (if >= 0) is
 // replaced by the next modality; `sorted` puts them in order (the identity routing).

@@ -17,6 +17,8 @@ namespace mom {
 namespace {
 
 using test::Cuda;
+using test::same_bits;
+using test::misaligned_copy;
 using test::expect_error;
 using test::fresh_seed;
 using test::rel_error;
@@ -59,20 +61,6 @@ Shape stored(Shape s, bool transposed) {
 std::string case_name(const Case& c, bool ta, bool tb, DType dt) {
   return shape_str(c.a) + (ta ? "^T-stored" : "") + " @ " + shape_str(c.b) + (tb ? "^T-stored" : "") + " " +
          dtype_name(dt);
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  Tensor x = a.to(kCpu).contiguous(), y = b.to(kCpu).contiguous();
-  return x.shape() == y.shape() && x.dtype() == y.dtype() &&
-         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
-}
-
-// The same values at a device address 4 or 8 bytes past 16-byte alignment.
-Tensor misaligned_copy(const Tensor& h) {
-  Tensor padded = empty({h.numel() + 1}, h.dtype(), kGpu);
-  Tensor view = padded.narrow(0, 1, h.numel()).view(h.shape());
-  view.copy_(h.to(kGpu));
-  return view;
 }
 
 TEST_F(Cuda, MatmulForwardMatchesCpuEveryTransposeAndBatchLayout) {

@@ -21,6 +21,7 @@ namespace mom {
 namespace {
 
 using test::Cuda;
+using test::same_bits;
 using test::expect_error;
 using test::fresh_seed;
 using test::rel_error;
@@ -29,12 +30,6 @@ const Device kGpu = Device::cuda(0);
 const Device kCpu = Device::cpu();
 
 double tolerance(DType dt) { return dt == DType::f32 ? 1e-6 : 1e-12; }
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  Tensor x = a.to(kCpu).contiguous(), y = b.to(kCpu).contiguous();
-  return x.dtype() == y.dtype() && x.shape() == y.shape() &&
-         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
-}
 
 // The values of h on the GPU, 4 or 8 bytes past a 16-byte boundary (the scalar path) when `misaligned`.
 Tensor gpu_copy(const Tensor& h, bool misaligned) {

@@ -19,26 +19,14 @@ namespace mom {
 namespace {
 
 using test::Cuda;
+using test::same_bits;
+using test::misaligned_copy;
 using test::expect_error;
 using test::fresh_seed;
 using test::rel_error;
 
 const Device kGpu = Device::cuda(0);
 const Device kCpu = Device::cpu();
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  Tensor x = a.to(kCpu).contiguous(), y = b.to(kCpu).contiguous();
-  return x.shape() == y.shape() && x.dtype() == y.dtype() &&
-         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
-}
-
-// The same values on the device at an address 4 or 8 bytes past 16-byte alignment: the scalar loads.
-Tensor misaligned_copy(const Tensor& h) {
-  Tensor padded = empty({h.numel() + 1}, h.dtype(), kGpu);
-  Tensor view = padded.narrow(0, 1, h.numel()).view(h.shape());
-  view.copy_(h.to(kGpu));
-  return view;
-}
 
 // Every subset of {0, ..., rank - 1}; odd dims written negatively and the list reversed, so that both
 // spellings and any order are exercised.

@@ -23,6 +23,8 @@ namespace mom {
 namespace {
 
 using test::Cuda;
+using test::same_bits;
+using test::misaligned_copy;
 using test::expect_error;
 using test::fresh_seed;
 using test::rel_error;
@@ -33,20 +35,6 @@ const Device kCpu = Device::cpu();
 double tolerance(DType dt, int64_t row_length) {
   if (dt == DType::f64) return 1e-12;
   return row_length >= 4099 ? 1e-4 : 1e-5;
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  Tensor x = a.to(kCpu).contiguous(), y = b.to(kCpu).contiguous();
-  return x.shape() == y.shape() &&
-         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
-}
-
-// The same values on the GPU at an address 4 or 8 bytes past 16-byte alignment (the scalar kernels).
-Tensor misaligned_gpu(const Tensor& h) {
-  Tensor padded = empty({h.numel() + 1}, h.dtype(), kGpu);
-  Tensor view = padded.narrow(0, 1, h.numel()).view(h.shape());
-  view.copy_(h.to(kGpu));
-  return view;
 }
 
 template <typename F> std::string error_of(F&& f) {
@@ -109,7 +97,7 @@ TEST_F(Cuda, SoftmaxAndLogSoftmaxMatchCpu) {
         expect_close("forward", yd, yr, dt, n);
         expect_close("backward", bwd(dyd, ybd, c.dim), dxr, dt, n);
         if (c.dim == static_cast<int64_t>(c.shape.size()) - 1) {
-          Tensor xm = misaligned_gpu(x.to(dt)), dym = misaligned_gpu(dy.to(dt)), ym = misaligned_gpu(ybd.to(kCpu));
+          Tensor xm = misaligned_copy(x.to(dt)), dym = misaligned_copy(dy.to(dt)), ym = misaligned_copy(ybd.to(kCpu));
           expect_close("forward, misaligned view", fwd(xm, c.dim), yr, dt, n);
           expect_close("backward, misaligned view", bwd(dym, ym, c.dim), dxr, dt, n);
         }
@@ -201,7 +189,7 @@ TEST_F(Cuda, CrossEntropyMatchesCpu) {
       Tensor dl = full({}, dloss, dt, kGpu);
       expect_close("dlogits", kernels::cross_entropy_backward(dl, ld, td, got.lse, kIgnore, wd), dref, dt, c.V);
       if (c.V > 1) {  // a logits view 4 or 8 bytes off alignment: the scalar backward
-        Tensor lm = misaligned_gpu(logits.to(dt));
+        Tensor lm = misaligned_copy(logits.to(dt));
         expect_close("dlogits, misaligned view", kernels::cross_entropy_backward(dl, lm, td, got.lse, kIgnore, wd),
                      dref, dt, c.V);
         expect_close("loss, misaligned view", kernels::cross_entropy_forward(lm, td, kIgnore, wd).loss, ref.loss, dt,
@@ -318,7 +306,7 @@ TEST_F(Cuda, RmsNormMatchesCpu) {
       kernels::RmsNormBackward bgot = kernels::rms_norm_backward(dyd, xd, wd, got.rstd);
       expect_close("dx", bgot.dx, bref.dx, dt, D);
       expect_close("dweight", bgot.dweight, bref.dweight, dt, std::max(D, rows));
-      Tensor xm = misaligned_gpu(x.to(dt)), dym = misaligned_gpu(dy.to(dt));
+      Tensor xm = misaligned_copy(x.to(dt)), dym = misaligned_copy(dy.to(dt));
       expect_close("y, misaligned view", kernels::rms_norm_forward(xm, wd, eps).y, ref.y, dt, D);
       kernels::RmsNormBackward bm = kernels::rms_norm_backward(dym, xm, wd, got.rstd);
       expect_close("dx, misaligned view", bm.dx, bref.dx, dt, D);

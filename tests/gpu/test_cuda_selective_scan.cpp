@@ -20,6 +20,7 @@ using kernels::SelectiveScanGrads;
 using kernels::SelectiveScanParams;
 using kernels::SelectiveScanResult;
 using test::Cuda;
+using test::same_bits;
 using test::expect_error;
 using test::fresh_seed;
 using test::rel_error;
@@ -210,12 +211,6 @@ TEST_F(Cuda, ScanChainedCallsEqualOneCall) {
   EXPECT_LT(rel_error(g1.dinitial_state, g.dinitial_state), 1e-5);
   EXPECT_LT(rel_error(kernels::add(g1.dA, g2.dA), g.dA), 1e-5);
   EXPECT_LT(rel_error(kernels::add(g1.dD, g2.dD), g.dD), 1e-5);
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  Tensor x = a.to(kCpu), y = b.to(kCpu);
-  return x.shape() == y.shape() &&
-         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
 }
 
 TEST_F(Cuda, ScanRepeatsBitForBit) {

@@ -28,6 +28,7 @@ namespace mom {
 namespace {
 
 using test::Cuda;
+using test::same_bits;
 using test::fresh_seed;
 using test::rel_error;
 
@@ -167,12 +168,6 @@ TEST_F(Cuda, ShortRunFollowsTheCpuLossCurve) {
   std::printf("30 steps: loss %.4f -> %.4f (cpu), %.4f -> %.4f (gpu); worst rel difference %.2e\n", curves[0].front(),
               curves[0].back(), curves[1].front(), curves[1].back(), worst);
   EXPECT_LT(curves[1].back(), curves[1].front());
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  Tensor x = a.to(kCpu).contiguous(), y = b.to(kCpu).contiguous();
-  return x.dtype() == y.dtype() && x.shape() == y.shape() &&
-         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
 }
 
 std::map<std::string, Tensor> with_prefix(const std::string& prefix, const std::map<std::string, Tensor>& m) {
