@@ -10,6 +10,7 @@
 // Passing the same tensor for several modalities shares that expert; the engine sums its gradients.
 //
 // The node saves x, the weights (the inputs themselves, detached) and the Routing.
+// masked_linear_split: see below.
 #pragma once
 
 #include <vector>
@@ -23,5 +24,14 @@ using kernels::Routing;
 
 Tensor masked_linear(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
                      const std::vector<Tensor>& bias = {});
+
+// The general form: y's columns cut into parts of split[i] columns (1 to 4, summing to Out), equal to
+// split(masked_linear(x, ...), split, 1) without the copy on CUDA, and the rows of x and of the parts
+// each in token order or in the routing's grouped order (kernels::RowOrder; the gradients come in the
+// same orders). An empty split is one part. One node for all the parts; a part without a gradient
+// counts as zeros.
+std::vector<Tensor> masked_linear_split(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
+                                        const std::vector<Tensor>& bias, const std::vector<int64_t>& split,
+                                        kernels::RowOrder order = {});
 
 }  // namespace mom

@@ -7,6 +7,7 @@
 //     offsets[m]  start of modality m's block in grouped order; offsets[M] = T         (M + 1)
 //     perm[p]     the token at grouped position p, p in [0, T); within one modality the tokens keep
 //                 their order (a stable counting sort)                                   (T) int64
+//     inverse[t]  the grouped position of token t: perm's inverse                        (T) int64
 //
 // masked_linear, with the experts given as M separate tensors (weight[m] (Out, In), bias[m] (Out)):
 //     y[t, :] = weight[m(t)] @ x[t, :] + bias[m(t)]                                    x (T, In), y (T, Out)
@@ -51,6 +52,7 @@ struct Routing {
   std::vector<int64_t> counts;    // (M), on the host
   std::vector<int64_t> offsets;   // (M + 1), on the host
   Tensor perm;                    // (T) int64, on the device of the ids
+  Tensor inverse;                 // (T) int64, likewise: inverse[perm[p]] = p
   bool perm_is_identity = false;  // the ids were already in modality order (never decrease)
 
   int64_t num_tokens() const { return offsets.empty() ? 0 : offsets.back(); }
@@ -76,14 +78,40 @@ MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, cons
                                          const std::vector<Tensor>& weight, bool has_bias, bool need_dx,
                                          bool need_dparams);
 
-// CUDA versions, called by the functions above after their checks (CUDA builds only).
+// Where the rows of x (and dx) and of y (and dy) are: in token order (row t is token t) or in the
+// routing's grouped order (row p is token perm[p]). The Mixture-of-Mamba block keeps its activations in
+// grouped order between the projections (causal_conv1d and selective_scan read and write rows through
+// routing.inverse), so only the block's input and output move rows.
+struct RowOrder {
+  bool x_grouped = false;
+  bool y_grouped = false;
+};
+
+// The general form: y's columns cut into parts of split[i] columns (1 to 4 parts, summing to Out), the
+// pieces of kernels::split(y, split, 1), and x's and y's rows in the given orders. A grouped side moves
+// no rows at all; a token-order side is gathered or scattered as above. On CUDA the parts are written
+// directly: by the scatter, or (grouped y) by one GEMM per part on the part's rows of the weights when
+// that moves fewer bytes than a copy, else by one GEMM and a copy. On the CPU the parts are copies.
+std::vector<Tensor> masked_linear_forward_split(const Tensor& x, const Routing& routing,
+                                                const std::vector<Tensor>& weight, const std::vector<Tensor>& bias,
+                                                const std::vector<int64_t>& split, RowOrder order = {});
+
+// Its backward from the parts' gradients dy[i] (T, split[i]), all defined, rows in order.y_grouped's
+// order; dx comes in x's order.
+MaskedLinearGrads masked_linear_backward_split(const std::vector<Tensor>& dy, const Tensor& x, const Routing& routing,
+                                               const std::vector<Tensor>& weight, bool has_bias, bool need_dx,
+                                               bool need_dparams, RowOrder order = {});
+
+// CUDA versions, called by the functions above after their checks (CUDA builds only): y in parts of
+// split[i] columns (one part: y itself), dy the parts' gradients, all defined.
 namespace cuda {
 Routing routing_from_modalities(const Tensor& ids, int64_t M);
-Tensor masked_linear_forward(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
-                             const std::vector<Tensor>& bias);
-MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, const Routing& routing,
+std::vector<Tensor> masked_linear_forward(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
+                                          const std::vector<Tensor>& bias, const std::vector<int64_t>& split,
+                                          RowOrder order);
+MaskedLinearGrads masked_linear_backward(const std::vector<Tensor>& dy, const Tensor& x, const Routing& routing,
                                          const std::vector<Tensor>& weight, bool has_bias, bool need_dx,
-                                         bool need_dparams);
+                                         bool need_dparams, RowOrder order);
 }  // namespace cuda
 
 }  // namespace mom::kernels

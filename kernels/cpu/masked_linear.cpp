@@ -9,6 +9,7 @@
 #include <string>
 
 #include "kernels/elementwise.h"
+#include "kernels/index.h"
 
 namespace mom::kernels {
 
@@ -145,6 +146,7 @@ Routing Routing::from_modalities(const Tensor& ids, int64_t M) {
   r.counts.assign(M, 0);
   r.offsets.assign(M + 1, 0);
   r.perm = empty({T}, DType::i64);
+  r.inverse = empty({T}, DType::i64);
   dispatch_index(ids.dtype(), op, [&](auto tag) {
     using index_t = MOM_TYPE(tag);
     const index_t* id = ids.data<index_t>();
@@ -157,49 +159,49 @@ Routing Routing::from_modalities(const Tensor& ids, int64_t M) {
     std::vector<int64_t> cursor(r.offsets.begin(), r.offsets.end() - 1);
     int64_t* perm = r.perm.data<int64_t>();
     for (int64_t t = 0; t < T; ++t) perm[cursor[id[t]]++] = t;
+    int64_t* inverse = r.inverse.data<int64_t>();
+    for (int64_t p = 0; p < T; ++p) inverse[perm[p]] = p;
     r.perm_is_identity = std::is_sorted(id, id + T);
   });
   return r;
 }
 
-Tensor masked_linear_forward(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
-                             const std::vector<Tensor>& bias) {
-  LinearDims d = check_linear_inputs(x, routing, weight, bias);
-#ifdef MOM_WITH_CUDA
-  if (x.device().is_cuda()) return cuda::masked_linear_forward(x, routing, weight, bias);
-#endif
+namespace {
+
+// The CPU forward, rows of x and y in the given orders: y is computed in grouped order (x gathered
+// into it unless it is there already), then its rows are moved to token order with the bias added,
+// or, for a grouped y, the bias is added in place.
+Tensor forward_rows(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
+                    const std::vector<Tensor>& bias, RowOrder order, const LinearDims& d) {
   check_cpu(x, kOp, "x");
   Tensor y = empty({d.T, d.Out}, x.dtype());
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    // y is computed in grouped order, then its rows are moved to token order, bias added.
-    Tensor xg_t = empty({d.T, d.In}, x.dtype());   // x in grouped order
-    Tensor yg_t = empty({d.T, d.Out}, x.dtype());  // y in grouped order
+    Tensor xg_t = order.x_grouped ? x : empty({d.T, d.In}, x.dtype());   // x in grouped order
+    Tensor yg_t = order.y_grouped ? y : empty({d.T, d.Out}, x.dtype());  // y in grouped order
     scalar_t* xg = xg_t.data<scalar_t>();
     scalar_t* yg = yg_t.data<scalar_t>();
-    gather_rows(x.data<scalar_t>(), routing.perm.data<int64_t>(), d.T, d.In, xg);
+    if (!order.x_grouped) gather_rows(x.data<scalar_t>(), routing.perm.data<int64_t>(), d.T, d.In, xg);
     for (int64_t m = 0; m < d.M; ++m) {
       const int64_t off = routing.offsets[m], n = routing.counts[m];
       if (n == 0) continue;
       // y_m (n, Out) = x_m (n, In) @ weight[m]^T
       gemm(false, true, n, d.Out, d.In, xg + off * d.In, d.In, weight[m].data<scalar_t>(), d.In, yg + off * d.Out,
            d.Out);
+      if (!order.y_grouped || bias.empty()) continue;
+      const scalar_t* b = bias[m].data<scalar_t>();
+      for (int64_t p = off; p < off + n; ++p)
+        for (int64_t j = 0; j < d.Out; ++j) yg[p * d.Out + j] += b[j];
     }
-    scatter_rows(yg, routing, d.Out, bias, y.data<scalar_t>());
+    if (!order.y_grouped) scatter_rows(yg, routing, d.Out, bias, y.data<scalar_t>());
   });
   return y;
 }
 
-MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, const Routing& routing,
-                                         const std::vector<Tensor>& weight, bool has_bias, bool need_dx,
-                                         bool need_dparams) {
-  LinearDims d = check_linear_inputs(x, routing, weight, {});
-  check_expert(dy, x, "dy");
-  check_shape(dy, {d.T, d.Out}, kOp, "dy");
-#ifdef MOM_WITH_CUDA
-  if (x.device().is_cuda())
-    return cuda::masked_linear_backward(dy, x, routing, weight, has_bias, need_dx, need_dparams);
-#endif
+// The CPU backward, rows of dy and x (and dx) in the given orders.
+MaskedLinearGrads backward_rows(const Tensor& dy, const Tensor& x, const Routing& routing,
+                                const std::vector<Tensor>& weight, bool has_bias, bool need_dx, bool need_dparams,
+                                RowOrder order, const LinearDims& d) {
   check_cpu(x, kOp, "x");
   MaskedLinearGrads grads;
   grads.dweight.resize(d.M);
@@ -209,14 +211,14 @@ MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, cons
     using scalar_t = MOM_TYPE(tag);
     const int64_t* perm = routing.perm.data<int64_t>();
     // dy and x in grouped order; dx is computed in grouped order, then moved to token order.
-    Tensor dyg_t = empty({d.T, d.Out}, x.dtype());
-    Tensor xg_t = need_dparams ? empty({d.T, d.In}, x.dtype()) : Tensor();
-    Tensor dxg_t = need_dx ? empty({d.T, d.In}, x.dtype()) : Tensor();
+    Tensor dyg_t = order.y_grouped ? dy : empty({d.T, d.Out}, x.dtype());
+    Tensor xg_t = !need_dparams ? Tensor() : order.x_grouped ? x : empty({d.T, d.In}, x.dtype());
+    Tensor dxg_t = !need_dx ? Tensor() : order.x_grouped ? grads.dx : empty({d.T, d.In}, x.dtype());
     scalar_t* dyg = dyg_t.data<scalar_t>();
     scalar_t* xg = need_dparams ? xg_t.data<scalar_t>() : nullptr;
     scalar_t* dxg = need_dx ? dxg_t.data<scalar_t>() : nullptr;
-    gather_rows(dy.data<scalar_t>(), perm, d.T, d.Out, dyg);
-    if (need_dparams) gather_rows(x.data<scalar_t>(), perm, d.T, d.In, xg);
+    if (!order.y_grouped) gather_rows(dy.data<scalar_t>(), perm, d.T, d.Out, dyg);
+    if (need_dparams && !order.x_grouped) gather_rows(x.data<scalar_t>(), perm, d.T, d.In, xg);
     for (int64_t m = 0; m < d.M; ++m) {
       const int64_t off = routing.offsets[m], n = routing.counts[m];
       if (n == 0) continue;  // an absent expert: no FLOPs, undefined gradients
@@ -234,9 +236,76 @@ MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, cons
         column_sums(dyg, off, off + n, d.Out, grads.dbias[m].data<scalar_t>());
       }
     }
-    if (need_dx) scatter_rows(dxg, routing, d.In, {}, grads.dx.data<scalar_t>());
+    if (need_dx && !order.x_grouped) scatter_rows(dxg, routing, d.In, {}, grads.dx.data<scalar_t>());
   });
   return grads;
+}
+
+void check_split(const std::vector<int64_t>& split, int64_t Out) {
+  int64_t total = 0;
+  for (int64_t cols : split) {
+    MOM_CHECK(cols >= 1, kOp, "split sizes must be positive, got " << cols);
+    total += cols;
+  }
+  MOM_CHECK(!split.empty() && split.size() <= 4, kOp, "split must have 1 to 4 parts, got " << split.size());
+  MOM_CHECK(total == Out, kOp, "split sizes sum to " << total << ", the experts have " << Out << " output rows");
+}
+
+}  // namespace
+
+Tensor masked_linear_forward(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
+                             const std::vector<Tensor>& bias) {
+  LinearDims d = check_linear_inputs(x, routing, weight, bias);
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::masked_linear_forward(x, routing, weight, bias, {d.Out}, {})[0];
+#endif
+  return forward_rows(x, routing, weight, bias, {}, d);
+}
+
+MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, const Routing& routing,
+                                         const std::vector<Tensor>& weight, bool has_bias, bool need_dx,
+                                         bool need_dparams) {
+  LinearDims d = check_linear_inputs(x, routing, weight, {});
+  check_expert(dy, x, "dy");
+  check_shape(dy, {d.T, d.Out}, kOp, "dy");
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda())
+    return cuda::masked_linear_backward({dy}, x, routing, weight, has_bias, need_dx, need_dparams, {});
+#endif
+  return backward_rows(dy, x, routing, weight, has_bias, need_dx, need_dparams, {}, d);
+}
+
+std::vector<Tensor> masked_linear_forward_split(const Tensor& x, const Routing& routing,
+                                                const std::vector<Tensor>& weight, const std::vector<Tensor>& bias,
+                                                const std::vector<int64_t>& split, RowOrder order) {
+  LinearDims d = check_linear_inputs(x, routing, weight, bias);
+  check_split(split, d.Out);
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::masked_linear_forward(x, routing, weight, bias, split, order);
+#endif
+  return kernels::split(forward_rows(x, routing, weight, bias, order, d), split, 1);
+}
+
+MaskedLinearGrads masked_linear_backward_split(const std::vector<Tensor>& dy, const Tensor& x, const Routing& routing,
+                                               const std::vector<Tensor>& weight, bool has_bias, bool need_dx,
+                                               bool need_dparams, RowOrder order) {
+  LinearDims d = check_linear_inputs(x, routing, weight, {});
+  std::vector<int64_t> split;
+  for (size_t i = 0; i < dy.size(); ++i) {
+    const std::string name = "dy[" + std::to_string(i) + "]";
+    MOM_CHECK(dy[i].defined(), kOp, name << " is undefined (give zeros for a part without a gradient)");
+    check_expert(dy[i], x, name);
+    MOM_CHECK(dy[i].dim() == 2 && dy[i].size(0) == d.T, kOp,
+              name << " must be (" << d.T << ", cols), got shape " << shape_str(dy[i].shape()));
+    split.push_back(dy[i].size(1));
+  }
+  check_split(split, d.Out);
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda())
+    return cuda::masked_linear_backward(dy, x, routing, weight, has_bias, need_dx, need_dparams, order);
+#endif
+  return backward_rows(dy.size() == 1 ? dy[0] : kernels::cat(dy, 1), x, routing, weight, has_bias, need_dx,
+                       need_dparams, order, d);
 }
 
 }  // namespace mom::kernels

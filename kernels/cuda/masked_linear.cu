@@ -20,12 +20,15 @@
 //
 // masked_linear. Forward: gather the rows of x into grouped order (one kernel), one cuBLAS GEMM per
 // modality present, then scatter the grouped rows of y into token order in a second buffer with the
-// bias added on the way (one kernel per modality when there is a bias, one in all otherwise). The CPU
-// moves rows in place by following the permutation's cycles, a sequential walk; on the GPU a second
-// (T, Out) buffer makes the move one parallel pass. Backward: gather dy (and x for the weight
-// gradients), per modality dx_m = dy_m W_m into grouped order, dW_m = dy_m^T x_m, db_m = column sums
-// of dy_m, then scatter dx to token order. With perm the identity (ids already sorted) x, dy, y and dx
-// are used in place and only the bias is added (in place).
+// bias added on the way (one kernel per modality when there is a bias, one in all otherwise). The
+// per-modality GEMMs run side by side on the device's GEMM lanes (blas.cuh), joined before the
+// scatter. The CPU moves rows in place by following the permutation's cycles, a sequential walk; on
+// the GPU a second (T, Out) buffer makes the move one parallel pass. Backward: gather dy (and x for
+// the weight gradients), per modality dx_m = dy_m W_m into grouped order and dW_m = dy_m^T x_m on
+// lane m, db_m = column sums of dy_m on the device's stream meanwhile, then scatter dx to token order.
+// With perm the identity (ids already sorted), or a side already in grouped order (RowOrder), that
+// side's rows are used in place. Outputs in column parts (masked_linear_split) are written by the
+// scatter straight into the parts, or, for a grouped y, by one GEMM per part (gemm_per_part below).
 //
 // Row moves: a group of L lanes (the power of two >= the row's units, at most 32) per row, grid-stride
 // over rows, 256 threads per block; units are 16-byte vectors (float4 / double2) when the row length
@@ -162,6 +165,16 @@ __global__ void routing_place_kernel(const I* ids, int64_t T, int64_t M, int64_t
   }
 }
 
+// inverse[perm[p]] = p. With a bad id perm has unwritten entries (the routing then throws): the range
+// check keeps the write inside inverse.
+__global__ void routing_inverse_kernel(const int64_t* __restrict__ perm, int64_t T, int64_t* __restrict__ inverse) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; p < T; p += stride) {
+    const int64_t t = perm[p];
+    if (t >= 0 && t < T) inverse[t] = p;
+  }
+}
+
 // ---- row moves ----
 
 template <typename T> __device__ inline T add(T a, T b) { return a + b; }
@@ -171,32 +184,53 @@ template <typename T> __device__ inline Vec<T> add(Vec<T> a, const Vec<T>& b) {
   return a;
 }
 
-// dst[p, :] = src[perm[p], :] for p < rows; rows of `width` units U; 2^lanes_log2 lanes per row.
+// A row of `width` units cut into column parts, each its own (rows, part width) matrix: part k holds
+// units [end[k-1], end[k]) of every row (end[-1] = 0, end[count-1] = width). One part is a plain
+// matrix; several are the outputs of kernels::split(y, sizes, 1) (or the inputs of cat) without the copy.
+constexpr int kMaxParts = 4;
+
+template <typename U> struct RowParts {
+  U* ptr[kMaxParts];
+  int64_t end[kMaxParts];
+  int count;
+};
+
+template <typename U> __device__ inline U* unit_at(const RowParts<U>& p, int64_t row, int64_t j) {
+  int k = 0;
+  int64_t begin = 0;
+  while (k + 1 < p.count && j >= p.end[k]) begin = p.end[k++];
+  return p.ptr[k] + row * (p.end[k] - begin) + (j - begin);
+}
+
+// dst[p, :] = src[perm[p], :] for p < rows (src[p, :] when perm is null); 2^lanes_log2 lanes per row.
 template <typename U>
-__global__ void gather_rows_kernel(const U* __restrict__ src, const int64_t* __restrict__ perm, int64_t rows,
+__global__ void gather_rows_kernel(RowParts<const U> src, const int64_t* __restrict__ perm, int64_t rows,
                                    int64_t width, int lanes_log2, U* __restrict__ dst) {
   const int64_t thread = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t lane = thread & ((int64_t(1) << lanes_log2) - 1);
   const int64_t step = (int64_t(gridDim.x) * blockDim.x) >> lanes_log2;  // blockDim.x is a multiple of 32
   for (int64_t p = thread >> lanes_log2; p < rows; p += step) {
-    const U* s = src + perm[p] * width;
+    const int64_t row = perm ? perm[p] : p;
     U* d = dst + p * width;
-    for (int64_t j = lane; j < width; j += int64_t(1) << lanes_log2) d[j] = s[j];
+    for (int64_t j = lane; j < width; j += int64_t(1) << lanes_log2) d[j] = *unit_at(src, row, j);
   }
 }
 
-// dst[perm[p], :] = src[p, :] (+ bias) for p < rows; perm null: the identity, and then src may be dst
-// (each unit is read and written by the same thread).
+// dst[perm[p], :] = src[p, :] (+ bias) for p < rows; perm null: row first_row + p, and then src may be
+// dst (each unit is read and written by the same thread).
 template <typename U>
-__global__ void scatter_rows_kernel(const U* src, const int64_t* __restrict__ perm, int64_t rows, int64_t width,
-                                    int lanes_log2, const U* __restrict__ bias, U* dst) {
+__global__ void scatter_rows_kernel(const U* src, const int64_t* __restrict__ perm, int64_t first_row, int64_t rows,
+                                    int64_t width, int lanes_log2, const U* __restrict__ bias, RowParts<U> dst) {
   const int64_t thread = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t lane = thread & ((int64_t(1) << lanes_log2) - 1);
   const int64_t step = (int64_t(gridDim.x) * blockDim.x) >> lanes_log2;
   for (int64_t p = thread >> lanes_log2; p < rows; p += step) {
     const U* s = src + p * width;
-    U* d = dst + (perm ? perm[p] : p) * width;
-    for (int64_t j = lane; j < width; j += int64_t(1) << lanes_log2) d[j] = bias ? add(s[j], bias[j]) : s[j];
+    const int64_t row = perm ? perm[p] : first_row + p;
+    for (int64_t j = lane; j < width; j += int64_t(1) << lanes_log2) {
+      U* d = unit_at(dst, row, j);
+      *d = bias ? add(s[j], bias[j]) : s[j];
+    }
   }
 }
 
@@ -207,40 +241,78 @@ int lanes_log2_for(int64_t units) {
   return l;
 }
 
-template <typename T> bool rows_vectorisable(int64_t C, const T* a, const T* b, const T* c) {
-  return (C * int64_t(sizeof(T))) % 16 == 0 && aligned16(a) && aligned16(b) && (c == nullptr || aligned16(c));
+// One column part of a row-major matrix on the host side: its data and its number of columns.
+template <typename T> struct Part {
+  T* data;
+  int64_t cols;
+};
+
+// Whole 16-byte vectors fit every part and every pointer is 16-byte aligned.
+template <typename T, typename P> bool parts_vectorisable(const std::vector<Part<P>>& parts, const T* a, const T* b) {
+  bool ok = aligned16(a) && (b == nullptr || aligned16(b));
+  for (const Part<P>& q : parts) ok = ok && (q.cols * int64_t(sizeof(T))) % 16 == 0 && aligned16(q.data);
+  return ok;
 }
 
-// dst (rows, C) = src rows perm[0 .. rows).
-template <typename T> void gather_rows(const T* src, const int64_t* perm, int64_t rows, int64_t C, T* dst, int device) {
+// The parts in units U (T values, or 16-byte vectors of them when vec).
+template <typename U, typename T, typename P> RowParts<U> row_parts(const std::vector<Part<P>>& parts, bool vec) {
+  MOM_CHECK(!parts.empty() && parts.size() <= static_cast<size_t>(kMaxParts), kOp,
+            "outputs are cut into 1 to " << kMaxParts << " parts, got " << parts.size());
+  RowParts<U> r{};
+  r.count = static_cast<int>(parts.size());
+  int64_t end = 0;
+  for (int k = 0; k < r.count; ++k) {
+    r.ptr[k] = reinterpret_cast<U*>(parts[k].data);
+    end += vec ? parts[k].cols / Vec<T>::width : parts[k].cols;
+    r.end[k] = end;
+  }
+  return r;
+}
+
+// dst (rows, C) = rows perm[0 .. rows) (0 .. rows when perm is null) of the parts of src, side by side
+// (C = their columns).
+template <typename T>
+void gather_rows(const std::vector<Part<const T>>& src, const int64_t* perm, int64_t rows, T* dst, int device) {
   if (rows == 0) return;
   cudaStream_t st = ::mom::cuda::stream(device);
-  if (rows_vectorisable<T>(C, src, dst, nullptr)) {
+  int64_t C = 0;
+  for (const Part<const T>& q : src) C += q.cols;
+  if (parts_vectorisable<T>(src, dst, static_cast<const T*>(nullptr))) {
     const int64_t width = C / Vec<T>::width;
     const int l = lanes_log2_for(width);
     gather_rows_kernel<Vec<T>><<<grid_for(rows << l, device), kThreads, 0, st>>>(
-        reinterpret_cast<const Vec<T>*>(src), perm, rows, width, l, reinterpret_cast<Vec<T>*>(dst));
+        row_parts<const Vec<T>, T>(src, true), perm, rows, width, l, reinterpret_cast<Vec<T>*>(dst));
   } else {
     const int l = lanes_log2_for(C);
-    gather_rows_kernel<T><<<grid_for(rows << l, device), kThreads, 0, st>>>(src, perm, rows, C, l, dst);
+    gather_rows_kernel<T><<<grid_for(rows << l, device), kThreads, 0, st>>>(row_parts<const T, T>(src, false), perm,
+                                                                           rows, C, l, dst);
   }
   MOM_CUDA_CHECK_LAUNCH();
 }
 
-// Row p of src (rows, C) to row perm[p] of dst (row p when perm is null), plus bias (C) when given.
+template <typename T> void gather_rows(const T* src, const int64_t* perm, int64_t rows, int64_t C, T* dst, int device) {
+  gather_rows<T>({Part<const T>{src, C}}, perm, rows, dst, device);
+}
+
+// Row p of src (rows, C) to row perm[p] (first_row + p when perm is null) of the parts of dst, plus
+// bias (C) when given.
 template <typename T>
-void scatter_rows(const T* src, const int64_t* perm, int64_t rows, int64_t C, const T* bias, T* dst, int device) {
+void scatter_rows(const T* src, const int64_t* perm, int64_t first_row, int64_t rows, const T* bias,
+                  const std::vector<Part<T>>& dst, int device) {
   if (rows == 0) return;
   cudaStream_t st = ::mom::cuda::stream(device);
-  if (rows_vectorisable<T>(C, src, dst, bias)) {
+  int64_t C = 0;
+  for (const Part<T>& q : dst) C += q.cols;
+  if (parts_vectorisable<T>(dst, src, bias)) {
     const int64_t width = C / Vec<T>::width;
     const int l = lanes_log2_for(width);
     scatter_rows_kernel<Vec<T>><<<grid_for(rows << l, device), kThreads, 0, st>>>(
-        reinterpret_cast<const Vec<T>*>(src), perm, rows, width, l, reinterpret_cast<const Vec<T>*>(bias),
-        reinterpret_cast<Vec<T>*>(dst));
+        reinterpret_cast<const Vec<T>*>(src), perm, first_row, rows, width, l, reinterpret_cast<const Vec<T>*>(bias),
+        row_parts<Vec<T>, T>(dst, true));
   } else {
     const int l = lanes_log2_for(C);
-    scatter_rows_kernel<T><<<grid_for(rows << l, device), kThreads, 0, st>>>(src, perm, rows, C, l, bias, dst);
+    scatter_rows_kernel<T><<<grid_for(rows << l, device), kThreads, 0, st>>>(src, perm, first_row, rows, C, l, bias,
+                                                                            row_parts<T, T>(dst, false));
   }
   MOM_CUDA_CHECK_LAUNCH();
 }
@@ -304,6 +376,10 @@ template <typename T> void column_sums(const T* g, int64_t rows, int64_t C, doub
   MOM_CUDA_CHECK_LAUNCH();
 }
 
+int64_t present_modalities(const Routing& r) {
+  return std::count_if(r.counts.begin(), r.counts.end(), [](int64_t n) { return n > 0; });
+}
+
 }  // namespace
 
 Routing routing_from_modalities(const Tensor& ids, int64_t M) {
@@ -315,6 +391,7 @@ Routing routing_from_modalities(const Tensor& ids, int64_t M) {
   r.counts.assign(M, 0);
   r.offsets.assign(M + 1, 0);
   r.perm = empty({T}, DType::i64, ids.device());
+  r.inverse = empty({T}, DType::i64, ids.device());
   r.perm_is_identity = true;
   dispatch_index(ids.dtype(), op, [&](auto tag) {
     using index_t = MOM_TYPE(tag);
@@ -336,6 +413,9 @@ Routing routing_from_modalities(const Tensor& ids, int64_t M) {
     routing_place_kernel<index_t><<<warps_grid(seg.count), kThreads, 0, st>>>(id, T, M, seg.len, seg.count, rows,
                                                                              r.perm.data<int64_t>());
     MOM_CUDA_CHECK_LAUNCH();
+    routing_inverse_kernel<<<grid_for(T, device), kThreads, 0, st>>>(r.perm.data<int64_t>(), T,
+                                                                     r.inverse.data<int64_t>());
+    MOM_CUDA_CHECK_LAUNCH();
     // The host wait: counts size the GEMMs, and a bad id must throw here.
     std::vector<int64_t> host(M + 2);
     ::mom::cuda::copy_device_to_host(host.data(), counts, host.size() * sizeof(int64_t), device);
@@ -354,47 +434,85 @@ Routing routing_from_modalities(const Tensor& ids, int64_t M) {
   return r;
 }
 
-Tensor masked_linear_forward(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
-                             const std::vector<Tensor>& bias) {
+namespace {
+
+// A grouped y in several parts: one GEMM per part (x read once more per extra part) when that moves
+// fewer bytes than one GEMM and a copy of y into the parts (y read and written once more).
+bool gemm_per_part(const std::vector<int64_t>& split, int64_t In, int64_t Out) {
+  return split.size() > 1 && (static_cast<int64_t>(split.size()) - 1) * In < 2 * Out;
+}
+
+}  // namespace
+
+std::vector<Tensor> masked_linear_forward(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
+                                          const std::vector<Tensor>& bias, const std::vector<int64_t>& split,
+                                          RowOrder order) {
   const int64_t T = x.size(0), In = x.size(1), Out = weight[0].size(0), M = routing.num_modalities;
   const int device = x.device().index;
-  Tensor y = empty({T, Out}, x.dtype(), x.device());
-  if (T == 0) return y;
+  std::vector<Tensor> ys;
+  for (int64_t cols : split) ys.push_back(empty({T, cols}, x.dtype(), x.device()));
+  if (T == 0) return ys;
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    const bool identity = routing.perm_is_identity;
+    // A side whose rows are already in grouped order (or whose routing is the identity) moves none.
+    const bool x_direct = routing.perm_is_identity || order.x_grouped;
+    const bool y_direct = routing.perm_is_identity || order.y_grouped;
+    const bool per_part = y_direct && gemm_per_part(split, In, Out);
+    const bool y_whole = y_direct && ys.size() == 1;  // the GEMMs write y itself
     const int64_t* perm = routing.perm.data<int64_t>();
-    // x and y in grouped order: x and y themselves when the routing is the identity.
-    Tensor xg_t = identity ? x : empty({T, In}, x.dtype(), x.device());
-    Tensor yg_t = identity ? y : empty({T, Out}, x.dtype(), x.device());
+    Tensor xg_t = x_direct ? x : empty({T, In}, x.dtype(), x.device());
+    Tensor yg_t = y_whole ? ys[0] : per_part ? Tensor() : empty({T, Out}, x.dtype(), x.device());
     ::mom::cuda::DeviceGuard guard(device);
-    if (!identity) gather_rows(x.data<scalar_t>(), perm, T, In, xg_t.data<scalar_t>(), device);
+    if (!x_direct) gather_rows(x.data<scalar_t>(), perm, T, In, xg_t.data<scalar_t>(), device);
     const scalar_t* xg = xg_t.data<scalar_t>();
-    scalar_t* yg = yg_t.data<scalar_t>();
-    scalar_t* yp = y.data<scalar_t>();
+    GemmLanes lanes(device, present_modalities(routing) > 1);
     for (int64_t m = 0; m < M; ++m) {
       const int64_t off = routing.offsets[m], n = routing.counts[m];
       if (n == 0) continue;
-      // y_m (n, Out) = x_m (n, In) @ weight[m]^T
-      gemm(device, false, true, n, Out, In, xg + off * In, In, weight[m].data<scalar_t>(), In, yg + off * Out, Out);
+      const scalar_t* w = weight[m].data<scalar_t>();
+      cublasHandle_t lane = lanes.handle(static_cast<int>(m));
+      if (!per_part) {  // y_m (n, Out) = x_m (n, In) @ weight[m]^T
+        gemm(device, false, true, n, Out, In, xg + off * In, In, w, In, yg_t.data<scalar_t>() + off * Out, Out, lane);
+        continue;
+      }
+      int64_t start = 0;  // part k of y_m (n, cols) = x_m @ (rows [start, start + cols) of weight[m])^T
+      for (size_t k = 0; k < ys.size(); start += split[k], ++k)
+        gemm(device, false, true, n, split[k], In, xg + off * In, In, w + start * In, In,
+             ys[k].data<scalar_t>() + off * split[k], split[k], lane);
     }
-    if (!identity && bias.empty()) {
-      scatter_rows<scalar_t>(yg, perm, T, Out, nullptr, yp, device);
+    lanes.join();
+    std::vector<Part<scalar_t>> dst;
+    for (size_t k = 0; k < ys.size(); ++k) dst.push_back({ys[k].data<scalar_t>(), split[k]});
+    const int64_t* order_perm = y_direct ? nullptr : perm;
+    if (per_part) {  // the parts are written; add each modality's bias in place
+      for (int64_t m = 0; m < M && !bias.empty(); ++m) {
+        int64_t start = 0;
+        for (size_t k = 0; k < ys.size(); start += split[k], ++k) {
+          scalar_t* part = ys[k].data<scalar_t>();
+          scatter_rows<scalar_t>(part + routing.offsets[m] * split[k], nullptr, routing.offsets[m], routing.counts[m],
+                                 bias[m].data<scalar_t>() + start, {{part, split[k]}}, device);
+        }
+      }
       return;
     }
-    for (int64_t m = 0; m < M && !bias.empty(); ++m) {
+    const scalar_t* yg = yg_t.data<scalar_t>();
+    if (bias.empty()) {
+      if (!y_whole) scatter_rows<scalar_t>(yg, order_perm, 0, T, nullptr, dst, device);
+      return;
+    }
+    for (int64_t m = 0; m < M; ++m) {
       const int64_t off = routing.offsets[m], n = routing.counts[m];
-      // Modality m's rows to token order with its bias; in place when the routing is the identity.
-      scatter_rows<scalar_t>(yg + off * Out, identity ? nullptr : perm + off, n, Out, bias[m].data<scalar_t>(),
-                             identity ? yp + off * Out : yp, device);
+      // Modality m's rows into y's order and parts with its bias (in place when the GEMMs wrote y).
+      scatter_rows<scalar_t>(yg + off * Out, order_perm ? order_perm + off : nullptr, off, n,
+                             bias[m].data<scalar_t>(), dst, device);
     }
   });
-  return y;
+  return ys;
 }
 
-MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, const Routing& routing,
+MaskedLinearGrads masked_linear_backward(const std::vector<Tensor>& dy, const Tensor& x, const Routing& routing,
                                          const std::vector<Tensor>& weight, bool has_bias, bool need_dx,
-                                         bool need_dparams) {
+                                         bool need_dparams, RowOrder order) {
   const int64_t T = x.size(0), In = x.size(1), Out = weight[0].size(0), M = routing.num_modalities;
   const int device = x.device().index;
   MaskedLinearGrads grads;
@@ -402,20 +520,39 @@ MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, cons
   if (has_bias) grads.dbias.resize(M);
   if (need_dx) grads.dx = empty({T, In}, x.dtype(), x.device());
   if (T == 0 || !(need_dx || need_dparams)) return grads;
+  std::vector<int64_t> split;
+  for (const Tensor& d : dy) split.push_back(d.size(1));
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    const bool identity = routing.perm_is_identity;
+    const bool x_direct = routing.perm_is_identity || order.x_grouped;
+    const bool y_direct = routing.perm_is_identity || order.y_grouped;
+    const bool per_part = y_direct && gemm_per_part(split, In, Out);
     const int64_t* perm = routing.perm.data<int64_t>();
     ::mom::cuda::DeviceGuard guard(device);
-    // dy, x (for the weight gradients) and dx in grouped order: the tensors themselves for the identity.
-    Tensor dyg_t = identity ? dy : empty({T, Out}, x.dtype(), x.device());
-    Tensor xg_t = !need_dparams ? Tensor() : identity ? x : empty({T, In}, x.dtype(), x.device());
-    Tensor dxg_t = !need_dx ? Tensor() : identity ? grads.dx : empty({T, In}, x.dtype(), x.device());
-    if (!identity) {
-      gather_rows(dy.data<scalar_t>(), perm, T, Out, dyg_t.data<scalar_t>(), device);
-      if (need_dparams) gather_rows(x.data<scalar_t>(), perm, T, In, xg_t.data<scalar_t>(), device);
+    // dy in grouped order as one matrix (unless its parts are used one by one), x (for the weight
+    // gradients) and dx in grouped order: the tensors themselves where they already are.
+    Tensor dyg_t = per_part ? Tensor() : (y_direct && dy.size() == 1) ? dy[0] : empty({T, Out}, x.dtype(), x.device());
+    Tensor xg_t = !need_dparams ? Tensor() : x_direct ? x : empty({T, In}, x.dtype(), x.device());
+    Tensor dxg_t = !need_dx ? Tensor() : x_direct ? grads.dx : empty({T, In}, x.dtype(), x.device());
+    if (!per_part && !(y_direct && dy.size() == 1)) {
+      std::vector<Part<const scalar_t>> src;
+      for (const Tensor& d : dy) src.push_back({d.data<scalar_t>(), d.size(1)});
+      gather_rows<scalar_t>(src, y_direct ? nullptr : perm, T, dyg_t.data<scalar_t>(), device);
     }
-    const scalar_t* dyg = dyg_t.data<scalar_t>();
+    if (need_dparams && !x_direct) gather_rows(x.data<scalar_t>(), perm, T, In, xg_t.data<scalar_t>(), device);
+    // The parts of dy_m (one part: dy_m itself): data at row off, columns, first row of the weight.
+    struct DyPart {
+      const scalar_t* data;
+      int64_t cols, start;
+    };
+    auto dy_parts = [&](int64_t off) {
+      std::vector<DyPart> parts;
+      if (!per_part) return std::vector<DyPart>{{dyg_t.data<scalar_t>() + off * Out, Out, 0}};
+      int64_t start = 0;
+      for (size_t k = 0; k < dy.size(); start += split[k], ++k)
+        parts.push_back({dy[k].data<scalar_t>() + off * split[k], split[k], start});
+      return parts;
+    };
     // Scratch of the bias sums: each present modality's chunks, one after another.
     std::vector<int64_t> partial_at(M, 0);
     int64_t partial_len = 0;
@@ -424,25 +561,37 @@ MaskedLinearGrads masked_linear_backward(const Tensor& dy, const Tensor& x, cons
       if (routing.counts[m] > 0) partial_len += chunks_for(routing.counts[m]).count * Out;
     }
     Tensor partial = partial_len > 0 ? empty({partial_len}, DType::f64, x.device()) : Tensor();
+    for (int64_t m = 0; m < M && need_dparams; ++m) {  // every output exists before the lanes fork
+      if (routing.counts[m] == 0) continue;               // an absent expert: undefined gradients
+      grads.dweight[m] = empty({Out, In}, x.dtype(), x.device());
+      if (has_bias) grads.dbias[m] = empty({Out}, x.dtype(), x.device());
+    }
+    // The GEMMs of modality m run on lane m; the bias sums on the device's stream (lane 0) among them.
+    GemmLanes lanes(device, present_modalities(routing) > 1);
     for (int64_t m = 0; m < M; ++m) {
       const int64_t off = routing.offsets[m], n = routing.counts[m];
-      if (n == 0) continue;  // an absent expert: no work, undefined gradients
-      const scalar_t* dy_m = dyg + off * Out;
+      if (n == 0) continue;  // an absent expert: no work
       const scalar_t* w = weight[m].data<scalar_t>();
-      // dx_m (n, In) = dy_m (n, Out) @ weight[m] (Out, In)
-      if (need_dx) gemm(device, false, false, n, In, Out, dy_m, Out, w, In, dxg_t.data<scalar_t>() + off * In, In);
+      cublasHandle_t lane = lanes.handle(static_cast<int>(m));
+      const std::vector<DyPart> parts = dy_parts(off);
+      // dx_m (n, In) = sum over parts of dy_m,k (n, cols) @ rows [start, start + cols) of weight[m]
+      for (size_t k = 0; k < parts.size() && need_dx; ++k)
+        gemm_strided_batched_on(lane, false, false, n, In, parts[k].cols, parts[k].data, parts[k].cols, 0,
+                                w + parts[k].start * In, In, 0, dxg_t.data<scalar_t>() + off * In, In, 0, 1,
+                                scalar_t(k == 0 ? 0 : 1));
       if (!need_dparams) continue;
-      // dweight[m] (Out, In) = dy_m^T (Out, n) @ x_m (n, In)
-      grads.dweight[m] = empty({Out, In}, x.dtype(), x.device());
-      gemm(device, true, false, Out, In, n, dy_m, Out, xg_t.data<scalar_t>() + off * In, In,
-           grads.dweight[m].data<scalar_t>(), In);
-      if (has_bias) {
-        grads.dbias[m] = empty({Out}, x.dtype(), x.device());
-        column_sums(dy_m, n, Out, partial.data<double>() + partial_at[m], grads.dbias[m].data<scalar_t>(), device);
+      for (const DyPart& q : parts) {
+        // rows [start, start + cols) of dweight[m] = dy_m,k^T (cols, n) @ x_m (n, In)
+        gemm(device, true, false, q.cols, In, n, q.data, q.cols, xg_t.data<scalar_t>() + off * In, In,
+             grads.dweight[m].data<scalar_t>() + q.start * In, In, lane);
+        if (has_bias)
+          column_sums(q.data, n, q.cols, partial.data<double>() + partial_at[m] + chunks_for(n).count * q.start,
+                      grads.dbias[m].data<scalar_t>() + q.start, device);
       }
     }
-    if (need_dx && !identity)
-      scatter_rows<scalar_t>(dxg_t.data<scalar_t>(), perm, T, In, nullptr, grads.dx.data<scalar_t>(), device);
+    lanes.join();
+    if (need_dx && !x_direct)
+      scatter_rows<scalar_t>(dxg_t.data<scalar_t>(), perm, 0, T, nullptr, {{grads.dx.data<scalar_t>(), In}}, device);
   });
   return grads;
 }

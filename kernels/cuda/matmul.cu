@@ -33,16 +33,55 @@ namespace {
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 constexpr size_t kWorkspaceAlign = 256;  // cublasSetWorkspace's requirement
 
-struct BlasState {
-  std::once_flag init;
+// One handle and its workspace; lanes also own their stream and the event that marks their last work.
+struct Handle {
   cublasHandle_t handle = nullptr;
   Tensor workspace;  // (kWorkspaceBytes + kWorkspaceAlign) u8 on the device
+  cudaStream_t stream = nullptr;
+  cudaEvent_t done = nullptr;
+};
+
+struct BlasState {
+  std::once_flag init, lanes_init;
+  Handle main;
+  Handle lanes[kGemmLanes - 1];  // lanes 1 .. kGemmLanes-1; lane 0 is `main`
+  cudaEvent_t fork = nullptr;
 };
 
 BlasState& blas_state(int device) {
   // Never destroyed, like the streams: a static destructor could run after the CUDA runtime is gone.
   static BlasState* all = new BlasState[std::max(::mom::cuda::device_count(), 1)];
   return all[device];
+}
+
+// A handle bound to `st`, with its own workspace from the pool (allocated on the device's stream).
+void create_handle(Handle& h, cudaStream_t st, int device) {
+  MOM_CUBLAS_CHECK(cublasCreate(&h.handle));
+  MOM_CUBLAS_CHECK(cublasSetStream(h.handle, st));
+  h.workspace = empty({static_cast<int64_t>(kWorkspaceBytes + kWorkspaceAlign)}, DType::u8, Device::cuda(device));
+  const uintptr_t at = reinterpret_cast<uintptr_t>(h.workspace.raw_data());
+  void* aligned = reinterpret_cast<void*>((at + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign);
+  MOM_CUBLAS_CHECK(cublasSetWorkspace(h.handle, aligned, kWorkspaceBytes));
+  MOM_CUBLAS_CHECK(cublasSetAtomicsMode(h.handle, CUBLAS_ATOMICS_NOT_ALLOWED));
+  MOM_CUBLAS_CHECK(cublasSetMathMode(h.handle, CUBLAS_DEFAULT_MATH));
+}
+
+// The device's lanes, created on first use (their workspaces are allocated before any fork that
+// follows, so the lanes may use them).
+BlasState& lanes_state(int device) {
+  cublas_handle(device);
+  BlasState& s = blas_state(device);
+  std::call_once(s.lanes_init, [&] {
+    ::mom::cuda::DeviceGuard guard(device);
+    MOM_CUDA_CHECK(cudaEventCreateWithFlags(&s.fork, cudaEventDisableTiming));
+    for (Handle& lane : s.lanes) {
+      MOM_CUDA_CHECK(cudaStreamCreateWithFlags(&lane.stream, cudaStreamNonBlocking));
+      MOM_CUDA_CHECK(cudaEventCreateWithFlags(&lane.done, cudaEventDisableTiming));
+      create_handle(lane, lane.stream, device);
+    }
+    ::mom::cuda::synchronize(device);  // the workspaces exist before any lane runs
+  });
+  return s;
 }
 
 // A run of `count` consecutive output batch indices from `first` over which the matrix indices of a
@@ -87,16 +126,47 @@ cublasHandle_t cublas_handle(int device) {
   BlasState& s = blas_state(device);
   std::call_once(s.init, [&] {
     ::mom::cuda::DeviceGuard guard(device);
-    MOM_CUBLAS_CHECK(cublasCreate(&s.handle));
-    MOM_CUBLAS_CHECK(cublasSetStream(s.handle, st));
-    s.workspace = empty({static_cast<int64_t>(kWorkspaceBytes + kWorkspaceAlign)}, DType::u8, Device::cuda(device));
-    const uintptr_t at = reinterpret_cast<uintptr_t>(s.workspace.raw_data());
-    void* aligned = reinterpret_cast<void*>((at + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign);
-    MOM_CUBLAS_CHECK(cublasSetWorkspace(s.handle, aligned, kWorkspaceBytes));
-    MOM_CUBLAS_CHECK(cublasSetAtomicsMode(s.handle, CUBLAS_ATOMICS_NOT_ALLOWED));
-    MOM_CUBLAS_CHECK(cublasSetMathMode(s.handle, CUBLAS_DEFAULT_MATH));
+    create_handle(s.main, st, device);
   });
-  return s.handle;
+  return s.main.handle;
+}
+
+GemmLanes::GemmLanes(int device, bool active) : device_(device), active_(active) {
+  if (!active_) return;
+  BlasState& s = lanes_state(device);
+  ::mom::cuda::DeviceGuard guard(device);
+  MOM_CUDA_CHECK(cudaEventRecord(s.fork, ::mom::cuda::stream(device)));
+}
+
+cublasHandle_t GemmLanes::handle(int i) {
+  const int lane = i % kGemmLanes;
+  if (!active_ || lane == 0) return cublas_handle(device_);
+  Handle& h = blas_state(device_).lanes[lane - 1];
+  if (!used_[lane]) {
+    MOM_CUDA_CHECK(cudaStreamWaitEvent(h.stream, blas_state(device_).fork, 0));
+    used_[lane] = true;
+  }
+  return h.handle;
+}
+
+void GemmLanes::join() {
+  if (!active_) return;
+  BlasState& s = blas_state(device_);
+  ::mom::cuda::DeviceGuard guard(device_);
+  for (int lane = 1; lane < kGemmLanes; ++lane) {
+    if (!used_[lane]) continue;
+    used_[lane] = false;
+    Handle& h = s.lanes[lane - 1];
+    MOM_CUDA_CHECK(cudaEventRecord(h.done, h.stream));
+    MOM_CUDA_CHECK(cudaStreamWaitEvent(::mom::cuda::stream(device_), h.done, 0));
+  }
+}
+
+GemmLanes::~GemmLanes() {
+  try {
+    join();
+  } catch (...) {  // a destructor must not throw; the error was (or will be) reported by the work itself
+  }
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {

@@ -10,6 +10,7 @@
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
 #include "autograd/masked_linear.h"
+#include "kernels/index.h"
 #include "kernels/masked_linear.h"
 #include "tests/support.h"
 
@@ -28,6 +29,7 @@ TEST(Routing, CountsOffsetsAndStablePermutation) {
     EXPECT_EQ(r.counts, (std::vector<int64_t>{3, 1, 2, 0}));
     EXPECT_EQ(r.offsets, (std::vector<int64_t>{0, 3, 4, 6, 6}));
     EXPECT_EQ(r.perm.to_vector<int64_t>(), (std::vector<int64_t>{1, 4, 5, 3, 0, 2}));
+    EXPECT_EQ(r.inverse.to_vector<int64_t>(), (std::vector<int64_t>{4, 0, 5, 3, 1, 2}));
   }
   Routing empty_batch = Routing::from_modalities(zeros({0}, DType::i32), 2);
   EXPECT_EQ(empty_batch.offsets, (std::vector<int64_t>{0, 0, 0}));
@@ -163,13 +165,13 @@ TEST(MaskedLinear, ForwardAndBackwardMatchDenseSelectReference) {
 TEST(MaskedLinear, GradcheckAllCases) {
   int n = 0;
   for (const autograd::GradcheckCase& c : autograd::GradcheckRegistry::instance().cases()) {
-    if (c.op != "masked_linear") continue;
+    if (c.op != "masked_linear" && c.op != "masked_linear_split") continue;
     Generator gen(200 + n++);
     autograd::GradcheckProblem p = c.make(gen);
     for (const autograd::GradcheckRow& row : autograd::gradcheck(p.fn, p.inputs, p.names, p.opts))
       EXPECT_TRUE(row.ok) << c.variant << " " << row.input << ": abs " << row.max_abs_err << " rel " << row.max_rel_err;
   }
-  EXPECT_GE(n, 4);
+  EXPECT_GE(n, 7);
 }
 
 Tensor leaf(const Tensor& data) {
@@ -228,6 +230,46 @@ TEST(MaskedLinear, SharedExpertSumsGradients) {
   dense.ids.assign(5, 0);
   dense.weight = {p.weight[0]};
   EXPECT_LT(rel_error_vec(w.grad(), reference(dense).dweight[0]), 1e-12);
+}
+
+// The parts are the columns of the whole output; a part nobody uses contributes zeros to the backward.
+TEST(MaskedLinear, SplitPartsAreColumnsOfTheOutput) {
+  Problem p = make_problem({2, 0, 1, 1, 0, 2, 2}, 3, 4, 7, true, DType::f64, 4);
+  Routing routing = Routing::from_modalities(from_vector<int32_t>(p.ids, {7}), 3);
+  std::vector<Tensor> whole = kernels::split(kernels::masked_linear_forward(p.x, routing, p.weight, p.b), {2, 5}, 1);
+  Tensor x = leaf(p.x);
+  std::vector<Tensor> w, b;
+  for (int m = 0; m < 3; ++m) {
+    w.push_back(leaf(p.weight[m]));
+    b.push_back(leaf(p.b[m]));
+  }
+  std::vector<Tensor> parts = masked_linear_split(x, routing, w, b, {2, 5});
+  ASSERT_EQ(parts.size(), 2u);
+  EXPECT_EQ(parts[0].shape(), (Shape{7, 2}));
+  EXPECT_EQ(parts[0].to_vector<double>(), whole[0].to_vector<double>());
+  EXPECT_EQ(parts[1].to_vector<double>(), whole[1].to_vector<double>());
+  // Only the second part gets a gradient: the first counts as zeros.
+  std::vector<Tensor> dy_parts = kernels::split(p.dy, {2, 5}, 1);
+  backward(parts[1], dy_parts[1]);
+  Tensor dy_masked = kernels::cat({zeros({7, 2}, DType::f64), dy_parts[1]}, 1);
+  kernels::MaskedLinearGrads ref = kernels::masked_linear_backward(dy_masked, p.x, routing, p.weight, true, true, true);
+  EXPECT_LT(rel_error(x.grad(), ref.dx), 1e-15);
+  for (int m = 0; m < 3; ++m) {
+    EXPECT_LT(rel_error(w[m].grad(), ref.dweight[m]), 1e-15) << "expert " << m;
+    EXPECT_LT(rel_error(b[m].grad(), ref.dbias[m]), 1e-15) << "expert " << m;
+  }
+  EXPECT_EQ(w[0].grad().to_vector<double>()[0], 0.0);  // row 0 of an expert is part 0's: no gradient
+  expect_error([&] { kernels::masked_linear_forward_split(p.x, routing, p.weight, p.b, {2, 4}); },
+               "[masked_linear] split sizes sum to 6, the experts have 7 output rows");
+  expect_error([&] { kernels::masked_linear_forward_split(p.x, routing, p.weight, p.b, {2, 0, 5}); },
+               "[masked_linear] split sizes must be positive, got 0");
+  expect_error([&] { kernels::masked_linear_forward_split(p.x, routing, p.weight, p.b, {1, 1, 1, 1, 3}); },
+               "[masked_linear] split must have 1 to 4 parts, got 5");
+  expect_error(
+      [&] { kernels::masked_linear_backward_split({dy_parts[0], Tensor()}, p.x, routing, p.weight, true, true, true); },
+      "[masked_linear] dy[1] is undefined");
+  expect_error([&] { kernels::masked_linear_backward_split({dy_parts[0]}, p.x, routing, p.weight, true, true, true); },
+               "[masked_linear] split sizes sum to 2, the experts have 7 output rows");
 }
 
 TEST(MaskedLinear, BadInput) {

@@ -14,6 +14,7 @@
 #include "autograd/engine.h"
 #include "autograd/masked_linear.h"
 #include "core/tensor.h"
+#include "kernels/index.h"
 #include "kernels/masked_linear.h"
 #include "tests/gpu/cuda_support.h"
 #include "tests/support.h"
@@ -53,6 +54,7 @@ void expect_same_routing(const Routing& gpu, const Routing& cpu) {
   EXPECT_EQ(gpu.perm_is_identity, cpu.perm_is_identity);
   EXPECT_EQ(gpu.device(), kGpu);
   EXPECT_EQ(gpu.perm.to_vector<int64_t>(), cpu.perm.to_vector<int64_t>());
+  EXPECT_EQ(gpu.inverse.to_vector<int64_t>(), cpu.inverse.to_vector<int64_t>());
 }
 
 TEST_F(Cuda, RoutingOnGpuEqualsCpu) {
@@ -227,6 +229,111 @@ TEST_F(Cuda, MaskedLinearRepeatsBitForBit) {
   for (int64_t m = 0; m < M; ++m) {
     EXPECT_TRUE(same_bits(g1.dweight[m], g2.dweight[m])) << "expert " << m;
     EXPECT_TRUE(same_bits(g1.dbias[m], g2.dbias[m])) << "expert " << m;
+  }
+}
+
+// The split forms are the single-output ones with the columns cut: with the rows moved, the same GEMMs
+// and the same moves, so the same bits; parts of 16-byte multiples take the vector path, the others the
+// scalar one. Sorted ids (no moves) may take one GEMM per part: other GEMM shapes, so tolerances there.
+TEST_F(Cuda, MaskedLinearSplitEqualsSplitOfTheOutput) {
+  uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Generator gen(seed);
+  struct SplitCase {
+    int64_t T, In, M;
+    std::vector<int64_t> split;
+    bool bias, sorted;
+  };
+  const SplitCase cases[] = {
+      {1001, 64, 3, {48, 16, 16}, false, false},  // x_proj's dt, B, C: vector path
+      {1001, 32, 3, {96, 96}, true, false},       // in_proj's x, z with a bias
+      {777, 24, 3, {5, 3, 9, 1}, true, false},    // four parts, scalar path
+      {500, 16, 2, {8, 24}, true, true},          // sorted ids: the parts are cut in place of the scatter
+      {300, 16, 1, {12, 20}, false, true},        // one modality
+  };
+  for (const SplitCase& c : cases) {
+    int64_t Out = 0;
+    for (int64_t n : c.split) Out += n;
+    Problem p = make_problem(random_ids(c.T, c.M, -1, c.sorted, gen), c.M, c.In, Out, c.bias, gen);
+    Routing routing = Routing::from_modalities(from_vector<int32_t>(p.ids, {c.T}).to(kGpu), c.M);
+    for (DType dt : {DType::f32, DType::f64}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " T=" + std::to_string(c.T) +
+                   " parts=" + std::to_string(c.split.size()));
+      Tensor x = p.x.to(dt).to(kGpu), dy = p.dy.to(dt).to(kGpu);
+      std::vector<Tensor> w = to_device(p.weight, dt), b = to_device(p.bias, dt);
+      std::vector<Tensor> whole = kernels::split(kernels::masked_linear_forward(x, routing, w, b), c.split, 1);
+      auto same = [&](const Tensor& a, const Tensor& r) {
+        return c.sorted ? rel_error(a, r) < tolerance(dt) : same_bits(a, r);
+      };
+      std::vector<Tensor> parts = kernels::masked_linear_forward_split(x, routing, w, b, c.split);
+      ASSERT_EQ(parts.size(), c.split.size());
+      for (size_t k = 0; k < parts.size(); ++k) EXPECT_TRUE(same(parts[k], whole[k])) << "part " << k;
+      kernels::MaskedLinearGrads ref = kernels::masked_linear_backward(dy, x, routing, w, c.bias, true, true);
+      kernels::MaskedLinearGrads g =
+          kernels::masked_linear_backward_split(kernels::split(dy, c.split, 1), x, routing, w, c.bias, true, true);
+      EXPECT_TRUE(same(g.dx, ref.dx));
+      for (int64_t m = 0; m < c.M; ++m) {
+        EXPECT_TRUE(same(g.dweight[m], ref.dweight[m])) << "expert " << m;
+        if (c.bias) {
+          EXPECT_TRUE(same(g.dbias[m], ref.dbias[m])) << "expert " << m;
+        }
+      }
+    }
+  }
+}
+
+// Rows of x and y in grouped order (RowOrder): the plain op's results with their rows permuted. A grouped
+// y in parts may take one GEMM per part (other GEMM shapes, so tolerances rather than bits).
+TEST_F(Cuda, MaskedLinearGroupedRowsEqualPermutedPlainOp) {
+  uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Generator gen(seed);
+  struct OrderCase {
+    int64_t T, In, M;
+    std::vector<int64_t> split;
+    bool bias;
+  };
+  const OrderCase cases[] = {
+      {1001, 48, 3, {96, 96}, true},     // in_proj's shape of split: one GEMM per part
+      {1001, 96, 3, {24, 8, 8}, false},  // x_proj's: one GEMM and a copy
+      {333, 7, 2, {5}, true},            // one part, scalar rows
+  };
+  for (const OrderCase& c : cases) {
+    int64_t Out = 0;
+    for (int64_t n : c.split) Out += n;
+    Problem p = make_problem(random_ids(c.T, c.M, -1, false, gen), c.M, c.In, Out, c.bias, gen);
+    Routing routing = Routing::from_modalities(from_vector<int32_t>(p.ids, {c.T}).to(kGpu), c.M);
+    for (DType dt : {DType::f32, DType::f64}) {
+      Tensor x = p.x.to(dt).to(kGpu), dy = p.dy.to(dt).to(kGpu);
+      std::vector<Tensor> w = to_device(p.weight, dt), b = to_device(p.bias, dt);
+      Tensor y_plain = kernels::masked_linear_forward(x, routing, w, b);
+      kernels::MaskedLinearGrads ref = kernels::masked_linear_backward(dy, x, routing, w, c.bias, true, true);
+      for (int orders = 0; orders < 4; ++orders) {
+        const kernels::RowOrder order{(orders & 1) != 0, (orders & 2) != 0};
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " In=" + std::to_string(c.In) + " x_grouped " +
+                     std::to_string(order.x_grouped) + " y_grouped " + std::to_string(order.y_grouped));
+        auto in_order = [&](const Tensor& t, bool grouped) {
+          return grouped ? kernels::index_select(t, 0, routing.perm) : t;
+        };
+        std::vector<Tensor> parts =
+            kernels::masked_linear_forward_split(in_order(x, order.x_grouped), routing, w, b, c.split, order);
+        std::vector<Tensor> expected = kernels::split(in_order(y_plain, order.y_grouped), c.split, 1);
+        double ey = 0;
+        for (size_t k = 0; k < parts.size(); ++k) ey = std::max(ey, rel_error(parts[k], expected[k]));
+        kernels::MaskedLinearGrads g = kernels::masked_linear_backward_split(
+            kernels::split(in_order(dy, order.y_grouped), c.split, 1), in_order(x, order.x_grouped), routing, w, c.bias,
+            true, true, order);
+        double edx = rel_error(g.dx, in_order(ref.dx, order.x_grouped)), edw = 0, edb = 0;
+        for (int64_t m = 0; m < c.M; ++m) {
+          edw = std::max(edw, rel_error(g.dweight[m], ref.dweight[m]));
+          if (c.bias) edb = std::max(edb, rel_error(g.dbias[m], ref.dbias[m]));
+        }
+        EXPECT_LT(ey, tolerance(dt));
+        EXPECT_LT(edx, tolerance(dt));
+        EXPECT_LT(edw, tolerance(dt));
+        EXPECT_LT(edb, tolerance(dt));
+      }
+    }
   }
 }
 
