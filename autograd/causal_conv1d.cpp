@@ -1,6 +1,7 @@
 // Differentiable causal_conv1d and its gradient-check cases.
 #include "autograd/causal_conv1d.h"
 
+#include <optional>
 #include <string>
 
 #include "autograd/function_util.h"
@@ -22,13 +23,17 @@ namespace {
 // Inputs in order: x, weight, bias, initial_window. Outputs: out, final_window.
 struct CausalConv1dBackward : Node {
   bool silu;
+  std::optional<kernels::Routing> order;  // the forward's grouped row order, if any
   SavedTensor x, weight, bias, initial_window;
-  explicit CausalConv1dBackward(bool s) : silu(s) {}
+  CausalConv1dBackward(bool s, const kernels::Routing* o) : silu(s) {
+    if (o) order = *o;
+  }
   std::string name() const override { return "causal_conv1d"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
+    // dy (zeros when only the final window got a gradient) is in x's row order, like out.
     kernels::CausalConv1dGrads grads = kernels::causal_conv1d_backward(
         kernel_input(grad_or_zeros(g, 0)), kernel_input(g[1]), x.unpack(*this), weight.unpack(*this),
-        bias.unpack(*this), initial_window.unpack(*this), silu);
+        bias.unpack(*this), initial_window.unpack(*this), silu, order ? &*order : nullptr);
     return {grads.dx, grads.dweight, grads.dbias, grads.dinitial_window};
   }
   void release_saved() override {
@@ -36,6 +41,7 @@ struct CausalConv1dBackward : Node {
     weight.reset();
     bias.reset();
     initial_window.reset();
+    order.reset();
   }
 };
 
@@ -44,10 +50,12 @@ struct CausalConv1dBackward : Node {
 CausalConv1dResult causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const CausalConv1dOptions& opts) {
   Tensor x = kernel_input(x_in), weight = kernel_input(weight_in);
   Tensor bias = kernel_input(opts.bias), initial_window = kernel_input(opts.initial_window);
-  kernels::CausalConv1dOutput fwd = kernels::causal_conv1d_forward(x, weight, bias, initial_window, opts.silu);
+  kernels::CausalConv1dOutput fwd =
+      kernels::causal_conv1d_forward(x, weight, bias, initial_window, opts.silu, opts.order);
   CausalConv1dResult result{fwd.y, fwd.final_window};
   if (needs_grad({x_in, weight_in, opts.bias, opts.initial_window})) {
-    auto node = make_node<CausalConv1dBackward>({x_in, weight_in, opts.bias, opts.initial_window}, opts.silu);
+    auto node = make_node<CausalConv1dBackward>({x_in, weight_in, opts.bias, opts.initial_window}, opts.silu,
+                                                 opts.order);
     node->x = SavedTensor(x);
     node->weight = SavedTensor(weight);
     node->bias = SavedTensor(bias);
@@ -97,6 +105,27 @@ void add_causal_conv1d_gradcheck_cases(std::vector<GradcheckCase>& cases) {
                        bool silu = c.silu;
                        p.fn = [silu](const std::vector<Tensor>& in) {
                          CausalConv1dResult r = causal_conv1d(in[0], in[1], {in[2], in[3], silu});
+                         return std::vector<Tensor>{r.out, r.final_window};
+                       };
+                       return p;
+                     }});
+  }
+  // x and out in the grouped row order of a routing over the B*L tokens, from random modality ids
+  // (an input, so that the routing is built on the device the inputs are moved to).
+  static const ConvCase grouped[] = {{2, 6, 3, 4, true, true, true}, {3, 5, 2, 3, false, false, false}};
+  for (const ConvCase& c : grouped) {
+    cases.push_back({"causal_conv1d", conv_variant(c) + ", grouped rows", [c](Generator& gen) {
+                       constexpr int64_t M = 3;
+                       GradcheckProblem p;
+                       p.inputs = {randn({c.B, c.L, c.E}, gen, DType::f64), randn({c.E, c.W}, gen, DType::f64, 0, 0.5),
+                                   c.bias ? randn({c.E}, gen, DType::f64) : Tensor(),
+                                   c.initial_window ? randn({c.B, c.W - 1, c.E}, gen, DType::f64) : Tensor(),
+                                   randint({c.B * c.L}, 0, M, gen)};
+                       p.names = {"x", "weight", "bias", "initial_window", "ids"};
+                       bool silu = c.silu;
+                       p.fn = [silu](const std::vector<Tensor>& in) {
+                         kernels::Routing routing = kernels::Routing::from_modalities(in[4], M);
+                         CausalConv1dResult r = causal_conv1d(in[0], in[1], {in[2], in[3], silu, &routing});
                          return std::vector<Tensor>{r.out, r.final_window};
                        };
                        return p;

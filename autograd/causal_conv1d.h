@@ -11,11 +11,17 @@
 // same outputs and gradients as one call on the whole sequence. Gradients flow to x, weight, bias and
 // initial_window, from both outputs.
 //
-// The node saves x, weight, bias and initial_window (the inputs themselves, detached) and recomputes
-// the pre-activation in backward.
+// With opts.order (a Routing over the B*L tokens), x and out hold their rows in the routing's grouped
+// order (row inverse[b*L + t] holds token (b, t); kernels/causal_conv1d.h), and so do their gradients:
+// the routed projections around the conv then need no row moves.
+//
+// The node saves x, weight, bias and initial_window (the inputs themselves, detached) and a copy of
+// the Routing (host vectors and tensor handles, no data copied), and recomputes the pre-activation in
+// backward.
 #pragma once
 
 #include "core/tensor.h"
+#include "kernels/masked_linear.h"
 
 namespace mom {
 
@@ -23,6 +29,8 @@ struct CausalConv1dOptions {
   Tensor bias;            // (E), optional
   Tensor initial_window;  // (B, W-1, E), optional: the inputs before t = 0 (zeros when absent)
   bool silu = false;      // fused SiLU on the output
+  const kernels::Routing* order = nullptr;  // optional: x and out in this routing's grouped row order;
+                                            // only read during the call (the node keeps its own copy)
 };
 
 struct CausalConv1dResult {

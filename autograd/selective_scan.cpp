@@ -2,6 +2,7 @@
 // and the gradient-check cases of the family.
 #include "autograd/selective_scan.h"
 
+#include <optional>
 #include <string>
 
 #include "autograd/function_util.h"
@@ -25,6 +26,7 @@ struct SelectiveScanBackward : Node {
   SavedTensor u, delta, A, B_ssm, C_ssm, D, z, delta_bias, initial_state;
   Tensor checkpoints;  // the CUDA forward's chunk-start states (private to this node), or undefined
   bool delta_softplus = false;
+  std::optional<kernels::Routing> order;  // a copy of the forward's row order, if it had one
 
   std::string name() const override { return "selective_scan"; }
 
@@ -40,6 +42,7 @@ struct SelectiveScanBackward : Node {
     p.delta_bias = delta_bias.unpack(*this);
     p.initial_state = initial_state.unpack(*this);
     p.delta_softplus = delta_softplus;
+    p.order = order ? &*order : nullptr;
     kernels::SelectiveScanGrads d = kernels::selective_scan_backward(p, kernel_input(grads[0]), kernel_input(grads[1]), checkpoints);
     return {d.du, d.ddelta, d.dA, d.dB_ssm, d.dC_ssm, d.dD, d.dz, d.ddelta_bias, d.dinitial_state};
   }
@@ -64,6 +67,7 @@ SelectiveScanResult selective_scan(const SelectiveScanInputs& in) {
   p.delta_bias = kernel_input(in.delta_bias);
   p.initial_state = kernel_input(in.initial_state);
   p.delta_softplus = in.delta_softplus;
+  p.order = in.order;
   const std::vector<Tensor> inputs = {in.u, in.delta, in.A, in.B_ssm, in.C_ssm,
                                       in.D, in.z,     in.delta_bias, in.initial_state};
   const bool record = needs_grad(inputs);
@@ -85,6 +89,7 @@ SelectiveScanResult selective_scan(const SelectiveScanInputs& in) {
     node->initial_state = SavedTensor(p.initial_state);
     node->checkpoints = r.checkpoints;
     node->delta_softplus = in.delta_softplus;
+    if (in.order) node->order = *in.order;
     set_history(node, {&result.out, &result.last_state});
   }
   return result;
@@ -100,6 +105,7 @@ struct ScanCaseConfig {
   int64_t B, L, E, N;
   bool D, z, delta_bias, initial_state, softplus;
   bool last_state_only = false;  // check the gradient reaching the inputs from last_state alone
+  bool grouped = false;          // rows in the grouped order of a 3-modality routing
 };
 
 std::string describe(const ScanCaseConfig& c) {
@@ -115,6 +121,7 @@ std::string describe(const ScanCaseConfig& c) {
   }
   if (c.softplus) s += " sp";
   if (c.last_state_only) s += " state-only";
+  if (c.grouped) s += " grouped rows";
   return s;
 }
 
@@ -147,6 +154,14 @@ GradcheckProblem make_scan_problem(const ScanCaseConfig& c, Generator& gen) {
     if (c.delta_bias) s.delta_bias = in[next++];
     if (c.initial_state) s.initial_state = in[next++];
     s.delta_softplus = c.softplus;
+    kernels::Routing routing;
+    if (c.grouped) {
+      std::vector<int32_t> ids(c.B * c.L);
+      for (size_t t = 0; t < ids.size(); ++t) ids[t] = static_cast<int32_t>((t * 7 + t / 3) % 3);
+      routing = kernels::Routing::from_modalities(
+          from_vector<int32_t>(ids, {static_cast<int64_t>(ids.size())}).to(s.u.device()), 3);
+      s.order = &routing;
+    }
     SelectiveScanResult r = selective_scan(s);
     return c.last_state_only ? std::vector<Tensor>{r.last_state} : std::vector<Tensor>{r.out, r.last_state};
   };
@@ -172,6 +187,7 @@ void add_selective_scan_gradcheck_cases(std::vector<GradcheckCase>& cases) {
       {2, 13, 5, 3, true, true, true, true, true},
       {1, 13, 5, 4, true, true, true, true, false},
       {2, 7, 5, 3, true, true, true, true, true, true},
+      {2, 7, 5, 3, true, true, true, true, true, false, true},
   };
   for (const ScanCaseConfig& c : configs)
     cases.push_back({"selective_scan", describe(c), [c](Generator& gen) { return make_scan_problem(c, gen); }});

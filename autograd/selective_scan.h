@@ -17,6 +17,7 @@
 #pragma once
 
 #include "core/tensor.h"
+#include "kernels/masked_linear.h"
 
 namespace mom {
 
@@ -31,6 +32,9 @@ struct SelectiveScanInputs {
   Tensor delta_bias;     // (E)        optional
   Tensor initial_state;  // (B, E, N)  optional state before the first token (zeros when absent)
   bool delta_softplus = false;
+  // Optional: the (B, L, .) tensors and their gradients have their rows in this routing's grouped
+  // order (kernels/selective_scan.h). The node keeps a copy for the backward.
+  const kernels::Routing* order = nullptr;
 };
 
 struct SelectiveScanResult {

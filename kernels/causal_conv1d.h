@@ -32,12 +32,22 @@
 // dbias sum over b then t in that fixed order, in double, whatever the thread count. The W-term sums
 // run in the input type, starting from the bias, k = 0 .. W-1.
 //
+// Rows in grouped order (order != nullptr, a Routing over T = B*L tokens in row-major (b, t) order):
+// the (b, t) row of x, y, dy and dx is stored at row order->inverse[b*L + t] of its (B*L, E) storage,
+// the grouped order of the routed projections around the conv (kernels/masked_linear.h), so that they
+// need no row moves. The tensors keep their (B, L, E) shapes; the windows, weight, bias and their
+// gradients are unaffected. The results equal, bit for bit, the plain op on the un-permuted tensors,
+// permuted afterwards (same arithmetic in the same order). order->inverse must be a permutation of
+// [0, B*L) on x's device, as Routing::from_modalities builds it (not re-checked: that would need a
+// device sync); a routing of another length or device is an error.
+//
 // Inputs must be contiguous, on one device, of one floating dtype (f32 or f64); outputs are fresh.
 // The CUDA version (kernels/cuda/causal_conv1d.cu) runs the same math; its dweight and dbias sum
 // per-tile partials in a fixed order instead (see there), equally deterministic.
 #pragma once
 
 #include "core/tensor.h"
+#include "kernels/masked_linear.h"
 
 namespace mom::kernels {
 
@@ -53,22 +63,24 @@ struct CausalConv1dGrads {
   Tensor dinitial_window;  // (B, W-1, E); undefined when the forward had no initial window
 };
 
-// bias and initial_window may be undefined Tensors.
+// bias and initial_window may be undefined Tensors; order: null for the plain row layout, else the
+// Routing whose grouped order x and y are stored in.
 CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, bool silu);
+                                         const Tensor& initial_window, bool silu, const Routing* order = nullptr);
 
-// dfinal_window may be undefined (no gradient reached the final window).
+// dfinal_window may be undefined (no gradient reached the final window). order: as in the forward (x,
+// dy and dx in its grouped order).
 CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
                                          const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
-                                         bool silu);
+                                         bool silu, const Routing* order = nullptr);
 
 // CUDA versions, called by the functions above after their checks (CUDA builds only).
 namespace cuda {
 CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, bool silu);
+                                         const Tensor& initial_window, bool silu, const Routing* order = nullptr);
 CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
                                          const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
-                                         bool silu);
+                                         bool silu, const Routing* order = nullptr);
 }  // namespace cuda
 
 }  // namespace mom::kernels

@@ -62,6 +62,7 @@
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "kernels/masked_linear.h"
 
 namespace mom::kernels {
 
@@ -77,6 +78,11 @@ struct SelectiveScanParams {
   Tensor delta_bias;     // (E)        optional
   Tensor initial_state;  // (B, E, N)  optional
   bool delta_softplus = false;
+  // Optional row order of the sequence tensors: with it, the (b, t) row of u, delta, B_ssm, C_ssm, z,
+  // out and of their gradients is row order->inverse[b*L + t] of its (B*L, .) storage (the routing's
+  // grouped order, in which the Mixture-of-Mamba block keeps its activations). The routing must cover
+  // the B*L tokens and be on u's device; it is used during the call only.
+  const Routing* order = nullptr;
 };
 
 struct SelectiveScanDims {

@@ -47,27 +47,47 @@ ConvDims check_conv_inputs(const Tensor& x, const Tensor& weight, const Tensor& 
   return d;
 }
 
+// The grouped row order, when there is one: inverse (B*L) int64 on x's device, one index per token.
+// Its values are trusted (Routing::from_modalities built and checked the permutation).
+void check_order(const Routing* order, const Tensor& x, const ConvDims& d) {
+  if (!order) return;
+  const Tensor& inv = order->inverse;
+  MOM_CHECK(inv.defined() && inv.dtype() == DType::i64 && inv.is_contiguous() && inv.dim() == 1 &&
+                inv.numel() == order->num_tokens(),
+            kOp, "the routing is empty or inconsistent; build it with Routing::from_modalities");
+  MOM_CHECK(order->num_tokens() == d.B * d.L, kOp,
+            "the routing has " << order->num_tokens() << " tokens, x has B*L = " << d.B * d.L);
+  MOM_CHECK(inv.device() == x.device(), kOp,
+            "the routing is on " << inv.device().str() << " but x is on " << x.device().str());
+}
+
 template <typename T> T sigmoid(T v) { return T(1) / (T(1) + std::exp(-v)); }
 
 // The inputs of one call, with the row arithmetic of the extended sequence xe in one place.
 template <typename T> struct ConvData {
   ConvDims d;
-  const T* x;     // (B, L, E)
+  const T* x;     // (B, L, E), token (b, t) at row at(b*L + t)
   const T* init;  // (B, W-1, E) or null
   const T* bias;  // (E) or null
+  const int64_t* rows;  // (B*L) the grouped row of each token, or null for the plain layout
   std::vector<T> wt;  // weight transposed to (W, E), so the inner loops over e are contiguous
 
-  ConvData(const ConvDims& dims, const Tensor& xt, const Tensor& weight, const Tensor& b, const Tensor& iw)
+  ConvData(const ConvDims& dims, const Tensor& xt, const Tensor& weight, const Tensor& b, const Tensor& iw,
+           const Routing* order)
       : d(dims), x(xt.data<T>()), init(iw.defined() ? iw.data<T>() : nullptr),
-        bias(b.defined() ? b.data<T>() : nullptr), wt(dims.W * dims.E) {
+        bias(b.defined() ? b.data<T>() : nullptr), rows(order ? order->inverse.data<int64_t>() : nullptr),
+        wt(dims.W * dims.E) {
     const T* w = weight.data<T>();
     for (int64_t e = 0; e < d.E; ++e)
       for (int64_t k = 0; k < d.W; ++k) wt[k * d.E + e] = w[e * d.W + k];
   }
 
+  // The storage row of token bt = b*L + t in x, y, dy, dx (and the backward's dpre).
+  int64_t at(int64_t bt) const { return rows ? rows[bt] : bt; }
+
   // Row s of batch row b of xe, s in [-(W-1), L): E values, or null where xe is zero.
   const T* row(int64_t b, int64_t s) const {
-    if (s >= 0) return x + (b * d.L + s) * d.E;
+    if (s >= 0) return x + at(b * d.L + s) * d.E;
     return init ? init + (b * (d.W - 1) + s + d.W - 1) * d.E : nullptr;
   }
 
@@ -94,6 +114,7 @@ template <typename T> void write_final_window(const ConvData<T>& c, T* fw) {
 }
 
 // dxe for every row s in [-(W-1), L) of every batch row; rows of the initial window only when it exists.
+// dpre and dx are stored like x (rows through c.at).
 template <typename T>
 void input_gradients(const ConvData<T>& c, const T* dpre, const T* dfinal, T* dx, T* dinit) {
   const ConvDims& d = c.d;
@@ -102,13 +123,13 @@ void input_gradients(const ConvData<T>& c, const T* dpre, const T* dfinal, T* dx
 #pragma omp parallel for schedule(static) if (n * d.E * d.W > 32768)
   for (int64_t r = 0; r < n; ++r) {
     const int64_t b = r / rows_per_b, s = r % rows_per_b - (d.W - 1);
-    T* out = s >= 0 ? dx + (b * d.L + s) * d.E : (dinit ? dinit + (b * (d.W - 1) + s + d.W - 1) * d.E : nullptr);
+    T* out = s >= 0 ? dx + c.at(b * d.L + s) * d.E : (dinit ? dinit + (b * (d.W - 1) + s + d.W - 1) * d.E : nullptr);
     if (!out) continue;
     for (int64_t e = 0; e < d.E; ++e) out[e] = T(0);
     for (int64_t k = 0; k < d.W; ++k) {
       const int64_t t = s + (d.W - 1) - k;
       if (t < 0 || t >= d.L) continue;
-      const T* g = dpre + (b * d.L + t) * d.E;
+      const T* g = dpre + c.at(b * d.L + t) * d.E;
       const T* wk = c.wt.data() + k * d.E;
       for (int64_t e = 0; e < d.E; ++e) out[e] += wk[e] * g[e];
     }
@@ -131,7 +152,7 @@ template <typename T> void parameter_gradients(const ConvData<T>& c, const T* dp
     std::vector<double> acc_w(d.W * ne, 0.0), acc_b(ne, 0.0);
     for (int64_t b = 0; b < d.B; ++b)
       for (int64_t t = 0; t < d.L; ++t) {
-        const T* g = dpre + (b * d.L + t) * d.E + e0;
+        const T* g = dpre + c.at(b * d.L + t) * d.E + e0;
         for (int64_t i = 0; i < ne; ++i) acc_b[i] += g[i];
         for (int64_t k = 0; k < d.W; ++k) {
           const T* xr = c.row(b, t - (d.W - 1) + k);
@@ -151,21 +172,22 @@ template <typename T> void parameter_gradients(const ConvData<T>& c, const T* dp
 }  // namespace
 
 CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, bool silu) {
+                                         const Tensor& initial_window, bool silu, const Routing* order) {
   ConvDims d = check_conv_inputs(x, weight, bias, initial_window);
+  check_order(order, x, d);
 #ifdef MOM_WITH_CUDA
-  if (x.device().is_cuda()) return cuda::causal_conv1d_forward(x, weight, bias, initial_window, silu);
+  if (x.device().is_cuda()) return cuda::causal_conv1d_forward(x, weight, bias, initial_window, silu, order);
 #endif
   check_cpu(x, kOp, "x");
   CausalConv1dOutput out{empty_like(x), empty({d.B, d.W - 1, d.E}, x.dtype())};
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    ConvData<scalar_t> c(d, x, weight, bias, initial_window);
+    ConvData<scalar_t> c(d, x, weight, bias, initial_window, order);
     scalar_t* y = out.y.data<scalar_t>();
     const int64_t n = d.B * d.L;
 #pragma omp parallel for schedule(static) if (n * d.E * d.W > 32768)
     for (int64_t bt = 0; bt < n; ++bt) {
-      scalar_t* yr = y + bt * d.E;
+      scalar_t* yr = y + c.at(bt) * d.E;
       c.pre_row(bt / d.L, bt % d.L, yr);
       if (silu)
         for (int64_t e = 0; e < d.E; ++e) yr[e] = yr[e] * sigmoid(yr[e]);
@@ -177,7 +199,7 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, 
 
 CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
                                          const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
-                                         bool silu) {
+                                         bool silu, const Routing* order) {
   ConvDims d = check_conv_inputs(x, weight, bias, initial_window);
   check_input(dy, x, "dy");
   check_shape(dy, x.shape(), kOp, "dy");
@@ -185,8 +207,10 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_
     check_input(dfinal_window, x, "dfinal_window");
     check_shape(dfinal_window, {d.B, d.W - 1, d.E}, kOp, "dfinal_window");
   }
+  check_order(order, x, d);
 #ifdef MOM_WITH_CUDA
-  if (x.device().is_cuda()) return cuda::causal_conv1d_backward(dy, dfinal_window, x, weight, bias, initial_window, silu);
+  if (x.device().is_cuda())
+    return cuda::causal_conv1d_backward(dy, dfinal_window, x, weight, bias, initial_window, silu, order);
 #endif
   check_cpu(x, kOp, "x");
   CausalConv1dGrads grads;
@@ -196,18 +220,19 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_
   if (initial_window.defined()) grads.dinitial_window = empty_like(initial_window);
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    ConvData<scalar_t> c(d, x, weight, bias, initial_window);
+    ConvData<scalar_t> c(d, x, weight, bias, initial_window, order);
     const scalar_t* g = dy.data<scalar_t>();
-    // dpre = dy * silu'(pre), pre recomputed row by row; without silu dpre is dy itself.
+    // dpre = dy * silu'(pre), pre recomputed row by row, stored in dy's row order; without silu dpre
+    // is dy itself.
     std::vector<scalar_t> dpre_buf;
     if (silu) {
       dpre_buf.resize(d.B * d.L * d.E);
       const int64_t n = d.B * d.L;
 #pragma omp parallel for schedule(static) if (n * d.E * d.W > 32768)
       for (int64_t bt = 0; bt < n; ++bt) {
-        scalar_t* pr = dpre_buf.data() + bt * d.E;
+        scalar_t* pr = dpre_buf.data() + c.at(bt) * d.E;
         c.pre_row(bt / d.L, bt % d.L, pr);
-        const scalar_t* gr = g + bt * d.E;
+        const scalar_t* gr = g + c.at(bt) * d.E;
         for (int64_t e = 0; e < d.E; ++e) {
           scalar_t s = sigmoid(pr[e]);
           pr[e] = gr[e] * s * (scalar_t(1) + pr[e] * (scalar_t(1) - s));

@@ -78,9 +78,16 @@ template <typename scalar_t> struct ScanData {
   const scalar_t* z;              // (B, L, E)
   const scalar_t* delta_bias;     // (E)
   const scalar_t* initial_state;  // (B, E, N)
+  const int64_t* rows;            // (B*L): where the (b, t) row of the sequence tensors is, or null
   bool delta_softplus;
   SelectiveScanDims dims;
 };
+
+// The row of (b, t) in the (B*L, .) storage of u, delta, B_ssm, C_ssm, z, out and their gradients.
+template <typename scalar_t> int64_t row_of(const ScanData<scalar_t>& s, int64_t b, int64_t t) {
+  const int64_t bt = b * s.dims.L + t;
+  return s.rows ? s.rows[bt] : bt;
+}
 
 template <typename T> T* optional_data(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
 
@@ -95,6 +102,7 @@ template <typename scalar_t> ScanData<scalar_t> scan_data(const SelectiveScanPar
   s.z = optional_data<scalar_t>(p.z);
   s.delta_bias = optional_data<scalar_t>(p.delta_bias);
   s.initial_state = optional_data<scalar_t>(p.initial_state);
+  s.rows = p.order ? p.order->inverse.data<int64_t>() : nullptr;
   s.delta_softplus = p.delta_softplus;
   s.dims = d;
   return s;
@@ -104,7 +112,7 @@ template <typename scalar_t> ScanData<scalar_t> scan_data(const SelectiveScanPar
 template <typename acc_t, typename scalar_t>
 acc_t step_input(const ScanData<scalar_t>& s, int64_t b, int64_t t, int64_t e) {
   const SelectiveScanDims& d = s.dims;
-  acc_t x = static_cast<acc_t>(s.delta[(b * d.L + t) * d.E + e]);
+  acc_t x = static_cast<acc_t>(s.delta[row_of(s, b, t) * d.E + e]);
   if (s.delta_bias) x += static_cast<acc_t>(s.delta_bias[e]);
   return x;
 }
@@ -129,9 +137,10 @@ acc_t scan_step(const ScanData<scalar_t>& s, int64_t b, int64_t t, int64_t e, ac
                 acc_t* h_next) {
   const SelectiveScanDims& d = s.dims;
   const scalar_t* A_e = s.A + e * d.N;                   // (N)
-  const scalar_t* B_t = s.B_ssm + (b * d.L + t) * d.N;   // (N)
-  const scalar_t* C_t = s.C_ssm + (b * d.L + t) * d.N;   // (N)
-  const acc_t u_t = static_cast<acc_t>(s.u[(b * d.L + t) * d.E + e]);
+  const int64_t r = row_of(s, b, t);
+  const scalar_t* B_t = s.B_ssm + r * d.N;  // (N)
+  const scalar_t* C_t = s.C_ssm + r * d.N;  // (N)
+  const acc_t u_t = static_cast<acc_t>(s.u[r * d.E + e]);
   for (int64_t n = 0; n < d.N; ++n)  // vectorised: no reduction in this loop
     h_next[n] = scan_exp(dt * static_cast<acc_t>(A_e[n])) * h_prev[n] + dt * static_cast<acc_t>(B_t[n]) * u_t;
   acc_t y = 0;
@@ -157,7 +166,7 @@ void forward_cpu(const ScanData<scalar_t>& s, scalar_t* out, scalar_t* last_stat
       for (int64_t t = 0; t < d.L; ++t) {
         const acc_t dt = step_size(s, step_input<acc_t>(s, b, t, e));
         const acc_t y = scan_step(s, b, t, e, dt, h.data(), h.data());
-        const int64_t i = (b * d.L + t) * d.E + e;
+        const int64_t i = row_of(s, b, t) * d.E + e;
         if (s.z) {
           const acc_t zt = static_cast<acc_t>(s.z[i]);
           out[i] = static_cast<scalar_t>(y * zt * sigmoid(zt));
@@ -229,7 +238,7 @@ void backward_channel(const ScanData<scalar_t>& s, const BackwardBuffers<scalar_
   acc_t dD_sum = 0, ddelta_bias_sum = 0;
 
   for (int64_t t = d.L - 1; t >= 0; --t) {
-    const int64_t i = (b * d.L + t) * d.E + e;
+    const int64_t r = row_of(s, b, t), i = r * d.E + e;
     const acc_t x = step_input<acc_t>(s, b, t, e);
     const acc_t dt = step_size(s, x);
     const acc_t u_t = static_cast<acc_t>(s.u[i]);
@@ -245,8 +254,8 @@ void backward_channel(const ScanData<scalar_t>& s, const BackwardBuffers<scalar_
     acc_t ddt = 0;
     const acc_t* h_prev = states + t * N;        // h_{t-1}
     const acc_t* h_t = states + (t + 1) * N;     // h_t
-    const scalar_t* B_t = s.B_ssm + (b * d.L + t) * N;
-    const scalar_t* C_t = s.C_ssm + (b * d.L + t) * N;
+    const scalar_t* B_t = s.B_ssm + r * N;
+    const scalar_t* C_t = s.C_ssm + r * N;
     acc_t* dB_t = dB_group + t * N;
     acc_t* dC_t = dC_group + t * N;
     acc_t* decay = w.decay.data();
@@ -323,10 +332,22 @@ void backward_cpu(const ScanData<scalar_t>& s, BackwardBuffers<scalar_t> g, scal
   sum_partials(dA_part.data(), d.B, d.E * d.N, d.E * d.N, dA);
   if (dD) sum_partials(dD_part.data(), d.B, d.E, d.E, dD);
   if (ddelta_bias) sum_partials(ddelta_bias_part.data(), d.B, d.E, d.E, ddelta_bias);
+  // dB and dC in (b, t) order, then (with rows) each row moved to its place.
+  std::vector<scalar_t> dB_tokens, dC_tokens;
+  if (s.rows) {
+    dB_tokens.resize(d.B * d.L * d.N);
+    dC_tokens.resize(d.B * d.L * d.N);
+  }
+  scalar_t* dB_out = s.rows ? dB_tokens.data() : dB_ssm;
+  scalar_t* dC_out = s.rows ? dC_tokens.data() : dC_ssm;
   for (int64_t b = 0; b < d.B; ++b) {
     const int64_t offset = b * G * d.L * d.N;
-    sum_partials(dB_part.data() + offset, G, d.L * d.N, d.L * d.N, dB_ssm + b * d.L * d.N);
-    sum_partials(dC_part.data() + offset, G, d.L * d.N, d.L * d.N, dC_ssm + b * d.L * d.N);
+    sum_partials(dB_part.data() + offset, G, d.L * d.N, d.L * d.N, dB_out + b * d.L * d.N);
+    sum_partials(dC_part.data() + offset, G, d.L * d.N, d.L * d.N, dC_out + b * d.L * d.N);
+  }
+  for (int64_t bt = 0; s.rows && bt < d.B * d.L; ++bt) {
+    std::copy(dB_out + bt * d.N, dB_out + (bt + 1) * d.N, dB_ssm + s.rows[bt] * d.N);
+    std::copy(dC_out + bt * d.N, dC_out + (bt + 1) * d.N, dC_ssm + s.rows[bt] * d.N);
   }
 }
 
@@ -348,6 +369,12 @@ SelectiveScanDims check_selective_scan(const SelectiveScanParams& p) {
   check_optional(p.z, "z", "(B, L, E)", {d.B, d.L, d.E}, u);
   check_optional(p.delta_bias, "delta_bias", "(E)", {d.E}, u);
   check_optional(p.initial_state, "initial_state", "(B, E, N)", {d.B, d.E, d.N}, u);
+  if (p.order) {
+    MOM_CHECK(p.order->num_tokens() == d.B * d.L && p.order->inverse.defined(), kOp,
+              "the row order's routing has " << p.order->num_tokens() << " tokens, u has B*L = " << d.B * d.L);
+    MOM_CHECK(p.order->device() == u.device(), kOp,
+              "the row order's routing is on " << p.order->device().str() << " but u is on " << u.device().str());
+  }
   return d;
 }
 

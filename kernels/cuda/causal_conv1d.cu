@@ -13,6 +13,10 @@
 //             come from x, the initial window, or zeros. y[t] = act(bias + sum_k w[k] xe[t-(W-1)+k]),
 //             k ascending, in the input type (the CPU's order). The thread whose chunk holds t = L-1
 //             writes the final window from xe (reaching into the initial window when L < W-1).
+//             Tried on an H200 at the benchmark's shape (session 3): 16-step chunks with the next
+//             step's x prefetched and streaming cache hints were 5% faster in a standalone kernel
+//             (0.0611 against 0.0645 ms, a copy of x 0.0551) but slower here (0.0682 against 0.0669 ms
+//             in bench_cuda_conv: 109 registers against 80), so the forward stays as it is.
 //   backward: a second window dp holds dpre = dy * silu'(pre), pre recomputed from the x window.
 //             dx[s] needs dpre[s .. s+W-1], so the thread also reads the W-1 steps after its chunk
 //             (x has a halo on both sides, dy on the right) and emits dx[s] W-1 steps behind the
@@ -25,8 +29,21 @@
 //   row x 256-step block; k = 0..W-1 the taps, W the bias); param_reduce_kernel adds the tiles (8
 //   strided slices in double, then the slices in order) into dweight (E, W) and dbias (E). Results
 //   repeat bit for bit; they differ from the CPU's b-then-t double sum by rounding only.
+// Grouped rows (kRows, a template flag so that the plain kernels keep their code): the (b, t) row of
+// x, y, dy and dx sits at storage row rows[b*L + t] (the Routing's inverse). The decomposition, the
+// windows and the arithmetic are unchanged; only each step's row address is read from the index
+// instead of stepping a pointer by E. Each thread reads the kStep indices of a step once, before that
+// step's x (and dy) loads (8 bytes each, the same address for the 32 lanes of a warp: one broadcast
+// transaction, and 16 tokens per 128-byte line, so mostly L1 hits); the y (dx) store re-reads its row's
+// index, which this thread read a step or two before (L1), instead of holding the offsets in registers:
+// that keeps the grouped kernels at the plain kernels' occupancy (ptxas, sm_90, f32, W=4, silu: forward
+// 75 registers, backward 94, no spills; holding them cost 87 and 122, with small spills in some
+// variants). Halo rows and the final window read through the index too. Extra traffic: 8 bytes of
+// index per token per 32-pack channel block against its 512 bytes of x (f32): 1.6% of the reads, from
+// L2 (the whole index is B*L*8 bytes, 131 KB at the benchmark's shape); a warp still reads or writes
+// 256 or 512 contiguous bytes of one row per access, as in the plain layout.
 // Traffic at B=8, L=2048, E=1536, W=4, f32 (the benchmark): the forward reads x and writes y, 201 MB
-// (the 3-step halo per 64 steps is read again, from L1/L2); the backward reads x and dy and writes dx,
+// (the 3-step halo per chunk is read again, from L1/L2); the backward reads x and dy and writes dx,
 // 302 MB, plus 3.9 MB of partials. Registers (ptxas, sm_90): forward 80 (6 blocks of 128 per SM: the
 // benchmark's 768 blocks are one wave), backward 96 (5 blocks per SM).
 #include <cstdint>
@@ -85,6 +102,7 @@ template <typename T> struct ConvArgs {
   T* dx;            // backward: (B, L, E)
   T* dinit;         // backward: (B, W-1, E), null without an initial window
   double* partial;  // backward: (tiles, W+1, E)
+  const int64_t* rows;  // (B*L) storage row of token b*L + t in x, y, dy, dx; null: the plain layout
   int64_t B, L, E;
   int64_t packs;           // E / N channel packs per row
   int64_t channel_blocks;  // ceil(packs / kLanes)
@@ -111,10 +129,18 @@ template <typename T, int N> __device__ inline Tile tile_of(const ConvArgs<T>& a
   return r;
 }
 
+// The storage row of step s in [0, L) of batch row b, in x, y, dy and dx.
+template <bool kRows, typename T> __device__ inline int64_t row_of(const ConvArgs<T>& a, int64_t b, int64_t s) {
+  if constexpr (kRows)
+    return a.rows[b * a.L + s];
+  else
+    return b * a.L + s;
+}
+
 // xe[b, s, e0 .. e0+N) for s in [-(W-1), L): x for s >= 0, else the initial window or zeros.
-template <typename T, int N, int W>
+template <typename T, int N, int W, bool kRows>
 __device__ inline Pack<T, N> load_xe(const ConvArgs<T>& a, int64_t b, int64_t s, int64_t e0) {
-  if (s >= 0) return load_pack<T, N>(a.x + (b * a.L + s) * a.E + e0);
+  if (s >= 0) return load_pack<T, N>(a.x + row_of<kRows>(a, b, s) * a.E + e0);
   if (a.init) return load_pack<T, N>(a.init + (b * (W - 1) + s + W - 1) * a.E + e0);
   return zero_pack<T, N>();
 }
@@ -138,7 +164,7 @@ __device__ inline T pre_at(const T (&w)[W][N], const T (&bias)[N], const Pack<T,
   return acc;
 }
 
-template <typename T, int W, int N, bool kSilu>
+template <typename T, int W, int N, bool kSilu, bool kRows>
 __global__ void __launch_bounds__(kBlockThreads) forward_kernel(ConvArgs<T> a) {
   const Tile tl = tile_of<T, N>(a);
   if (!tl.active) return;
@@ -146,15 +172,21 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(ConvArgs<T> a) {
   load_weights<T, W, N>(a, tl.e0, w, bias);
   Pack<T, N> xw[W - 1 + kStep];  // xw[i] = xe[base - (W-1) + i]
 #pragma unroll
-  for (int i = 0; i < W - 1; ++i) xw[i] = load_xe<T, N, W>(a, tl.b, tl.t0 - (W - 1) + i, tl.e0);
+  for (int i = 0; i < W - 1; ++i) xw[i] = load_xe<T, N, W, kRows>(a, tl.b, tl.t0 - (W - 1) + i, tl.e0);
   const int64_t tend = min(tl.t0 + kChunk, a.L);
-  const T* xrow = a.x + (tl.b * a.L + tl.t0) * a.E + tl.e0;  // x[b, base, e0], then the next steps
+  const T* xrow = a.x + (tl.b * a.L + tl.t0) * a.E + tl.e0;  // plain: x[b, base, e0], then the next steps
   T* yrow = a.y + (tl.b * a.L + tl.t0) * a.E + tl.e0;
+  const int64_t* idx = kRows ? a.rows + tl.b * a.L : nullptr;  // grouped: token b*L + s is at row idx[s]
+  int64_t off[kStep];  // grouped: element offsets of this step's rows in x and y
   for (int64_t base = tl.t0; base < tend; base += kStep) {
     const int valid = static_cast<int>(tend - base < kStep ? tend - base : kStep);
+    if constexpr (kRows) {
+#pragma unroll
+      for (int i = 0; i < kStep; ++i) off[i] = i < valid ? idx[base + i] * a.E + tl.e0 : 0;
+    }
 #pragma unroll
     for (int i = 0; i < kStep; ++i)
-      xw[W - 1 + i] = i < valid ? load_pack<T, N>(xrow + i * a.E) : zero_pack<T, N>();
+      xw[W - 1 + i] = i < valid ? load_pack<T, N>(kRows ? a.x + off[i] : xrow + i * a.E) : zero_pack<T, N>();
 #pragma unroll
     for (int i = 0; i < kStep; ++i) {
       if (i >= valid) continue;
@@ -164,7 +196,7 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(ConvArgs<T> a) {
         const T pre = pre_at(w, bias, xw, i, n);
         out.v[n] = kSilu ? pre * sigmoid(pre) : pre;
       }
-      store_pack(yrow + i * a.E, out);
+      store_pack(kRows ? a.y + idx[base + i] * a.E + tl.e0 : yrow + i * a.E, out);
     }
 #pragma unroll
     for (int i = 0; i < W - 1; ++i) xw[i] = xw[i + kStep];
@@ -173,11 +205,12 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(ConvArgs<T> a) {
   }
   if (tend == a.L) {  // this chunk holds t = L-1: final_window[j] = xe[L - (W-1) + j]
     T* fw = a.final_window + tl.b * (W - 1) * a.E + tl.e0;
-    for (int j = 0; j < W - 1; ++j) store_pack(fw + j * a.E, load_xe<T, N, W>(a, tl.b, a.L - (W - 1) + j, tl.e0));
+    for (int j = 0; j < W - 1; ++j)
+      store_pack(fw + j * a.E, load_xe<T, N, W, kRows>(a, tl.b, a.L - (W - 1) + j, tl.e0));
   }
 }
 
-template <typename T, int W, int N, bool kSilu>
+template <typename T, int W, int N, bool kSilu, bool kRows>
 __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) {
   const Tile tl = tile_of<T, N>(a);
   T dw[W][N], db[N];  // this thread's dweight, dbias over its chunk
@@ -192,9 +225,10 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
     load_weights<T, W, N>(a, tl.e0, w, bias);
     Pack<T, N> xw[W - 1 + kStep];  // xw[i] = xe[base - (W-1) + i]
     Pack<T, N> dp[W - 1 + kStep];  // dp[i] = dpre[base - (W-1) + i]; 0 before the chunk and from L on
+    int64_t off[kStep];  // grouped: element offsets of this step's rows in x and dy
 #pragma unroll
     for (int i = 0; i < W - 1; ++i) {
-      xw[i] = load_xe<T, N, W>(a, tl.b, tl.t0 - (W - 1) + i, tl.e0);
+      xw[i] = load_xe<T, N, W, kRows>(a, tl.b, tl.t0 - (W - 1) + i, tl.e0);
       dp[i] = zero_pack<T, N>();
     }
     const int64_t t0 = tl.t0;
@@ -205,15 +239,20 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
     const T* xrow = a.x + row0 + t0 * a.E;  // rows base + i of x, dy
     const T* grow = a.dy + row0 + t0 * a.E;
     T* dxp = a.dx + row0;
+    const int64_t* idx = kRows ? a.rows + tl.b * a.L : nullptr;  // grouped: token b*L + s is at row idx[s]
     // Row s is emitted by the step that computes dpre[s + W-1]; the steps run until row tend - 1.
     for (int64_t base = t0; base < tend + (W - 1); base += kStep) {
       // Rows from load_end on are zero (dy = 0 there makes dpre = 0).
       const int64_t rows = load_end - base;
       const int valid = static_cast<int>(rows < 0 ? 0 : rows < kStep ? rows : kStep);
+      if constexpr (kRows) {
+#pragma unroll
+        for (int i = 0; i < kStep; ++i) off[i] = i < valid ? idx[base + i] * a.E + tl.e0 : 0;
+      }
 #pragma unroll
       for (int i = 0; i < kStep; ++i) {
-        xw[W - 1 + i] = i < valid ? load_pack<T, N>(xrow + i * a.E) : zero_pack<T, N>();
-        dp[W - 1 + i] = i < valid ? load_pack<T, N>(grow + i * a.E) : zero_pack<T, N>();
+        xw[W - 1 + i] = i < valid ? load_pack<T, N>(kRows ? a.x + off[i] : xrow + i * a.E) : zero_pack<T, N>();
+        dp[W - 1 + i] = i < valid ? load_pack<T, N>(kRows ? a.dy + off[i] : grow + i * a.E) : zero_pack<T, N>();
       }
       xrow += kStep * a.E;
       grow += kStep * a.E;
@@ -258,8 +297,8 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
 #pragma unroll
           for (int n = 0; n < N; ++n) out.v[n] += g.v[n];
         }
-        if (own)
-          store_pack(dxp + s * a.E, out);
+        if (own)  // grouped: this thread read idx[s] when it loaded row s (W-1 rows ago; L1)
+          store_pack(kRows ? a.dx + idx[s] * a.E + tl.e0 : dxp + s * a.E, out);
         else
           store_pack(a.dinit + (tl.b * (W - 1) + s + W - 1) * a.E + tl.e0, out);
       }
@@ -354,27 +393,42 @@ template <typename T> unsigned geometry(ConvArgs<T>& a, int n) {
 template <typename T, int W, int N>
 void launch_forward(const ConvArgs<T>& a, bool silu, unsigned blocks, cudaStream_t st) {
   const dim3 block(kLanes, kChunksPerBlock);
-  if (silu)
-    forward_kernel<T, W, N, true><<<blocks, block, 0, st>>>(a);
-  else
-    forward_kernel<T, W, N, false><<<blocks, block, 0, st>>>(a);
+  if (a.rows) {
+    if (silu)
+      forward_kernel<T, W, N, true, true><<<blocks, block, 0, st>>>(a);
+    else
+      forward_kernel<T, W, N, false, true><<<blocks, block, 0, st>>>(a);
+  } else {
+    if (silu)
+      forward_kernel<T, W, N, true, false><<<blocks, block, 0, st>>>(a);
+    else
+      forward_kernel<T, W, N, false, false><<<blocks, block, 0, st>>>(a);
+  }
   MOM_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T, int W, int N>
 void launch_backward(const ConvArgs<T>& a, bool silu, unsigned blocks, cudaStream_t st) {
   const dim3 block(kLanes, kChunksPerBlock);
-  if (silu)
-    backward_kernel<T, W, N, true><<<blocks, block, 0, st>>>(a);
-  else
-    backward_kernel<T, W, N, false><<<blocks, block, 0, st>>>(a);
+  if (a.rows) {
+    if (silu)
+      backward_kernel<T, W, N, true, true><<<blocks, block, 0, st>>>(a);
+    else
+      backward_kernel<T, W, N, false, true><<<blocks, block, 0, st>>>(a);
+  } else {
+    if (silu)
+      backward_kernel<T, W, N, true, false><<<blocks, block, 0, st>>>(a);
+    else
+      backward_kernel<T, W, N, false, false><<<blocks, block, 0, st>>>(a);
+  }
   MOM_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T> ConvArgs<T> inputs(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window) {
+                                         const Tensor& initial_window, const Routing* order) {
   ConvArgs<T> a{};
   a.x = x.data<T>();
+  a.rows = order ? order->inverse.data<int64_t>() : nullptr;
   a.weight = weight.data<T>();
   a.bias = data_or_null<T>(bias);
   a.init = data_or_null<T>(initial_window);
@@ -387,7 +441,7 @@ template <typename T> ConvArgs<T> inputs(const Tensor& x, const Tensor& weight, 
 }  // namespace
 
 CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, bool silu) {
+                                         const Tensor& initial_window, bool silu, const Routing* order) {
   const int64_t B = x.size(0), E = x.size(2), W = weight.size(1);
   CausalConv1dOutput out{empty_like(x), empty({B, W - 1, E}, x.dtype(), x.device())};
   if (B == 0 || E == 0) return out;
@@ -396,7 +450,7 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, 
   cudaStream_t st = ::mom::cuda::stream(device);
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    ConvArgs<scalar_t> a = inputs<scalar_t>(x, weight, bias, initial_window);
+    ConvArgs<scalar_t> a = inputs<scalar_t>(x, weight, bias, initial_window, order);
     a.y = out.y.data<scalar_t>();
     a.final_window = out.final_window.data<scalar_t>();
     constexpr int kPack = 16 / sizeof(scalar_t);
@@ -415,7 +469,7 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, 
 
 CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
                                          const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
-                                         bool silu) {
+                                         bool silu, const Routing* order) {
   const int64_t B = x.size(0), E = x.size(2), W = weight.size(1);
   CausalConv1dGrads grads;
   grads.dx = empty_like(x);
@@ -432,7 +486,7 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_
   cudaStream_t st = ::mom::cuda::stream(device);
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    ConvArgs<scalar_t> a = inputs<scalar_t>(x, weight, bias, initial_window);
+    ConvArgs<scalar_t> a = inputs<scalar_t>(x, weight, bias, initial_window, order);
     a.dy = dy.data<scalar_t>();
     a.dfinal = data_or_null<scalar_t>(dfinal_window);
     a.dx = grads.dx.data<scalar_t>();

@@ -3,7 +3,9 @@
 //
 // Layout is channel-last, (B, L, E): at one step t the channels of a row are adjacent in memory, so the
 // scan runs one thread (group) per channel and walks t sequentially, and every load of u, delta, z, dout
-// is coalesced across channels.
+// is coalesced across channels. With a row order (SelectiveScanParams::order) the row of (b, t) is
+// read from the routing's inverse permutation once per staged step (the same index for every thread
+// of the step, so the loads stay coalesced); dB and dC are moved to their rows by the final sums.
 //
 // Decomposition. A block has 128 threads and owns one batch row b and kC = 128 / kLanes consecutive
 // channels; each channel's N states are spread over kLanes adjacent lanes (kLanes = the smallest power
@@ -94,10 +96,17 @@ template <typename T> struct ScanArgs {
   const T* z;     // or null
   const T* bias;  // delta_bias or null
   const T* init;  // initial_state or null
+  const int64_t* rows;  // (B*L): the storage row of (b, t) in every (B, L, .) tensor, or null (b*L + t)
   bool softplus;
   int64_t B, L, E, N;
   int64_t nchunks;
 };
+
+// The storage row of step t (< L) of batch row b: read from the index with a row order (kRows).
+template <bool kRows, typename T> __device__ inline int64_t seq_row(const ScanArgs<T>& a, int64_t b, int64_t t) {
+  if constexpr (kRows) return a.rows[b * a.L + t];
+  return b * a.L + t;
+}
 
 template <typename T> struct ForwardOut {
   T* out;                     // (B, L, E) or null (checkpoint pass)
@@ -158,7 +167,28 @@ template <int kLanes> __device__ inline Place place(int64_t E) {
   return p;
 }
 
-template <typename T, int kLanes, int kStates, int kChunk>
+// With a row order, the storage rows of the chunk that load_chunk reads next, read one chunk ahead so
+// that the data loads never wait on the index: lane l of every warp holds the row of step l % kChunk
+// (kChunk <= 32), and a thread takes the row of its step from that lane (one 64-bit shuffle). Two
+// registers, where holding each item's row would cost the backward a third of its occupancy.
+// Without a row order: the plain row b*L + t, nothing held.
+template <bool kRows> struct RowPrefetch {
+  template <int kChunk, typename T> __device__ void load(const ScanArgs<T>&, const Place&, int64_t) {}
+  __device__ int64_t row(int, int64_t plain) const { return plain; }
+};
+
+template <> struct RowPrefetch<true> {
+  int64_t next = 0;
+  template <int kChunk, typename T> __device__ void load(const ScanArgs<T>& a, const Place& p, int64_t k) {
+    static_assert(kChunk <= 32, "one chunk's rows fit in a warp");
+    const int64_t t = k * kChunk + (p.tid % 32) % kChunk;
+    next = t >= 0 && t < a.L ? a.rows[p.b * a.L + t] : 0;  // outside [0, L): never used
+  }
+  // Every lane of the warp calls it (the loads' loops are uniform); step = the step within the chunk.
+  __device__ int64_t row(int step, int64_t) const { return __shfl_sync(0xffffffffu, next, step); }
+};
+
+template <typename T, int kLanes, int kStates, int kChunk, bool kRows>
 __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, ForwardOut<T> o) {
   using acc = typename Acc<T>::type;
   using S = Smem<acc, kLanes, kStates, kChunk>;
@@ -189,13 +219,15 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
   const acc Dv = p.c_active && a.D ? acc(a.D[p.ce]) : acc(0);
 
   T r_u[kPairs], r_delta[kPairs], r_z[kPairs], r_B[kBC], r_C[kBC];
+  RowPrefetch<kRows> rows;  // the storage rows of the chunk load_chunk reads next
+  auto load_rows = [&](int64_t k) { rows.template load<kChunk>(a, p, k); };
   auto load_chunk = [&](int64_t k) {
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
       const int64_t t = k * kChunk + q / kC;
       const bool ok = q < S::per_channel && t < L && p.c_active;
-      const int64_t idx = (p.b * L + t) * E + p.ce;
+      const int64_t idx = rows.row(q / kC, p.b * L + t) * E + p.ce;
       r_u[j] = ok ? a.u[idx] : T(0);
       r_delta[j] = ok ? a.delta[idx] : T(0);
       r_z[j] = ok && a.z ? a.z[idx] : T(0);
@@ -205,11 +237,14 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
       const int q = p.tid + j * kThreads;
       const int64_t t = k * kChunk + q / kNp, n = q % kNp;
       const bool ok = q < S::per_state && t < L && n < N;
-      r_B[j] = ok ? a.Bm[(p.b * L + t) * N + n] : T(0);
-      r_C[j] = ok ? a.Cm[(p.b * L + t) * N + n] : T(0);
+      const int64_t at = rows.row(q / kNp, p.b * L + t) * N + n;
+      r_B[j] = ok ? a.Bm[at] : T(0);
+      r_C[j] = ok ? a.Cm[at] : T(0);
     }
+    load_rows(k + 1);  // in flight while this chunk is computed
   };
 
+  load_rows(0);
   load_chunk(0);
   for (int64_t k = 0; k < a.nchunks; ++k) {
     T cur_z[kPairs];
@@ -269,7 +304,7 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
 #pragma unroll
         for (int l = 0; l < kLanes; ++l) y += s_ypart[tt * S::part_row + l * (kC + 1) + p.cc];
         if (a.z) y *= acc(cur_z[j]) * sigmoid(acc(cur_z[j]));
-        o.out[(p.b * L + t) * E + p.ce] = T(y);
+        o.out[seq_row<kRows>(a, p.b, t) * E + p.ce] = T(y);
       }
     }
     __syncthreads();  // the next chunk overwrites the staged arrays
@@ -283,7 +318,7 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
   }
 }
 
-template <typename T, int kLanes, int kStates, int kChunk>
+template <typename T, int kLanes, int kStates, int kChunk, bool kRows>
 __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, BackwardOut<T> o) {
   using acc = typename Acc<T>::type;
   using S = Smem<acc, kLanes, kStates, kChunk>;
@@ -323,13 +358,15 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
   acc dD_acc = 0, dbias_acc = 0;
 
   T r_u[kPairs], r_delta[kPairs], r_z[kPairs], r_dout[kPairs], r_B[kBC], r_C[kBC];
+  RowPrefetch<kRows> rows;  // the storage rows of the chunk load_chunk reads next
+  auto load_rows = [&](int64_t k) { rows.template load<kChunk>(a, p, k); };
   auto load_chunk = [&](int64_t k) {
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
       const int64_t t = k * kChunk + q / kC;
       const bool ok = q < S::per_channel && t < L && p.c_active;
-      const int64_t idx = (p.b * L + t) * E + p.ce;
+      const int64_t idx = rows.row(q / kC, p.b * L + t) * E + p.ce;
       r_u[j] = ok ? a.u[idx] : T(0);
       r_delta[j] = ok ? a.delta[idx] : T(0);
       r_z[j] = ok && a.z ? a.z[idx] : T(0);
@@ -340,11 +377,14 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
       const int q = p.tid + j * kThreads;
       const int64_t t = k * kChunk + q / kNp, n = q % kNp;
       const bool ok = q < S::per_state && t < L && n < N;
-      r_B[j] = ok ? a.Bm[(p.b * L + t) * N + n] : T(0);
-      r_C[j] = ok ? a.Cm[(p.b * L + t) * N + n] : T(0);
+      const int64_t at = rows.row(q / kNp, p.b * L + t) * N + n;
+      r_B[j] = ok ? a.Bm[at] : T(0);
+      r_C[j] = ok ? a.Cm[at] : T(0);
     }
+    load_rows(k - 1);  // in flight while this chunk is computed (time runs backwards here)
   };
 
+  load_rows(a.nchunks - 1);
   load_chunk(a.nchunks - 1);
   for (int64_t k = a.nchunks - 1; k >= 0; --k) {
     // ---- stage the chunk ----
@@ -464,7 +504,7 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
       const int q = p.tid + j * kThreads;
       const int64_t t = k * kChunk + q / kC;
       if (q >= S::per_channel || t >= L || !p.c_active) continue;
-      const int64_t idx = (p.b * L + t) * E + p.ce;
+      const int64_t idx = seq_row<kRows>(a, p.b, t) * E + p.ce;
       const acc u = s_step[q].v[2], dy = s_step[q].v[3];
       o.du[idx] = T(s_du[q] + dy * Dv);
       const acc ddelta = a.softplus ? s_ddt[q] * softplus_grad(cur_x[j]) : s_ddt[q];
@@ -501,23 +541,27 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
   }
 }
 
-// out[i] = sum_{j < count} part[j * stride + i], in increasing j.
+// out[i] = sum_{j < count} part[j * stride + i], in increasing j; with rows, i = r * width + n goes to
+// out[rows[r] * width + n] (dB and dC of a scan with a row order).
 template <typename acc, typename T>
-__global__ void sum_leading_kernel(const acc* part, int64_t count, int64_t stride, T* out) {
+__global__ void sum_leading_kernel(const acc* part, int64_t count, int64_t stride, const int64_t* rows,
+                                   int64_t width, T* out) {
   const int64_t step = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < stride; i += step) {
     acc s = 0;
     for (int64_t j = 0; j < count; ++j) s += part[j * stride + i];
-    out[i] = T(s);
+    out[rows ? rows[i / width] * width + i % width : i] = T(s);
   }
 }
 
-template <typename acc, typename T> void sum_leading(const acc* part, int64_t count, int64_t stride, T* out, int dev) {
+template <typename acc, typename T>
+void sum_leading(const acc* part, int64_t count, int64_t stride, T* out, int dev, const int64_t* rows = nullptr,
+                 int64_t width = 1) {
   if (stride == 0) return;
   const int64_t blocks64 = (stride + 255) / 256;
   const int64_t cap = int64_t(::mom::cuda::multiprocessor_count(dev)) * 16;
   const unsigned blocks = static_cast<unsigned>(blocks64 < cap ? blocks64 : cap);
-  sum_leading_kernel<acc, T><<<blocks, 256, 0, ::mom::cuda::stream(dev)>>>(part, count, stride, out);
+  sum_leading_kernel<acc, T><<<blocks, 256, 0, ::mom::cuda::stream(dev)>>>(part, count, stride, rows, width, out);
   MOM_CUDA_CHECK_LAUNCH();
 }
 
@@ -535,6 +579,7 @@ template <typename T> ScanArgs<T> scan_args(const SelectiveScanParams& p, const 
   a.z = ptr<T>(p.z);
   a.bias = ptr<T>(p.delta_bias);
   a.init = ptr<T>(p.initial_state);
+  a.rows = p.order ? p.order->inverse.data<int64_t>() : nullptr;
   a.softplus = p.delta_softplus;
   a.B = d.B;
   a.L = d.L;
@@ -586,7 +631,8 @@ void launch_forward(const ScanArgs<T>& a, const ForwardOut<T>& o, const Selectiv
     constexpr int kLanes = decltype(lanes)::value, kStates = decltype(states)::value;
     using S = Smem<acc, kLanes, kStates, kChunk>;
     const size_t smem = sizeof(acc) * S::forward_elems;
-    auto kernel = scan_forward_kernel<T, kLanes, kStates, kChunk>;
+    auto kernel = a.rows ? scan_forward_kernel<T, kLanes, kStates, kChunk, true>
+                         : scan_forward_kernel<T, kLanes, kStates, kChunk, false>;
     allow_smem(kernel, smem);
     const dim3 grid(static_cast<unsigned>((a.E + S::kC - 1) / S::kC), static_cast<unsigned>(a.B));
     kernel<<<grid, kThreads, smem, ::mom::cuda::stream(dev)>>>(a, o);
@@ -696,7 +742,8 @@ SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const S
       o.part_Bm = part_Bm.data<acc>();
       o.part_Cm = part_Cm.data<acc>();
       const size_t smem = sizeof(acc) * S::backward_elems;
-      auto kernel = scan_backward_kernel<T, kLanes, kStates, kChunk>;
+      auto kernel = a.rows ? scan_backward_kernel<T, kLanes, kStates, kChunk, true>
+                           : scan_backward_kernel<T, kLanes, kStates, kChunk, false>;
       allow_smem(kernel, smem);
       const dim3 grid(static_cast<unsigned>(G), static_cast<unsigned>(d.B));
       kernel<<<grid, kThreads, smem, ::mom::cuda::stream(dev.index)>>>(a, o);
@@ -705,8 +752,8 @@ SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const S
       sum_leading(o.part_A, d.B, d.E * d.N, r.dA.data<T>(), dev.index);
       if (r.dD.defined()) sum_leading(o.part_D, d.B, d.E, r.dD.data<T>(), dev.index);
       if (r.ddelta_bias.defined()) sum_leading(o.part_bias, d.B, d.E, r.ddelta_bias.data<T>(), dev.index);
-      sum_leading(o.part_Bm, G, d.B * d.L * d.N, r.dB_ssm.data<T>(), dev.index);
-      sum_leading(o.part_Cm, G, d.B * d.L * d.N, r.dC_ssm.data<T>(), dev.index);
+      sum_leading(o.part_Bm, G, d.B * d.L * d.N, r.dB_ssm.data<T>(), dev.index, a.rows, d.N);
+      sum_leading(o.part_Cm, G, d.B * d.L * d.N, r.dC_ssm.data<T>(), dev.index, a.rows, d.N);
     });
   });
   return r;

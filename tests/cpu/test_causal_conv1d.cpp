@@ -1,15 +1,19 @@
 // causal_conv1d: forward and backward against a dense banded-matrix reference in f64 (f32 and f64
-// kernels), finite differences, chunked and step-by-step calls against one call, determinism, bad input.
+// kernels), finite differences, chunked and step-by-step calls against one call, determinism, bad input;
+// rows in a routing's grouped order against the plain op, permuted.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "autograd/causal_conv1d.h"
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
 #include "kernels/causal_conv1d.h"
+#include "kernels/index.h"
+#include "kernels/masked_linear.h"
 #include "tests/support.h"
 
 namespace mom {
@@ -259,6 +263,105 @@ TEST(CausalConv1d, BadInput) {
   // Through the differentiable function, with inputs that require grad.
   Tensor xl = leaf(x);
   expect_error([&] { causal_conv1d(xl, zeros({3, 9})); }, "[causal_conv1d]");
+}
+
+// Same shape, dtype and bytes (two undefined tensors are equal; one is not).
+bool same_bits(const Tensor& a, const Tensor& b) {
+  if (!a.defined() || !b.defined()) return a.defined() == b.defined();
+  Tensor x = a.contiguous(), y = b.contiguous();
+  return x.dtype() == y.dtype() && x.shape() == y.shape() &&
+         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
+}
+
+// t (B, L, E) with its rows in the grouped order of r: row inverse[b*L + t] holds token (b, t).
+Tensor grouped(const Tensor& t, const kernels::Routing& r) {
+  const int64_t B = t.size(0), L = t.size(1), E = t.size(2);
+  return kernels::index_select(t.contiguous().view({B * L, E}), 0, r.perm).view({B, L, E});
+}
+
+TEST(CausalConv1d, RowsInGroupedOrderEqualPermutedPlainOp) {
+  const int64_t M = 3;
+  // The brief's shape, then one past the OpenMP threshold (B*L*E*W > 32768).
+  const ConvShape shapes[] = {{2, 37, 5, 4, false, false, false}, {2, 64, 96, 4, false, false, false}};
+  int n = 0;
+  for (DType dt : {DType::f64, DType::f32})
+    for (ConvShape s : shapes)
+      for (int flags = 0; flags < 8; ++flags) {
+        s.bias = flags & 1, s.init = flags & 2, s.silu = flags & 4;
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " " + describe(s));
+        Generator gen(700 + n++);
+        Tensor ids = randint({s.B * s.L}, 0, M, gen);
+        kernels::Routing r = kernels::Routing::from_modalities(ids, M);
+        ASSERT_FALSE(r.perm_is_identity);
+        Tensor x = randn({s.B, s.L, s.E}, gen, dt), w = randn({s.E, s.W}, gen, dt, 0, 0.5);
+        Tensor b = s.bias ? randn({s.E}, gen, dt) : Tensor();
+        Tensor init = s.init ? randn({s.B, s.W - 1, s.E}, gen, dt) : Tensor();
+        Tensor dy = randn({s.B, s.L, s.E}, gen, dt);
+        Tensor dfinal = flags % 3 ? randn({s.B, s.W - 1, s.E}, gen, dt) : Tensor();
+
+        kernels::CausalConv1dOutput plain = kernels::causal_conv1d_forward(x, w, b, init, s.silu);
+        kernels::CausalConv1dOutput rows = kernels::causal_conv1d_forward(grouped(x, r), w, b, init, s.silu, &r);
+        EXPECT_EQ(rows.y.shape(), x.shape());
+        EXPECT_TRUE(same_bits(rows.y, grouped(plain.y, r)));
+        EXPECT_TRUE(same_bits(rows.final_window, plain.final_window));
+        // The layouts do differ: the grouped y is not the plain one.
+        EXPECT_GT(test::max_abs_diff(rows.y, plain.y), 0.0);
+
+        kernels::CausalConv1dGrads pg = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, s.silu);
+        kernels::CausalConv1dGrads rg =
+            kernels::causal_conv1d_backward(grouped(dy, r), dfinal, grouped(x, r), w, b, init, s.silu, &r);
+        EXPECT_TRUE(same_bits(rg.dx, grouped(pg.dx, r)));
+        EXPECT_TRUE(same_bits(rg.dweight, pg.dweight));
+        EXPECT_TRUE(same_bits(rg.dbias, pg.dbias));
+        EXPECT_TRUE(same_bits(rg.dinitial_window, pg.dinitial_window));
+      }
+}
+
+TEST(CausalConv1d, GroupedRowsThroughAutogradEqualPermutedPlain) {
+  const int64_t B = 2, L = 11, E = 3, W = 4, M = 2;
+  Generator gen(41);
+  kernels::Routing r = kernels::Routing::from_modalities(randint({B * L}, 0, M, gen), M);
+  Tensor x = randn({B, L, E}, gen, DType::f64), w = randn({E, W}, gen, DType::f64), b = randn({E}, gen, DType::f64);
+  Tensor gy = randn({B, L, E}, gen, DType::f64);
+
+  Tensor x1 = leaf(x), w1 = leaf(w), b1 = leaf(b);
+  CausalConv1dResult plain = causal_conv1d(x1, w1, {b1, Tensor(), true});
+  backward({plain.out}, {gy});
+
+  Tensor x2 = leaf(grouped(x, r)), w2 = leaf(w), b2 = leaf(b);
+  CausalConv1dOptions opts;
+  opts.bias = b2;
+  opts.silu = true;
+  Tensor out;
+  {
+    kernels::Routing copy = r;  // gone before backward runs: the node keeps its own copy
+    opts.order = &copy;
+    out = causal_conv1d(x2, w2, opts).out;
+    opts.order = nullptr;
+  }
+  EXPECT_TRUE(same_bits(out.detach(), grouped(plain.out.detach(), r)));
+  backward({out}, {grouped(gy, r)});
+  EXPECT_TRUE(same_bits(x2.grad(), grouped(x1.grad(), r)));
+  EXPECT_TRUE(same_bits(w2.grad(), w1.grad()));
+  EXPECT_TRUE(same_bits(b2.grad(), b1.grad()));
+}
+
+TEST(CausalConv1d, GroupedRowsRejectAnotherRouting) {
+  Generator gen(6);
+  Tensor x = zeros({2, 5, 3}), w = zeros({3, 4}), dy = zeros({2, 5, 3});
+  kernels::Routing longer = kernels::Routing::from_modalities(randint({11}, 0, 2, gen), 2);
+  expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), false, &longer); },
+               "[causal_conv1d] the routing has 11 tokens, x has B*L = 10");
+  expect_error([&] { kernels::causal_conv1d_backward(dy, Tensor(), x, w, Tensor(), Tensor(), false, &longer); },
+               "[causal_conv1d] the routing has 11 tokens, x has B*L = 10");
+  kernels::Routing empty;
+  expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), false, &empty); },
+               "[causal_conv1d] the routing is empty or inconsistent");
+  // Through the differentiable function.
+  CausalConv1dOptions opts;
+  opts.order = &longer;
+  Tensor xl = leaf(x);
+  expect_error([&] { causal_conv1d(xl, w, opts); }, "[causal_conv1d] the routing has 11 tokens");
 }
 
 }  // namespace

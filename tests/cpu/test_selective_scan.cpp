@@ -13,6 +13,7 @@
 
 #include "autograd/engine.h"
 #include "autograd/selective_scan.h"
+#include "kernels/index.h"
 #include "kernels/selective_scan.h"
 #include "tests/support.h"
 
@@ -362,6 +363,59 @@ TEST(SelectiveScan, BitIdenticalAcrossThreadCounts) {
   }
   omp_set_num_threads(saved_threads);
   for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_EQ(runs[0][i], runs[1][i]) << "result " << i;
+}
+
+// With a row order the (b, t) rows are read and written at routing.inverse[b*L + t]: every output and
+// gradient is the plain scan's, permuted, bit for bit; autograd carries the order to the backward.
+TEST(SelectiveScan, RowsInGroupedOrderEqualPermutedPlainScan) {
+  Generator gen(9);
+  const Config c{2, 23, 6, 5, true, true, true, true, true};
+  const int64_t T = c.B * c.L;
+  std::vector<int32_t> ids(T);
+  for (int32_t& id : ids) id = static_cast<int32_t>(gen.randint(3));
+  const kernels::Routing routing = kernels::Routing::from_modalities(from_vector<int32_t>(ids, {T}), 3);
+  auto grouped = [&](const Tensor& t) {
+    const int64_t C = t.size(2);
+    return kernels::index_select(t.reshape({T, C}), 0, routing.perm).reshape({c.B, c.L, C});
+  };
+  SelectiveScanInputs in = random_inputs(c, gen, DType::f64);
+  Tensor dout = randn({c.B, c.L, c.E}, gen, DType::f64), dlast = randn({c.B, c.E, c.N}, gen, DType::f64);
+  const kernels::SelectiveScanParams plain = to_params(in);
+  kernels::SelectiveScanParams g = plain;
+  for (Tensor* t : {&g.u, &g.delta, &g.B_ssm, &g.C_ssm, &g.z}) *t = grouped(*t);
+  g.order = &routing;
+  kernels::SelectiveScanResult ref = kernels::selective_scan_forward(plain), got = kernels::selective_scan_forward(g);
+  EXPECT_EQ(got.out.to_vector<double>(), grouped(ref.out).to_vector<double>());
+  EXPECT_EQ(got.last_state.to_vector<double>(), ref.last_state.to_vector<double>());
+  kernels::SelectiveScanGrads gref = kernels::selective_scan_backward(plain, dout, dlast);
+  kernels::SelectiveScanGrads ggot = kernels::selective_scan_backward(g, grouped(dout), dlast);
+  for (auto [got_t, ref_t] : {std::pair{ggot.du, grouped(gref.du)}, {ggot.ddelta, grouped(gref.ddelta)},
+                              {ggot.dB_ssm, grouped(gref.dB_ssm)}, {ggot.dC_ssm, grouped(gref.dC_ssm)},
+                              {ggot.dz, grouped(gref.dz)}, {ggot.dA, gref.dA}, {ggot.dD, gref.dD},
+                              {ggot.ddelta_bias, gref.ddelta_bias}, {ggot.dinitial_state, gref.dinitial_state}})
+    EXPECT_EQ(got_t.to_vector<double>(), ref_t.to_vector<double>());
+  // Through autograd: the node keeps a copy of the routing (this one goes out of scope first).
+  Tensor u = grouped(in.u).detach();
+  u.set_requires_grad(true);
+  SelectiveScanResult r;
+  {
+    const kernels::Routing copy = routing;
+    SelectiveScanInputs gi = in;
+    gi.u = u;
+    gi.delta = grouped(in.delta);
+    gi.B_ssm = grouped(in.B_ssm);
+    gi.C_ssm = grouped(in.C_ssm);
+    gi.z = grouped(in.z);
+    gi.order = &copy;
+    r = selective_scan(gi);
+  }
+  backward(r.out, grouped(dout));
+  kernels::SelectiveScanGrads only_out = kernels::selective_scan_backward(plain, dout, Tensor());
+  EXPECT_EQ(u.grad().to_vector<double>(), grouped(only_out.du).to_vector<double>());
+  const kernels::Routing wrong = kernels::Routing::from_modalities(zeros({T + 1}, DType::i32), 1);
+  g.order = &wrong;
+  expect_error([&] { kernels::selective_scan_forward(g); },
+               "[selective_scan] the row order's routing has 47 tokens, u has B*L = 46");
 }
 
 TEST(SelectiveScan, SavedInputChangedInPlaceIsAnError) {

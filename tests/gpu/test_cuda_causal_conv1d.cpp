@@ -3,7 +3,8 @@
 // and longer than W-1, a chunk, a block of chunks), odd E (scalar path) and E a multiple of 4 (vector
 // path, and its misaligned fallback), B 1..4, with and without bias, SiLU, initial window and final
 // window gradient. Chained calls equal one call on the whole sequence; results repeat bit for bit;
-// mixed devices are rejected.
+// mixed devices are rejected. Rows in a routing's grouped order match the CPU's and equal the plain
+// CUDA op permuted, bit for bit.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +13,8 @@
 
 #include "core/tensor.h"
 #include "kernels/causal_conv1d.h"
+#include "kernels/index.h"
+#include "kernels/masked_linear.h"
 #include "tests/gpu/cuda_support.h"
 #include "tests/support.h"
 
@@ -230,6 +233,92 @@ TEST_F(Cuda, CausalConv1dRejectsMixedDevicesAndBadShapes) {
                "[causal_conv1d] dfinal_window is on cpu but x is on cuda:0");
   expect_error([&] { kernels::causal_conv1d_backward(ones({2, 4, 3}, DType::f32, kGpu), Tensor(), x, w, b, init, true); },
                "[causal_conv1d] dy has shape (2, 4, 3), expected (2, 5, 3)");
+}
+
+// t (B, L, E) with its rows in the grouped order of r (on t's device): row inverse[b*L + t] holds
+// token (b, t).
+Tensor grouped(const Tensor& t, const kernels::Routing& r) {
+  const int64_t B = t.size(0), L = t.size(1), E = t.size(2);
+  return kernels::index_select(t.contiguous().view({B * L, E}), 0, r.perm).view({B, L, E});
+}
+
+// The op with x and dy (and so y and dx) in the grouped order of r, on r's device, in dtype dt.
+ConvResults run_grouped(const ConvCase& c, const ConvInputs& in, DType dt, const kernels::Routing& r) {
+  const Device dev = r.device();
+  auto put = [&](const Tensor& t, bool used) { return used ? t.to(dt).to(dev) : Tensor(); };
+  Tensor x = grouped(put(in.x, true), r), w = put(in.w, true), b = put(in.b, c.bias), init = put(in.init, c.init);
+  Tensor dy = grouped(put(in.dy, true), r), dfinal = put(in.dfinal, c.dfinal);
+  kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward(x, w, b, init, c.silu, &r);
+  kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, c.silu, &r);
+  return {out.y, out.final_window, g.dx, g.dweight, g.dbias, g.dinitial_window};
+}
+
+TEST_F(Cuda, ConvRowsInGroupedOrderMatchCpu) {
+  uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Generator gen(seed);
+  const int64_t M = 3;
+  // E a multiple of 4 (vector packs) and not; L of one step, shorter than W-1, across chunks and blocks.
+  const ConvCase cases[] = {
+      {2, 37, 5, 4, true, true, true, true},        {3, 1000, 64, 4, true, false, true, true},
+      {1, 2049, 1536, 4, true, true, false, true},  {2, 300, 129, 8, false, true, true, false},
+      {4, 70, 8, 3, false, false, false, true},     {2, 2, 12, 8, true, true, true, true},
+      {3, 1, 4, 2, true, true, true, false},        {2, 513, 1537, 5, true, true, true, true},
+  };
+  double worst32[6] = {}, worst64[6] = {};
+  for (const ConvCase& c : cases) {
+    SCOPED_TRACE(describe(c));
+    ConvInputs in = make_inputs(c, gen);
+    Tensor ids = randint({c.B * c.L}, 0, M, gen);
+    const kernels::Routing cpu_routing = kernels::Routing::from_modalities(ids, M);
+    const kernels::Routing gpu_routing = kernels::Routing::from_modalities(ids.to(kGpu), M);
+    ConvResults ref = run_grouped(c, in, DType::f64, cpu_routing);
+    for (DType dt : {DType::f32, DType::f64}) {
+      SCOPED_TRACE(dtype_name(dt));
+      ConvResults got = run_grouped(c, in, dt, gpu_routing);
+      // y, final_window, dx, dinitial_window: at most W terms each; dweight, dbias: sums over B*L.
+      const double tol = dt == DType::f32 ? 1e-5 : 1e-12, sum_tol = dt == DType::f32 ? 1e-4 : 1e-12;
+      std::vector<Tensor> g = fields(got), r = fields(ref);
+      for (size_t i = 0; i < g.size(); ++i) {
+        ASSERT_EQ(g[i].defined(), r[i].defined()) << kFields[i];
+        if (!r[i].defined()) continue;
+        EXPECT_EQ(g[i].device(), kGpu) << kFields[i];
+        ASSERT_EQ(g[i].shape(), r[i].shape()) << kFields[i];
+        const double err = rel_error(g[i], r[i]);
+        EXPECT_LT(err, i == 3 || i == 4 ? sum_tol : tol) << kFields[i];
+        double& worst = (dt == DType::f32 ? worst32 : worst64)[i];
+        worst = std::max(worst, err);
+      }
+      // The plain CUDA op on the token-order tensors, its y and dx then permuted: the same bits.
+      ConvResults plain = run_conv(c, in, dt, kGpu);
+      plain.y = grouped(plain.y, gpu_routing);
+      plain.dx = grouped(plain.dx, gpu_routing);
+      std::vector<Tensor> p = fields(plain);
+      for (size_t i = 0; i < g.size(); ++i) EXPECT_TRUE(same_bits(g[i], p[i])) << kFields[i] << " vs plain, permuted";
+    }
+  }
+  print_worst("grouped rows, float32 GPU vs float64 CPU", worst32);
+  print_worst("grouped rows, float64 GPU vs float64 CPU", worst64);
+}
+
+TEST_F(Cuda, ConvRowsRejectARoutingOfAnotherLengthOrDevice) {
+  Generator gen(fresh_seed());
+  Tensor x = ones({2, 5, 3}, DType::f32, kGpu), w = ones({3, 4}, DType::f32, kGpu);
+  Tensor dy = ones({2, 5, 3}, DType::f32, kGpu);
+  Tensor ids = randint({10}, 0, 2, gen);
+  const kernels::Routing on_cpu = kernels::Routing::from_modalities(ids, 2);
+  const kernels::Routing longer = kernels::Routing::from_modalities(randint({11}, 0, 2, gen).to(kGpu), 2);
+  expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), true, &on_cpu); },
+               "[causal_conv1d] the routing is on cpu but x is on cuda:0");
+  expect_error([&] { kernels::causal_conv1d_backward(dy, Tensor(), x, w, Tensor(), Tensor(), true, &on_cpu); },
+               "[causal_conv1d] the routing is on cpu but x is on cuda:0");
+  expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), true, &longer); },
+               "[causal_conv1d] the routing has 11 tokens, x has B*L = 10");
+  expect_error([&] { kernels::causal_conv1d_backward(dy, Tensor(), x, w, Tensor(), Tensor(), true, &longer); },
+               "[causal_conv1d] the routing has 11 tokens, x has B*L = 10");
+  const kernels::Routing on_gpu = kernels::Routing::from_modalities(ids.to(kGpu), 2);
+  expect_error([&] { kernels::causal_conv1d_forward(x.to(kCpu), w.to(kCpu), Tensor(), Tensor(), true, &on_gpu); },
+               "[causal_conv1d] the routing is on cuda:0 but x is on cpu");
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include "core/tensor.h"
 #include "kernels/elementwise.h"
+#include "kernels/index.h"
 #include "kernels/selective_scan.h"
 #include "tests/gpu/cuda_support.h"
 #include "tests/support.h"
@@ -211,6 +212,54 @@ TEST_F(Cuda, ScanChainedCallsEqualOneCall) {
   EXPECT_LT(rel_error(g1.dinitial_state, g.dinitial_state), 1e-5);
   EXPECT_LT(rel_error(kernels::add(g1.dA, g2.dA), g.dA), 1e-5);
   EXPECT_LT(rel_error(kernels::add(g1.dD, g2.dD), g.dD), 1e-5);
+}
+
+// A row order (the routing's grouped order) reads and writes the same values at other rows: every
+// output and gradient equals the plain scan's, permuted, bit for bit.
+TEST_F(Cuda, ScanRowsInGroupedOrderEqualPermutedPlainScan) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Generator gen(seed);
+  for (const Config& c : {Config{3, 300, 67, 16}, Config{2, 37, 130, 5, false, true, false, false, true}}) {
+    const int64_t T = c.B * c.L;
+    std::vector<int32_t> ids(T);
+    for (int32_t& id : ids) id = static_cast<int32_t>(gen.randint(3));
+    const kernels::Routing routing = kernels::Routing::from_modalities(from_vector<int32_t>(ids, {T}).to(kGpu), 3);
+    auto grouped = [&](const Tensor& t) {
+      if (!t.defined()) return t;
+      const int64_t C = t.size(2);
+      return kernels::index_select(t.reshape({T, C}), 0, routing.perm).reshape({c.B, c.L, C});
+    };
+    for (DType dt : {DType::f32, DType::f64}) {
+      SCOPED_TRACE(describe(c) + " " + dtype_name(dt));
+      SelectiveScanParams plain = moved(random_params(c, gen, dt), kGpu, dt);
+      Tensor dout = randn({c.B, c.L, c.E}, gen, dt).to(kGpu), dlast = randn({c.B, c.E, c.N}, gen, dt).to(kGpu);
+      SelectiveScanParams g = plain;
+      for (Tensor* t : {&g.u, &g.delta, &g.B_ssm, &g.C_ssm, &g.z}) *t = grouped(*t);
+      g.order = &routing;
+      SelectiveScanResult ref = kernels::selective_scan_forward(plain), got = kernels::selective_scan_forward(g, true);
+      EXPECT_TRUE(same_bits(got.out, grouped(ref.out)));
+      EXPECT_TRUE(same_bits(got.last_state, ref.last_state));
+      SelectiveScanGrads gref = kernels::selective_scan_backward(plain, dout, dlast);
+      for (const Tensor& ckpt : {Tensor(), got.checkpoints}) {  // the backward's two paths
+        SelectiveScanGrads ggot = kernels::selective_scan_backward(g, grouped(dout), dlast, ckpt);
+        for (auto [name, field] : grad_fields()) {
+          const Tensor& r = gref.*field;
+          if (!r.defined()) continue;
+          const bool seq = r.dim() == 3 && r.size(0) == c.B && r.size(1) == c.L;
+          EXPECT_TRUE(same_bits(ggot.*field, seq && field != &SelectiveScanGrads::dinitial_state ? grouped(r) : r))
+              << name;
+        }
+      }
+    }
+  }
+  // A routing over another number of tokens is an error.
+  const kernels::Routing short_routing =
+      kernels::Routing::from_modalities(zeros({5}, DType::i32).to(kGpu), 1);
+  SelectiveScanParams p = moved(random_params(Config{1, 4, 3, 2}, gen, DType::f32), kGpu, DType::f32);
+  p.order = &short_routing;
+  expect_error([&] { kernels::selective_scan_forward(p); },
+               "[selective_scan] the row order's routing has 5 tokens, u has B*L = 4");
 }
 
 TEST_F(Cuda, ScanRepeatsBitForBit) {
