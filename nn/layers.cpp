@@ -26,6 +26,34 @@ Tensor Linear::forward(const Tensor& x) const {
   return reshape(y, out_shape);
 }
 
+std::vector<Tensor> Linear::forward_split(const Tensor& x, const std::vector<int64_t>& split) const {
+  MOM_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "Linear",
+            "input has " << (x.dim() ? x.size(-1) : 0) << " features, the layer expects " << weight.size(1));
+  int64_t total = 0;
+  for (int64_t n : split) {
+    MOM_CHECK(n >= 1, "Linear", "split sizes must be positive, got " << n);
+    total += n;
+  }
+  MOM_CHECK(total == weight.size(0), "Linear", "split sizes sum to " << total << ", the layer has " << weight.size(0)
+                                                                     << " outputs");
+  // One product per part reads x once more per extra part; one product and a split copy read and
+  // write y once more. Whichever moves fewer bytes.
+  const int64_t extra_reads = (static_cast<int64_t>(split.size()) - 1) * weight.size(1);
+  if (extra_reads >= 2 * weight.size(0)) return mom::split(forward(x), split, -1);
+  Shape out_shape = x.shape();
+  const Tensor rows = reshape(x, {-1, weight.size(1)});
+  std::vector<Tensor> parts;
+  int64_t start = 0;
+  for (int64_t n : split) {
+    Tensor y = matmul(rows, transpose(narrow(weight, 0, start, n), 0, 1));
+    if (bias.defined()) y = add(y, narrow(bias, 0, start, n));
+    out_shape.back() = n;
+    parts.push_back(reshape(y, out_shape));
+    start += n;
+  }
+  return parts;
+}
+
 ModalityLinear::ModalityLinear(int64_t in, int64_t out, int64_t M, bool bias, Generator& gen, DType dtype) {
   MOM_CHECK(M >= 1, "ModalityLinear", "needs at least one expert, got " << M);
   for (int64_t m = 0; m < M; ++m)
@@ -33,14 +61,20 @@ ModalityLinear::ModalityLinear(int64_t in, int64_t out, int64_t M, bool bias, Ge
 }
 
 Tensor ModalityLinear::forward(const Tensor& x, const Routing& routing) const {
+  return forward_split(x, routing, {})[0];  // no split, token order: masked_linear
+}
+
+std::vector<Tensor> ModalityLinear::forward_split(const Tensor& x, const Routing& routing,
+                                                  const std::vector<int64_t>& split, kernels::RowOrder order) const {
   MOM_CHECK(routing.num_modalities == static_cast<int64_t>(experts.size()), "ModalityLinear",
-            "routing is over " << routing.num_modalities << " modalities, the layer has " << experts.size() << " experts");
+            "routing is over " << routing.num_modalities << " modalities, the layer has " << experts.size()
+                               << " experts");
   std::vector<Tensor> w, b;
   for (const auto& e : experts) {
     w.push_back(e->weight);
     if (e->bias.defined()) b.push_back(e->bias);
   }
-  return masked_linear(x, routing, w, b);
+  return masked_linear_split(x, routing, w, b, split, order);
 }
 
 Embedding::Embedding(int64_t V, int64_t D, Generator& gen, DType dtype) {
@@ -61,11 +95,12 @@ CausalConv1d::CausalConv1d(int64_t E, int64_t W, bool with_bias, Generator& gen,
   if (with_bias) bias = register_parameter("bias", uniform({E}, -k, k, gen, dtype), /*weight_decay=*/false);
 }
 
-CausalConv1dResult CausalConv1d::forward(const Tensor& x, const Tensor& window, bool silu) const {
+CausalConv1dResult CausalConv1d::forward(const Tensor& x, const Tensor& window, bool silu, const Routing* order) const {
   CausalConv1dOptions opts;
   opts.bias = bias;
   opts.initial_window = window;
   opts.silu = silu;
+  opts.order = order;
   return causal_conv1d(x, reshape(weight, {weight.size(0), weight.size(2)}), opts);
 }
 

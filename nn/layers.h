@@ -17,6 +17,10 @@ class Linear : public Module {
  public:
   Linear(int64_t in, int64_t out, bool bias, Generator& gen, DType dtype = DType::f32);
   Tensor forward(const Tensor& x) const;
+  // The output's columns in parts of split[i] (summing to Out): split(forward(x), split, -1), computed
+  // as one product per part with the part's rows of the weight when that moves fewer bytes than the
+  // copy that cuts the output (parts wider than the input, as in_proj's x and z).
+  std::vector<Tensor> forward_split(const Tensor& x, const std::vector<int64_t>& split) const;
   Tensor weight, bias;
 };
 
@@ -27,6 +31,9 @@ class ModalityLinear : public Module {
  public:
   ModalityLinear(int64_t in, int64_t out, int64_t M, bool bias, Generator& gen, DType dtype = DType::f32);
   Tensor forward(const Tensor& x, const Routing& routing) const;  // x (T, In) -> (T, Out)
+  // The output's columns in parts of split[i] (masked_linear_split).
+  std::vector<Tensor> forward_split(const Tensor& x, const Routing& routing, const std::vector<int64_t>& split,
+                                    kernels::RowOrder order = {}) const;
   std::vector<std::shared_ptr<Linear>> experts;
 };
 
@@ -50,7 +57,8 @@ class CausalConv1d : public Module {
  public:
   CausalConv1d(int64_t E, int64_t W, bool bias, Generator& gen, DType dtype = DType::f32);
   // x (B, L, E); window (B, W-1, E) or undefined; returns the output and the final window.
-  CausalConv1dResult forward(const Tensor& x, const Tensor& window, bool silu) const;
+  // order: the rows of x and of the output in that routing's grouped order (causal_conv1d's order).
+  CausalConv1dResult forward(const Tensor& x, const Tensor& window, bool silu, const Routing* order = nullptr) const;
   Tensor weight, bias;
 };
 

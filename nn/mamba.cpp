@@ -22,6 +22,13 @@ Tensor Projection::forward(const Tensor& x, const Routing& routing) const {
   return split ? split->forward(x, routing) : shared->forward(x);
 }
 
+std::vector<Tensor> Projection::forward_split(const Tensor& x, const Routing& routing,
+                                             const std::vector<int64_t>& split_sizes, kernels::RowOrder order) const {
+  if (split) return split->forward_split(x, routing, split_sizes, order);
+  MOM_CHECK(order.x_grouped == order.y_grouped, "Projection", "a shared projection keeps the row order of its input");
+  return shared->forward_split(x, split_sizes);
+}
+
 std::vector<std::shared_ptr<Linear>> Projection::linears() const {
   return split ? split->experts : std::vector<std::shared_ptr<Linear>>{shared};
 }
@@ -78,10 +85,17 @@ Tensor MambaBlock::forward(const Tensor& x, const Routing& routing, MambaLayerSt
   const int64_t E = config_.d_inner(), N = config_.d_state, R = config_.rank();
   MOM_CHECK(routing.num_tokens() == T, "MambaBlock", "routing covers " << routing.num_tokens() << " tokens, the input has " << T);
 
-  std::vector<Tensor> xz = split(in_proj.forward(reshape(x, {T, config_.d_model}), routing), {E, E}, 1);
-  CausalConv1dResult conv = conv1d->forward(reshape(xz[0], {B, L, E}), state ? state->conv_window : Tensor(), true);
-  std::vector<Tensor> dbc = split(x_proj.forward(reshape(conv.out, {T, E}), routing), {R, N, N}, 1);
-  Tensor dt = dt_proj.forward(dbc[0], routing);
+  // Grouped rows: when in_proj and out_proj are routed, the activations between them keep the
+  // routing's grouped order (row p is token routing.perm[p]); the conv and the scan read and write their
+  // rows through routing.inverse, so only in_proj's gather and out_proj's scatter move rows.
+  const bool grouped = config_.split_in_proj && config_.split_out_proj;
+  const Routing* order = grouped ? &routing : nullptr;
+  const kernels::RowOrder in_order{false, grouped}, inner{grouped, grouped}, out_order{grouped, false};
+  std::vector<Tensor> xz = in_proj.forward_split(reshape(x, {T, config_.d_model}), routing, {E, E}, in_order);
+  CausalConv1dResult conv =
+      conv1d->forward(reshape(xz[0], {B, L, E}), state ? state->conv_window : Tensor(), true, order);
+  std::vector<Tensor> dbc = x_proj.forward_split(reshape(conv.out, {T, E}), routing, {R, N, N}, inner);
+  Tensor dt = dt_proj.forward_split(dbc[0], routing, {E}, inner)[0];
 
   SelectiveScanInputs in;
   in.u = conv.out;
@@ -93,12 +107,14 @@ Tensor MambaBlock::forward(const Tensor& x, const Routing& routing, MambaLayerSt
   in.z = reshape(xz[1], {B, L, E});
   in.initial_state = state ? state->ssm : Tensor();
   in.delta_softplus = true;
+  in.order = order;
   SelectiveScanResult scan = selective_scan(in);
   if (state) {
     state->conv_window = conv.final_window.detach();
     state->ssm = scan.last_state.detach();
   }
-  return reshape(out_proj.forward(reshape(scan.out, {T, E}), routing), {B, L, config_.d_model});
+  Tensor out = out_proj.forward_split(reshape(scan.out, {T, E}), routing, {config_.d_model}, out_order)[0];
+  return reshape(out, {B, L, config_.d_model});
 }
 
 }  // namespace mom::nn

@@ -14,6 +14,9 @@
 // numbers (issue 8) and our targets are printed beside ours.
 //
 // Usage: bench_cuda_layer [runs]   (default 20, at least 10)
+//        bench_cuda_layer profile mom|dense 0|1   one step (TF32 off|allowed) between cudaProfilerStart and
+//        cudaProfilerStop, after two warm-up steps, for `ncu --profile-from-start off`; prints the memory
+//        held after the forward and the step's peak.
 #include <cstdio>
 #include <cstdlib>
 
@@ -26,10 +29,12 @@ int main() {
 
 #else
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -69,21 +74,36 @@ struct Result {
   double ms = 0, forward_ms = 0, peak_mib = 0, routing_ms = 0;
 };
 
-Result bench_block(bool mom, bool tf32, int runs, uint64_t seed) {
+// One block on the GPU with its batch: modality ids, input x (requiring grad) and output gradient dy.
+struct Setup {
   nn::MambaConfig c;
-  c.d_model = kD;
-  c.expand = 2;
-  c.d_state = 16;
-  c.d_conv = 4;
-  c.n_modalities = mom ? kModalities : 1;
-  c.split_in_proj = c.split_x_proj = c.split_dt_proj = c.split_out_proj = mom;
+  std::unique_ptr<nn::MambaBlock> block;
+  Tensor ids, x, dy;
+};
+
+Setup make_setup(bool mom, uint64_t seed) {
+  Setup s;
+  s.c.d_model = kD;
+  s.c.expand = 2;
+  s.c.d_state = 16;
+  s.c.d_conv = 4;
+  s.c.n_modalities = mom ? kModalities : 1;
+  s.c.split_in_proj = s.c.split_x_proj = s.c.split_dt_proj = s.c.split_out_proj = mom;
   Generator gen(seed);
-  nn::MambaBlock block(c, gen);
-  block.to(kGpu);
-  Tensor ids = (mom ? span_modalities(gen) : zeros({kB * kL}, DType::i32)).to(kGpu);
-  Tensor x = randn({kB, kL, kD}, gen).to(kGpu);
-  x.set_requires_grad(true);
-  Tensor dy = randn({kB, kL, kD}, gen, DType::f32, 0.0, 0.02).to(kGpu);
+  s.block = std::make_unique<nn::MambaBlock>(s.c, gen);
+  s.block->to(kGpu);
+  s.ids = (mom ? span_modalities(gen) : zeros({kB * kL}, DType::i32)).to(kGpu);
+  s.x = randn({kB, kL, kD}, gen).to(kGpu);
+  s.x.set_requires_grad(true);
+  s.dy = randn({kB, kL, kD}, gen, DType::f32, 0.0, 0.02).to(kGpu);
+  return s;
+}
+
+Result bench_block(bool mom, bool tf32, int runs, uint64_t seed) {
+  Setup s = make_setup(mom, seed);
+  const nn::MambaConfig& c = s.c;
+  nn::MambaBlock& block = *s.block;
+  Tensor &ids = s.ids, &x = s.x, &dy = s.dy;
   kernels::set_allow_tf32(tf32);
 
   Result r;
@@ -114,9 +134,41 @@ Result bench_block(bool mom, bool tf32, int runs, uint64_t seed) {
   return r;
 }
 
+// One profiled step of one block (see Usage).
+int profile_block(bool mom, bool tf32) {
+  Setup s = make_setup(mom, 11);
+  const nn::MambaConfig& c = s.c;
+  nn::MambaBlock& block = *s.block;
+  Tensor &ids = s.ids, &x = s.x, &dy = s.dy;
+  kernels::set_allow_tf32(tf32);
+  const kernels::Routing routing = kernels::Routing::from_modalities(ids, c.n_modalities);
+  for (int i = 0; i < 3; ++i) {
+    cuda::synchronize(0);
+    const size_t before = cuda::memory_stats(0).current;
+    cuda::reset_peak(0);
+    if (i == 2) MOM_CUDA_CHECK(cudaProfilerStart());
+    Tensor out = block.forward(x, routing);
+    cuda::synchronize(0);
+    const size_t after_forward = cuda::memory_stats(0).current;
+    backward(out, dy);
+    cuda::synchronize(0);
+    if (i == 2) MOM_CUDA_CHECK(cudaProfilerStop());
+    std::printf("step %d: held after forward %.1f MiB, peak %.1f MiB above the start\n", i,
+                static_cast<double>(after_forward - before) / (1 << 20),
+                static_cast<double>(cuda::memory_stats(0).peak - before) / (1 << 20));
+    block.zero_grad();
+    x.zero_grad();
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "profile") {
+    if (!cuda_available()) return 1;
+    return profile_block(std::string(argv[2]) == "mom", std::atoi(argv[3]) != 0);
+  }
   const int runs = std::max(10, argc > 1 ? std::atoi(argv[1]) : 20);
   if (!cuda_available()) {
     std::printf("bench_cuda_layer: no CUDA device visible\n");

@@ -51,6 +51,40 @@ void copy_dense_into_mom(const nn::Module& dense, nn::Module& mom_model) {
 
 Tensor modality_ids(const std::vector<int32_t>& ids, int64_t B, int64_t L) { return from_vector<int32_t>(ids, {B, L}); }
 
+// Linear::forward_split equals split(forward(x)) in values and gradients, whether it takes one
+// product per part (parts wider than the input) or one product and a copy.
+TEST(Linear, ForwardSplitEqualsSplitOfForward) {
+  Generator gen(7);
+  for (const auto& split : {std::vector<int64_t>{6, 6}, std::vector<int64_t>{1, 2, 1}}) {
+    const int64_t out = split.size() == 2 ? 12 : 4;
+    nn::Linear lin(5, out, true, gen, DType::f64);
+    Tensor x = randn({3, 2, 5}, gen, DType::f64);
+    x.set_requires_grad(true);
+    std::vector<Tensor> ref = mom::split(lin.forward(x), split, -1), parts = lin.forward_split(x, split);
+    ASSERT_EQ(parts.size(), split.size());
+    std::vector<Tensor> dys;
+    Tensor loss_ref = zeros({}, DType::f64), loss = zeros({}, DType::f64);
+    for (size_t k = 0; k < split.size(); ++k) {
+      EXPECT_EQ(parts[k].shape(), (Shape{3, 2, split[k]}));
+      EXPECT_LT(test::rel_error(parts[k], ref[k]), 1e-14) << "part " << k;
+      Tensor dy = randn(parts[k].shape(), gen, DType::f64);
+      loss_ref = add(loss_ref, sum(mul(ref[k], dy)));
+      loss = add(loss, sum(mul(parts[k], dy)));
+    }
+    backward(loss_ref);
+    Tensor dx_ref = x.grad(), dw_ref = lin.weight.grad(), db_ref = lin.bias.grad();
+    lin.zero_grad();
+    x.zero_grad();
+    backward(loss);
+    EXPECT_LT(test::rel_error(x.grad(), dx_ref), 1e-14);
+    EXPECT_LT(test::rel_error(lin.weight.grad(), dw_ref), 1e-14);
+    EXPECT_LT(test::rel_error(lin.bias.grad(), db_ref), 1e-14);
+  }
+  nn::Linear lin(5, 4, false, gen, DType::f64);
+  test::expect_error([&] { lin.forward_split(zeros({2, 5}, DType::f64), {1, 2}); },
+                     "[Linear] split sizes sum to 3, the layer has 4 outputs");
+}
+
 TEST(Mamba, MoMWithOneModalityEqualsDense) {
   Generator gen(1);
   MambaBlock dense(small_config(1, false), gen, DType::f64);
