@@ -43,7 +43,15 @@ struct SelectiveScanBackward : Node {
     p.initial_state = initial_state.unpack(*this);
     p.delta_softplus = delta_softplus;
     p.order = order ? &*order : nullptr;
-    kernels::SelectiveScanGrads d = kernels::selective_scan_backward(p, kernel_input(grads[0]), kernel_input(grads[1]), checkpoints);
+    // dz goes over dout when this node holds the only reference to dout's memory (the engine hands
+    // each node its gradients and keeps none; a root gradient or a retained one is shared).
+    const Tensor& g = grads[0];
+    const bool sole = g.defined() && g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1 &&
+                      g.is_contiguous();
+    Tensor dout = kernel_input(grads[0]);
+    if (sole) grads[0] = Tensor();
+    kernels::SelectiveScanGrads d =
+        kernels::selective_scan_backward(p, dout, kernel_input(grads[1]), checkpoints, sole && next_edges[6].valid());
     return {d.du, d.ddelta, d.dA, d.dB_ssm, d.dC_ssm, d.dD, d.dz, d.ddelta_bias, d.dinitial_state};
   }
 

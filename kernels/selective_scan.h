@@ -114,16 +114,19 @@ SelectiveScanDims check_selective_scan(const SelectiveScanParams& p);
 SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, bool save_checkpoints = false);
 
 // dout (B, L, E) and dlast_state (B, E, N) may be undefined (zero gradient). checkpoints: undefined, or
-// the forward's (CUDA).
+// the forward's (CUDA). dz_over_dout: dz may be written over dout, which the caller gives up (the
+// autograd node does when it holds the only reference): each element of dout is read before dz is
+// written there, by the same thread, so the backward needs no (B, L, E) buffer for dz (the block's
+// peak memory during the scan's backward, 96 MiB at the issue-8 layer).
 SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const Tensor& dout, const Tensor& dlast_state,
-                                           const Tensor& checkpoints = Tensor());
+                                           const Tensor& checkpoints = Tensor(), bool dz_over_dout = false);
 
 // CUDA versions, called by the functions above after their checks (CUDA builds only).
 namespace cuda {
 SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, const SelectiveScanDims& d,
                                            bool save_checkpoints);
 SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const SelectiveScanDims& d, const Tensor& dout,
-                                           const Tensor& dlast_state, const Tensor& checkpoints);
+                                           const Tensor& dlast_state, const Tensor& checkpoints, bool dz_over_dout);
 }  // namespace cuda
 
 }  // namespace mom::kernels

@@ -394,13 +394,14 @@ SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, bool sa
 }
 
 SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const Tensor& dout, const Tensor& dlast_state,
-                                           const Tensor& checkpoints) {
+                                           const Tensor& checkpoints, bool dz_over_dout) {
   const SelectiveScanDims d = check_selective_scan(p);
   const DType dt = p.u.dtype();
   check_optional(dout, "dout", "(B, L, E)", {d.B, d.L, d.E}, p.u);
   check_optional(dlast_state, "dlast_state", "(B, E, N)", {d.B, d.E, d.N}, p.u);
 #ifdef MOM_WITH_CUDA
-  if (p.u.device().is_cuda()) return cuda::selective_scan_backward(p, d, dout, dlast_state, checkpoints);
+  if (p.u.device().is_cuda())
+    return cuda::selective_scan_backward(p, d, dout, dlast_state, checkpoints, dz_over_dout);
 #endif
   MOM_CHECK(!checkpoints.defined(), kOp, "checkpoints come only from a CUDA forward");
   check_cpu(p.u, kOp, "u");
@@ -412,7 +413,8 @@ SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const T
   r.dB_ssm = grad_like(p.B_ssm);
   r.dC_ssm = grad_like(p.C_ssm);
   r.dD = grad_like(p.D);
-  r.dz = grad_like(p.z);
+  // dz over dout: backward_channel reads dout[i] before it writes dz[i], and no other task touches i.
+  r.dz = dz_over_dout && p.z.defined() && dout.defined() ? dout : grad_like(p.z);
   r.ddelta_bias = grad_like(p.delta_bias);
   r.dinitial_state = grad_like(p.initial_state);
   dispatch_float(dt, kOp, [&](auto tag) {

@@ -102,12 +102,6 @@ template <typename T> struct ScanArgs {
   int64_t nchunks;
 };
 
-// The storage row of step t (< L) of batch row b: read from the index with a row order (kRows).
-template <bool kRows, typename T> __device__ inline int64_t seq_row(const ScanArgs<T>& a, int64_t b, int64_t t) {
-  if constexpr (kRows) return a.rows[b * a.L + t];
-  return b * a.L + t;
-}
-
 template <typename T> struct ForwardOut {
   T* out;                     // (B, L, E) or null (checkpoint pass)
   T* last;                    // (B, E, N) or null
@@ -174,18 +168,28 @@ template <int kLanes> __device__ inline Place place(int64_t E) {
 // Without a row order: the plain row b*L + t, nothing held.
 template <bool kRows> struct RowPrefetch {
   template <int kChunk, typename T> __device__ void load(const ScanArgs<T>&, const Place&, int64_t) {}
+  template <int kChunk, typename T> __device__ void load_current(const ScanArgs<T>&, const Place&, int64_t) {}
   __device__ int64_t row(int, int64_t plain) const { return plain; }
+  __device__ int64_t current_row(int, int64_t plain) const { return plain; }
 };
 
 template <> struct RowPrefetch<true> {
-  int64_t next = 0;
-  template <int kChunk, typename T> __device__ void load(const ScanArgs<T>& a, const Place& p, int64_t k) {
+  int64_t next = 0, current = 0;
+  template <int kChunk, typename T> __device__ int64_t lane_row(const ScanArgs<T>& a, const Place& p, int64_t k) {
     static_assert(kChunk <= 32, "one chunk's rows fit in a warp");
     const int64_t t = k * kChunk + (p.tid % 32) % kChunk;
-    next = t >= 0 && t < a.L ? a.rows[p.b * a.L + t] : 0;  // outside [0, L): never used
+    return t >= 0 && t < a.L ? a.rows[p.b * a.L + t] : 0;  // outside [0, L): never used
   }
-  // Every lane of the warp calls it (the loads' loops are uniform); step = the step within the chunk.
+  template <int kChunk, typename T> __device__ void load(const ScanArgs<T>& a, const Place& p, int64_t k) {
+    next = lane_row<kChunk>(a, p, k);
+  }
+  // The rows of the chunk being computed, for its writes: read when the chunk starts, used at its end.
+  template <int kChunk, typename T> __device__ void load_current(const ScanArgs<T>& a, const Place& p, int64_t k) {
+    current = lane_row<kChunk>(a, p, k);
+  }
+  // Every lane of the warp calls these (outside any divergent branch); step = the step within the chunk.
   __device__ int64_t row(int step, int64_t) const { return __shfl_sync(0xffffffffu, next, step); }
+  __device__ int64_t current_row(int step, int64_t) const { return __shfl_sync(0xffffffffu, current, step); }
 };
 
 template <typename T, int kLanes, int kStates, int kChunk, bool kRows>
@@ -247,6 +251,7 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
   load_rows(0);
   load_chunk(0);
   for (int64_t k = 0; k < a.nchunks; ++k) {
+    rows.template load_current<kChunk>(a, p, k);
     T cur_z[kPairs];
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
@@ -299,12 +304,13 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
         const int q = p.tid + j * kThreads;
         const int tt = q / kC;
         const int64_t t = k * kChunk + tt;
+        const int64_t row = rows.current_row(tt, p.b * L + t);
         if (q >= S::per_channel || t >= L || !p.c_active) continue;
         acc y = Dv * s_u[q];
 #pragma unroll
         for (int l = 0; l < kLanes; ++l) y += s_ypart[tt * S::part_row + l * (kC + 1) + p.cc];
         if (a.z) y *= acc(cur_z[j]) * sigmoid(acc(cur_z[j]));
-        o.out[seq_row<kRows>(a, p.b, t) * E + p.ce] = T(y);
+        o.out[row * E + p.ce] = T(y);
       }
     }
     __syncthreads();  // the next chunk overwrites the staged arrays
@@ -387,6 +393,7 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
   load_rows(a.nchunks - 1);
   load_chunk(a.nchunks - 1);
   for (int64_t k = a.nchunks - 1; k >= 0; --k) {
+    rows.template load_current<kChunk>(a, p, k);
     // ---- stage the chunk ----
     acc cur_x[kPairs], cur_z[kPairs], cur_dout[kPairs];
 #pragma unroll
@@ -503,8 +510,9 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
       const int64_t t = k * kChunk + q / kC;
+      const int64_t row = rows.current_row(q / kC, p.b * L + t);
       if (q >= S::per_channel || t >= L || !p.c_active) continue;
-      const int64_t idx = seq_row<kRows>(a, p.b, t) * E + p.ce;
+      const int64_t idx = row * E + p.ce;
       const acc u = s_step[q].v[2], dy = s_step[q].v[3];
       o.du[idx] = T(s_du[q] + dy * Dv);
       const acc ddelta = a.softplus ? s_ddt[q] * softplus_grad(cur_x[j]) : s_ddt[q];
@@ -676,7 +684,8 @@ SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, const S
 }
 
 SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const SelectiveScanDims& d,
-                                           const Tensor& dout, const Tensor& dlast_state, const Tensor& checkpoints) {
+                                           const Tensor& dout, const Tensor& dlast_state, const Tensor& checkpoints,
+                                           bool dz_over_dout) {
   const Device dev = p.u.device();
   ::mom::cuda::DeviceGuard guard(dev.index);
   MOM_CHECK(d.B <= 65535, "selective_scan", "the CUDA scan supports B up to 65535, got " << d.B);
@@ -689,7 +698,8 @@ SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const S
   r.dB_ssm = grad_like(p.B_ssm);
   r.dC_ssm = grad_like(p.C_ssm);
   r.dD = grad_like(p.D);
-  r.dz = grad_like(p.z);
+  // dz over dout: dout is read in the chunk loads, one chunk ahead of the writes of the same elements.
+  r.dz = dz_over_dout && p.z.defined() && dout.defined() ? dout : grad_like(p.z);
   r.ddelta_bias = grad_like(p.delta_bias);
   r.dinitial_state = grad_like(p.initial_state);
   if (d.B == 0 || d.E == 0 || d.L == 0) {  // nothing was scanned: only the state passes through

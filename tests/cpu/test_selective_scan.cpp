@@ -418,6 +418,23 @@ TEST(SelectiveScan, RowsInGroupedOrderEqualPermutedPlainScan) {
                "[selective_scan] the row order's routing has 47 tokens, u has B*L = 46");
 }
 
+// dz written over dout (the autograd node's memory saving) gives the same gradients, bit for bit.
+TEST(SelectiveScan, DzOverDoutGivesTheSameGradients) {
+  Generator gen(10);
+  const Config c{2, 29, 7, 5, true, true, true, true, true};
+  const kernels::SelectiveScanParams p = to_params(random_inputs(c, gen, DType::f32));
+  Tensor dout = randn({c.B, c.L, c.E}, gen, DType::f32), dlast = randn({c.B, c.E, c.N}, gen, DType::f32);
+  kernels::SelectiveScanGrads ref = kernels::selective_scan_backward(p, dout, dlast);
+  Tensor given = dout.clone();
+  kernels::SelectiveScanGrads got = kernels::selective_scan_backward(p, given, dlast, Tensor(), true);
+  EXPECT_TRUE(got.dz.is_same(given));  // the same tensor: no new buffer
+  EXPECT_EQ(got.dz.to_vector<float>(), ref.dz.to_vector<float>());
+  EXPECT_EQ(got.du.to_vector<float>(), ref.du.to_vector<float>());
+  EXPECT_EQ(got.ddelta.to_vector<float>(), ref.ddelta.to_vector<float>());
+  EXPECT_EQ(got.dB_ssm.to_vector<float>(), ref.dB_ssm.to_vector<float>());
+  EXPECT_EQ(got.dD.to_vector<float>(), ref.dD.to_vector<float>());
+}
+
 TEST(SelectiveScan, SavedInputChangedInPlaceIsAnError) {
   Generator gen(5);
   SelectiveScanInputs in = random_inputs({1, 4, 3, 2, false, false, false, false, true}, gen, DType::f64);

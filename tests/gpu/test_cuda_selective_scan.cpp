@@ -262,6 +262,25 @@ TEST_F(Cuda, ScanRowsInGroupedOrderEqualPermutedPlainScan) {
                "[selective_scan] the row order's routing has 5 tokens, u has B*L = 4");
 }
 
+// dz written over dout (what the autograd node does when it owns dout): the same gradients, bit for
+// bit, through both backward paths, and no new buffer for dz.
+TEST_F(Cuda, ScanDzOverDoutGivesTheSameGradients) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Generator gen(seed);
+  const Config c{3, 300, 67, 16};
+  SelectiveScanParams p = moved(random_params(c, gen, DType::f32), kGpu, DType::f32);
+  Tensor dout = randn({c.B, c.L, c.E}, gen).to(kGpu), dlast = randn({c.B, c.E, c.N}, gen).to(kGpu);
+  SelectiveScanResult f = kernels::selective_scan_forward(p, true);
+  for (const Tensor& ckpt : {Tensor(), f.checkpoints}) {
+    SelectiveScanGrads ref = kernels::selective_scan_backward(p, dout, dlast, ckpt);
+    Tensor given = dout.clone();
+    SelectiveScanGrads got = kernels::selective_scan_backward(p, given, dlast, ckpt, true);
+    EXPECT_TRUE(got.dz.is_same(given));
+    for (auto [name, field] : grad_fields()) EXPECT_TRUE(same_bits(got.*field, ref.*field)) << name;
+  }
+}
+
 TEST_F(Cuda, ScanRepeatsBitForBit) {
   uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
