@@ -10,6 +10,8 @@
 //     out = out_proj[m](y)                  (T, D)
 // The dt bias is applied inside dt_proj (not as the scan's delta_bias) so that it can differ per
 // modality; for a shared dt_proj the two are the same math. A shared dt_proj keeps its bias.
+// When in_proj and out_proj are split, the rows between them stay in the routing's grouped order (the
+// conv and the scan read them through routing.inverse): the same numbers, fewer row moves.
 //
 // Parameter names follow the published modules: in_proj.weight when shared,
 // local_experts_in_proj.<m>.weight when split (likewise x_proj, dt_proj, out_proj), conv1d.weight
