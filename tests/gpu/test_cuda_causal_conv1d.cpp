@@ -83,9 +83,9 @@ const char* const kFields[] = {"y", "final_window", "dx", "dweight", "dbias", "d
 
 std::vector<Tensor> fields(const ConvResults& r) { return {r.y, r.final_window, r.dx, r.dweight, r.dbias, r.dinit}; }
 
-// Relative error of every defined field of `got` against `ref`; outputs (the first two) against
-// out_tol, gradients against grad_tol. Updates `worst`.
-void compare(const ConvResults& got, const ConvResults& ref, double out_tol, double grad_tol, double (&worst)[6]) {
+// Relative error of every defined field of `got` against `ref`, field i against tol[i] (in the order
+// of kFields). Updates `worst`.
+void compare(const ConvResults& got, const ConvResults& ref, const double (&tol)[6], double (&worst)[6]) {
   std::vector<Tensor> g = fields(got), r = fields(ref);
   for (size_t i = 0; i < g.size(); ++i) {
     ASSERT_EQ(g[i].defined(), r[i].defined()) << kFields[i];
@@ -93,9 +93,15 @@ void compare(const ConvResults& got, const ConvResults& ref, double out_tol, dou
     EXPECT_EQ(g[i].device(), kGpu) << kFields[i];
     ASSERT_EQ(g[i].shape(), r[i].shape()) << kFields[i];
     const double err = rel_error(g[i], r[i]);
-    EXPECT_LT(err, i < 2 ? out_tol : grad_tol) << kFields[i];
+    EXPECT_LT(err, tol[i]) << kFields[i];
     worst[i] = std::max(worst[i], err);
   }
+}
+
+// Outputs (the first two fields) against out_tol, gradients against grad_tol.
+void compare(const ConvResults& got, const ConvResults& ref, double out_tol, double grad_tol, double (&worst)[6]) {
+  const double tol[6] = {out_tol, out_tol, grad_tol, grad_tol, grad_tol, grad_tol};
+  compare(got, ref, tol, worst);
 }
 
 void print_worst(const char* what, const double (&worst)[6]) {
@@ -277,23 +283,14 @@ TEST_F(Cuda, ConvRowsInGroupedOrderMatchCpu) {
       SCOPED_TRACE(dtype_name(dt));
       ConvResults got = run_grouped(c, in, dt, gpu_routing);
       // y, final_window, dx, dinitial_window: at most W terms each; dweight, dbias: sums over B*L.
-      const double tol = dt == DType::f32 ? 1e-5 : 1e-12, sum_tol = dt == DType::f32 ? 1e-4 : 1e-12;
-      std::vector<Tensor> g = fields(got), r = fields(ref);
-      for (size_t i = 0; i < g.size(); ++i) {
-        ASSERT_EQ(g[i].defined(), r[i].defined()) << kFields[i];
-        if (!r[i].defined()) continue;
-        EXPECT_EQ(g[i].device(), kGpu) << kFields[i];
-        ASSERT_EQ(g[i].shape(), r[i].shape()) << kFields[i];
-        const double err = rel_error(g[i], r[i]);
-        EXPECT_LT(err, i == 3 || i == 4 ? sum_tol : tol) << kFields[i];
-        double& worst = (dt == DType::f32 ? worst32 : worst64)[i];
-        worst = std::max(worst, err);
-      }
+      const double t = dt == DType::f32 ? 1e-5 : 1e-12, sum_t = dt == DType::f32 ? 1e-4 : 1e-12;
+      const double tol[6] = {t, t, t, sum_t, sum_t, t};
+      compare(got, ref, tol, dt == DType::f32 ? worst32 : worst64);
       // The plain CUDA op on the token-order tensors, its y and dx then permuted: the same bits.
       ConvResults plain = run_conv(c, in, dt, kGpu);
       plain.y = grouped(plain.y, gpu_routing);
       plain.dx = grouped(plain.dx, gpu_routing);
-      std::vector<Tensor> p = fields(plain);
+      std::vector<Tensor> g = fields(got), p = fields(plain);
       for (size_t i = 0; i < g.size(); ++i) EXPECT_TRUE(same_bits(g[i], p[i])) << kFields[i] << " vs plain, permuted";
     }
   }
