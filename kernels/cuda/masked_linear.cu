@@ -19,9 +19,9 @@
 //   because the GEMMs' sizes are host values; an id out of range costs one more read for the message.
 //
 // masked_linear. Forward: gather the rows of x into grouped order (one kernel), one cuBLAS GEMM per
-// modality present, then scatter the grouped rows of y into token order in a second buffer with the
-// bias added on the way (one kernel per modality when there is a bias, one in all otherwise). The
-// per-modality GEMMs run side by side on the device's GEMM lanes (blas.cuh), joined before the
+// modality present with its bias added by the GEMM (blas.cuh), then scatter the grouped rows of y
+// into token order in a second buffer (one kernel). The per-modality GEMMs run side by side on the
+// device's GEMM lanes (blas.cuh), each with the algorithm of the whole T-row GEMM, joined before the
 // scatter. The CPU moves rows in place by following the permutation's cycles, a sequential walk; on
 // the GPU a second (T, Out) buffer makes the move one parallel pass. Backward: gather dy (and x for
 // the weight gradients), per modality dx_m = dy_m W_m into grouped order and dW_m = dy_m^T x_m on
@@ -177,13 +177,6 @@ __global__ void routing_inverse_kernel(const int64_t* __restrict__ perm, int64_t
 
 // ---- row moves ----
 
-template <typename T> __device__ inline T add(T a, T b) { return a + b; }
-template <typename T> __device__ inline Vec<T> add(Vec<T> a, const Vec<T>& b) {
-#pragma unroll
-  for (int j = 0; j < Vec<T>::width; ++j) a.v[j] += b.v[j];
-  return a;
-}
-
 // A row of `width` units cut into column parts, each its own (rows, part width) matrix: part k holds
 // units [end[k-1], end[k]) of every row (end[-1] = 0, end[count-1] = width). One part is a plain
 // matrix; several are the outputs of kernels::split(y, sizes, 1) (or the inputs of cat) without the copy.
@@ -216,21 +209,17 @@ __global__ void gather_rows_kernel(RowParts<const U> src, const int64_t* __restr
   }
 }
 
-// dst[perm[p], :] = src[p, :] (+ bias) for p < rows; perm null: row first_row + p, and then src may be
-// dst (each unit is read and written by the same thread).
+// dst[perm[p], :] = src[p, :] for p < rows (dst[p, :] when perm is null).
 template <typename U>
-__global__ void scatter_rows_kernel(const U* src, const int64_t* __restrict__ perm, int64_t first_row, int64_t rows,
-                                    int64_t width, int lanes_log2, const U* __restrict__ bias, RowParts<U> dst) {
+__global__ void scatter_rows_kernel(const U* __restrict__ src, const int64_t* __restrict__ perm, int64_t rows,
+                                    int64_t width, int lanes_log2, RowParts<U> dst) {
   const int64_t thread = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t lane = thread & ((int64_t(1) << lanes_log2) - 1);
   const int64_t step = (int64_t(gridDim.x) * blockDim.x) >> lanes_log2;
   for (int64_t p = thread >> lanes_log2; p < rows; p += step) {
     const U* s = src + p * width;
-    const int64_t row = perm ? perm[p] : first_row + p;
-    for (int64_t j = lane; j < width; j += int64_t(1) << lanes_log2) {
-      U* d = unit_at(dst, row, j);
-      *d = bias ? add(s[j], bias[j]) : s[j];
-    }
+    const int64_t row = perm ? perm[p] : p;
+    for (int64_t j = lane; j < width; j += int64_t(1) << lanes_log2) *unit_at(dst, row, j) = s[j];
   }
 }
 
@@ -294,24 +283,21 @@ template <typename T> void gather_rows(const T* src, const int64_t* perm, int64_
   gather_rows<T>({Part<const T>{src, C}}, perm, rows, dst, device);
 }
 
-// Row p of src (rows, C) to row perm[p] (first_row + p when perm is null) of the parts of dst, plus
-// bias (C) when given.
+// Row p of src (rows, C) to row perm[p] (p when perm is null) of the parts of dst.
 template <typename T>
-void scatter_rows(const T* src, const int64_t* perm, int64_t first_row, int64_t rows, const T* bias,
-                  const std::vector<Part<T>>& dst, int device) {
+void scatter_rows(const T* src, const int64_t* perm, int64_t rows, const std::vector<Part<T>>& dst, int device) {
   if (rows == 0) return;
   cudaStream_t st = ::mom::cuda::stream(device);
   int64_t C = 0;
   for (const Part<T>& q : dst) C += q.cols;
-  if (parts_vectorisable<T>(dst, src, bias)) {
+  if (parts_vectorisable<T>(dst, src, static_cast<const T*>(nullptr))) {
     const int64_t width = C / Vec<T>::width;
     const int l = lanes_log2_for(width);
     scatter_rows_kernel<Vec<T>><<<grid_for(rows << l, device), kThreads, 0, st>>>(
-        reinterpret_cast<const Vec<T>*>(src), perm, first_row, rows, width, l, reinterpret_cast<const Vec<T>*>(bias),
-        row_parts<Vec<T>, T>(dst, true));
+        reinterpret_cast<const Vec<T>*>(src), perm, rows, width, l, row_parts<Vec<T>, T>(dst, true));
   } else {
     const int l = lanes_log2_for(C);
-    scatter_rows_kernel<T><<<grid_for(rows << l, device), kThreads, 0, st>>>(src, perm, first_row, rows, C, l, bias,
+    scatter_rows_kernel<T><<<grid_for(rows << l, device), kThreads, 0, st>>>(src, perm, rows, C, l,
                                                                             row_parts<T, T>(dst, false));
   }
   MOM_CUDA_CHECK_LAUNCH();
@@ -470,42 +456,27 @@ std::vector<Tensor> masked_linear_forward(const Tensor& x, const Routing& routin
       const int64_t off = routing.offsets[m], n = routing.counts[m];
       if (n == 0) continue;
       const scalar_t* w = weight[m].data<scalar_t>();
+      const scalar_t* b = bias.empty() ? nullptr : bias[m].data<scalar_t>();
       cublasHandle_t lane = lanes.handle(static_cast<int>(m));
-      if (!per_part) {  // y_m (n, Out) = x_m (n, In) @ weight[m]^T
-        gemm(device, false, true, n, Out, In, xg + off * In, In, w, In, yg_t.data<scalar_t>() + off * Out, Out, lane);
+      if (!per_part) {  // y_m (n, Out) = x_m (n, In) @ weight[m]^T + bias[m]
+        Gemm<scalar_t> g(false, true, n, Out, In, xg + off * In, In, w, In, yg_t.data<scalar_t>() + off * Out, Out);
+        g.bias = b, g.plan_m = T;
+        gemm(device, g, lane);
         continue;
       }
-      int64_t start = 0;  // part k of y_m (n, cols) = x_m @ (rows [start, start + cols) of weight[m])^T
-      for (size_t k = 0; k < ys.size(); start += split[k], ++k)
-        gemm(device, false, true, n, split[k], In, xg + off * In, In, w + start * In, In,
-             ys[k].data<scalar_t>() + off * split[k], split[k], lane);
+      int64_t start = 0;  // part k of y_m (n, cols) = x_m @ (rows [start, start + cols) of weight[m])^T + its bias
+      for (size_t k = 0; k < ys.size(); start += split[k], ++k) {
+        Gemm<scalar_t> g(false, true, n, split[k], In, xg + off * In, In, w + start * In, In,
+                         ys[k].data<scalar_t>() + off * split[k], split[k]);
+        g.bias = b ? b + start : nullptr, g.plan_m = T;
+        gemm(device, g, lane);
+      }
     }
     lanes.join();
+    if (per_part || y_whole) return;  // the GEMMs wrote y
     std::vector<Part<scalar_t>> dst;
     for (size_t k = 0; k < ys.size(); ++k) dst.push_back({ys[k].data<scalar_t>(), split[k]});
-    const int64_t* order_perm = y_direct ? nullptr : perm;
-    if (per_part) {  // the parts are written; add each modality's bias in place
-      for (int64_t m = 0; m < M && !bias.empty(); ++m) {
-        int64_t start = 0;
-        for (size_t k = 0; k < ys.size(); start += split[k], ++k) {
-          scalar_t* part = ys[k].data<scalar_t>();
-          scatter_rows<scalar_t>(part + routing.offsets[m] * split[k], nullptr, routing.offsets[m], routing.counts[m],
-                                 bias[m].data<scalar_t>() + start, {{part, split[k]}}, device);
-        }
-      }
-      return;
-    }
-    const scalar_t* yg = yg_t.data<scalar_t>();
-    if (bias.empty()) {
-      if (!y_whole) scatter_rows<scalar_t>(yg, order_perm, 0, T, nullptr, dst, device);
-      return;
-    }
-    for (int64_t m = 0; m < M; ++m) {
-      const int64_t off = routing.offsets[m], n = routing.counts[m];
-      // Modality m's rows into y's order and parts with its bias (in place when the GEMMs wrote y).
-      scatter_rows<scalar_t>(yg + off * Out, order_perm ? order_perm + off : nullptr, off, n,
-                             bias[m].data<scalar_t>(), dst, device);
-    }
+    scatter_rows<scalar_t>(yg_t.data<scalar_t>(), y_direct ? nullptr : perm, T, dst, device);
   });
   return ys;
 }
@@ -575,23 +546,26 @@ MaskedLinearGrads masked_linear_backward(const std::vector<Tensor>& dy, const Te
       cublasHandle_t lane = lanes.handle(static_cast<int>(m));
       const std::vector<DyPart> parts = dy_parts(off);
       // dx_m (n, In) = sum over parts of dy_m,k (n, cols) @ rows [start, start + cols) of weight[m]
-      for (size_t k = 0; k < parts.size() && need_dx; ++k)
-        gemm_strided_batched_on(lane, false, false, n, In, parts[k].cols, parts[k].data, parts[k].cols, 0,
-                                w + parts[k].start * In, In, 0, dxg_t.data<scalar_t>() + off * In, In, 0, 1,
-                                scalar_t(k == 0 ? 0 : 1));
+      for (size_t k = 0; k < parts.size() && need_dx; ++k) {
+        Gemm<scalar_t> g(false, false, n, In, parts[k].cols, parts[k].data, parts[k].cols, w + parts[k].start * In, In,
+                         dxg_t.data<scalar_t>() + off * In, In);
+        g.beta = scalar_t(k == 0 ? 0 : 1), g.plan_m = T;
+        gemm(device, g, lane);
+      }
       if (!need_dparams) continue;
       for (const DyPart& q : parts) {
         // rows [start, start + cols) of dweight[m] = dy_m,k^T (cols, n) @ x_m (n, In)
-        gemm(device, true, false, q.cols, In, n, q.data, q.cols, xg_t.data<scalar_t>() + off * In, In,
-             grads.dweight[m].data<scalar_t>() + q.start * In, In, lane);
+        Gemm<scalar_t> g(true, false, q.cols, In, n, q.data, q.cols, xg_t.data<scalar_t>() + off * In, In,
+                         grads.dweight[m].data<scalar_t>() + q.start * In, In);
+        g.plan_k = T;
+        gemm(device, g, lane);
         if (has_bias)
           column_sums(q.data, n, q.cols, partial.data<double>() + partial_at[m] + chunks_for(n).count * q.start,
                       grads.dbias[m].data<scalar_t>() + q.start, device);
       }
     }
     lanes.join();
-    if (need_dx && !x_direct)
-      scatter_rows<scalar_t>(dxg_t.data<scalar_t>(), perm, 0, T, nullptr, {{grads.dx.data<scalar_t>(), In}}, device);
+    if (need_dx && !x_direct) scatter_rows<scalar_t>(dxg_t.data<scalar_t>(), perm, T, {{grads.dx.data<scalar_t>(), In}}, device);
   });
   return grads;
 }

@@ -15,14 +15,19 @@
 // Parallel decomposition and accumulation are cuBLAS's (float32 accumulators for float, TF32 inputs
 // when allow_tf32(), float64 for double). Deterministic: cuBLAS on one stream with a fixed workspace
 // and atomics disallowed, and sum_to_shape's fixed summation order.
+#include <cublasLt.h>
+
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "core/cuda/memory.h"
 #include "kernels/cuda/blas.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 
@@ -36,13 +41,20 @@ constexpr size_t kWorkspaceAlign = 256;  // cublasSetWorkspace's requirement
 // One handle and its workspace; lanes also own their stream and the event that marks their last work.
 struct Handle {
   cublasHandle_t handle = nullptr;
-  Tensor workspace;  // (kWorkspaceBytes + kWorkspaceAlign) u8 on the device
+  Tensor workspace;      // (kWorkspaceBytes + kWorkspaceAlign) u8 on the device
+  void* work = nullptr;  // its first kWorkspaceAlign-aligned byte
   cudaStream_t stream = nullptr;
   cudaEvent_t done = nullptr;
 };
 
+// A cuBLASLt algorithm per GEMM configuration (lt_algo below); none: cuBLASLt has none for it.
+using AlgoKey = std::vector<int64_t>;
+
 struct BlasState {
   std::once_flag init, lanes_init;
+  cublasLtHandle_t lt = nullptr;
+  std::mutex algos_mutex;
+  std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>> algos;
   Handle main;
   Handle lanes[kGemmLanes - 1];  // lanes 1 .. kGemmLanes-1; lane 0 is `main`
   cudaEvent_t fork = nullptr;
@@ -58,10 +70,11 @@ BlasState& blas_state(int device) {
 void create_handle(Handle& h, cudaStream_t st, int device) {
   MOM_CUBLAS_CHECK(cublasCreate(&h.handle));
   MOM_CUBLAS_CHECK(cublasSetStream(h.handle, st));
+  h.stream = st;
   h.workspace = empty({static_cast<int64_t>(kWorkspaceBytes + kWorkspaceAlign)}, DType::u8, Device::cuda(device));
   const uintptr_t at = reinterpret_cast<uintptr_t>(h.workspace.raw_data());
-  void* aligned = reinterpret_cast<void*>((at + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign);
-  MOM_CUBLAS_CHECK(cublasSetWorkspace(h.handle, aligned, kWorkspaceBytes));
+  h.work = reinterpret_cast<void*>((at + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign);
+  MOM_CUBLAS_CHECK(cublasSetWorkspace(h.handle, h.work, kWorkspaceBytes));
   MOM_CUBLAS_CHECK(cublasSetAtomicsMode(h.handle, CUBLAS_ATOMICS_NOT_ALLOWED));
   MOM_CUBLAS_CHECK(cublasSetMathMode(h.handle, CUBLAS_DEFAULT_MATH));
 }
@@ -127,6 +140,7 @@ cublasHandle_t cublas_handle(int device) {
   std::call_once(s.init, [&] {
     ::mom::cuda::DeviceGuard guard(device);
     create_handle(s.main, st, device);
+    MOM_CUBLAS_CHECK(cublasLtCreate(&s.lt));
   });
   return s.main.handle;
 }
@@ -169,6 +183,157 @@ GemmLanes::~GemmLanes() {
   }
 }
 
+namespace {
+
+// c[i, j] += bias[j] for the (m, n) row-major C: the bias of a GEMM that cuBLASLt does not fuse.
+template <typename T>
+__global__ void add_bias_kernel(T* __restrict__ c, int64_t m, int64_t n, int64_t ldc, const T* __restrict__ bias) {
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < m * n; i += step) {
+    const int64_t r = i / n, j = i - r * n;
+    c[r * ldc + j] += bias[j];
+  }
+}
+
+// The largest power of two <= 256 that divides the address: cuBLASLt's alignment preferences.
+int64_t alignment(const void* p) {
+  const uintptr_t at = reinterpret_cast<uintptr_t>(p);
+  int64_t a = 256;
+  while (a > 1 && at % a != 0) a /= 2;
+  return a;
+}
+
+// The cuBLASLt description of a row-major GEMM of this shape, as the column-major C^T (n, m) =
+// op(B)^T (n, k) op(A)^T (k, m): cuBLASLt's A is our b, its B our a (blas.cuh's header).
+class LtGemm {
+ public:
+  template <typename T>
+  LtGemm(const Gemm<T>& g, int64_t m, int64_t k, bool bias) {
+    constexpr bool is_float = std::is_same_v<T, float>;
+    const cublasComputeType_t compute =
+        is_float ? (allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F) : CUBLAS_COMPUTE_64F;
+    const cudaDataType_t type = is_float ? CUDA_R_32F : CUDA_R_64F;
+    const cublasOperation_t op_a = g.tb ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = g.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    const int64_t n = g.n;
+    MOM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, compute, type));
+    MOM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
+    MOM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
+    MOM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+    MOM_CUBLAS_CHECK(g.tb ? cublasLtMatrixLayoutCreate(&la, type, k, n, g.ldb)
+                          : cublasLtMatrixLayoutCreate(&la, type, n, k, g.ldb));
+    MOM_CUBLAS_CHECK(g.ta ? cublasLtMatrixLayoutCreate(&lb, type, m, k, g.lda)
+                          : cublasLtMatrixLayoutCreate(&lb, type, k, m, g.lda));
+    MOM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, type, n, m, g.ldc));
+  }
+  ~LtGemm() {
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+  LtGemm(const LtGemm&) = delete;
+  LtGemm& operator=(const LtGemm&) = delete;
+
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+};
+
+// cuBLASLt's first choice for `shape` under the pointers' alignments, or none.
+std::optional<cublasLtMatmulAlgo_t> lt_heuristic(cublasLtHandle_t lt, const LtGemm& shape, int64_t align_a,
+                                                 int64_t align_b, int64_t align_c) {
+  cublasLtMatmulPreference_t pref = nullptr;
+  MOM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t workspace = kWorkspaceBytes;
+  const uint32_t a = static_cast<uint32_t>(align_a), b = static_cast<uint32_t>(align_b),
+                 c = static_cast<uint32_t>(align_c);
+  cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                               &workspace, sizeof(workspace));
+  if (status == CUBLAS_STATUS_SUCCESS)
+    status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a, sizeof(a));
+  if (status == CUBLAS_STATUS_SUCCESS)
+    status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &b, sizeof(b));
+  if (status == CUBLAS_STATUS_SUCCESS)
+    status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &c, sizeof(c));
+  if (status == CUBLAS_STATUS_SUCCESS)
+    status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &c, sizeof(c));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  if (status == CUBLAS_STATUS_SUCCESS)
+    status = cublasLtMatmulAlgoGetHeuristic(lt, shape.desc, shape.la, shape.lb, shape.lc, shape.lc, pref, 1, &result,
+                                            &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  MOM_CUBLAS_CHECK(status == CUBLAS_STATUS_NOT_SUPPORTED ? CUBLAS_STATUS_SUCCESS : status);
+  if (status != CUBLAS_STATUS_SUCCESS || found == 0 || result.state != CUBLAS_STATUS_SUCCESS) return std::nullopt;
+  return result.algo;
+}
+
+// The algorithm of one configuration, chosen once per device: the plan shape's (when it differs and
+// cuBLASLt accepts it for this shape), else this shape's own, else none.
+template <typename T>
+std::optional<cublasLtMatmulAlgo_t> lt_algo(BlasState& s, const Gemm<T>& g, const LtGemm& actual, bool bias) {
+  const int64_t plan_m = g.plan_m > 0 ? g.plan_m : g.m, plan_k = g.plan_k > 0 ? g.plan_k : g.k;
+  const int64_t align_a = alignment(g.b), align_b = alignment(g.a), align_c = alignment(g.c);
+  const AlgoKey key{std::is_same_v<T, float> ? (allow_tf32() ? 1 : 0) : 2, g.ta, g.tb, g.m, g.n, g.k, g.lda, g.ldb,
+                    g.ldc, plan_m, plan_k, align_a, align_b, align_c, bias};
+  std::lock_guard<std::mutex> lock(s.algos_mutex);
+  auto found = s.algos.find(key);
+  if (found != s.algos.end()) return found->second;
+  std::optional<cublasLtMatmulAlgo_t> algo;
+  if (plan_m != g.m || plan_k != g.k) {
+    const LtGemm plan(g, plan_m, plan_k, bias);
+    algo = lt_heuristic(s.lt, plan, align_a, align_b, align_c);
+    cublasLtMatmulHeuristicResult_t check{};
+    if (algo && cublasLtMatmulAlgoCheck(s.lt, actual.desc, actual.la, actual.lb, actual.lc, actual.lc, &*algo,
+                                        &check) != CUBLAS_STATUS_SUCCESS)
+      algo.reset();
+    if (algo && check.workspaceSize > kWorkspaceBytes) algo.reset();
+  }
+  if (!algo) algo = lt_heuristic(s.lt, actual, align_a, align_b, align_c);
+  s.algos.emplace(key, algo);
+  return algo;
+}
+
+}  // namespace
+
+template <typename T> void gemm(int device, const Gemm<T>& g, cublasHandle_t handle) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "gemm: float or double");
+  ::mom::cuda::DeviceGuard guard(device);
+  if (handle == nullptr) handle = cublas_handle(device);
+  BlasState& s = blas_state(device);
+  const Handle* h = &s.main;
+  for (const Handle& lane : s.lanes)
+    if (lane.handle == handle) h = &lane;
+  MOM_CHECK(h->handle == handle, "gemm", "the cuBLAS handle is not one of device " << device << "'s");
+  // The bias is fused when cuBLASLt can read it as vectors (16-byte aligned); else added after.
+  const bool fuse_bias = g.bias != nullptr && alignment(g.bias) >= 16;
+  const LtGemm actual(g, g.m, g.k, fuse_bias);
+  const std::optional<cublasLtMatmulAlgo_t> algo = lt_algo(s, g, actual, fuse_bias);
+  const T alpha = T(1);
+  if (algo) {
+    if (fuse_bias)
+      MOM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(actual.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
+                                                      sizeof(g.bias)));
+    MOM_CUBLAS_CHECK(cublasLtMatmul(s.lt, actual.desc, &alpha, g.b, actual.la, g.a, actual.lb, &g.beta, g.c, actual.lc,
+                                    g.c, actual.lc, &*algo, h->work, kWorkspaceBytes, h->stream));
+  } else {  // cuBLASLt has no algorithm for this configuration: cuBLAS's own choice, the bias after
+    constexpr bool is_float = std::is_same_v<T, float>;
+    const cudaDataType_t type = is_float ? CUDA_R_32F : CUDA_R_64F;
+    const cublasComputeType_t compute =
+        is_float ? (allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F) : CUBLAS_COMPUTE_64F;
+    MOM_CUBLAS_CHECK(cublasGemmEx_64(handle, g.tb ? CUBLAS_OP_T : CUBLAS_OP_N, g.ta ? CUBLAS_OP_T : CUBLAS_OP_N, g.n,
+                                     g.m, g.k, &alpha, g.b, type, g.ldb, g.a, type, g.lda, &g.beta, g.c, type, g.ldc,
+                                     compute, CUBLAS_GEMM_DEFAULT));
+  }
+  if (g.bias != nullptr && !(algo && fuse_bias)) {
+    add_bias_kernel<T><<<grid_for(g.m * g.n, device), kThreads, 0, h->stream>>>(g.c, g.m, g.n, g.ldc, g.bias);
+    MOM_CUDA_CHECK_LAUNCH();
+  }
+}
+
+template void gemm<float>(int, const Gemm<float>&, cublasHandle_t);
+template void gemm<double>(int, const Gemm<double>&, cublasHandle_t);
+
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
   const Shape out_shape = matmul_output_shape(a, b, transpose_a, transpose_b);
   const int64_t m = out_shape[out_shape.size() - 2], n = out_shape.back();
@@ -184,7 +349,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
     scalar_t* cp = c.data<scalar_t>();
     if (bb.empty() && !transpose_a) {
       // Every matrix of a times the one b: the batch dims fold into the rows of one GEMM.
-      gemm(device, false, transpose_b, shape_numel(ba) * m, n, k, ap, lda, bp, ldb, cp, n);
+      gemm(device, Gemm<scalar_t>(false, transpose_b, shape_numel(ba) * m, n, k, ap, lda, bp, ldb, cp, n));
       return;
     }
     const std::vector<int64_t> ia = matmul_batch_index_map(ba, batch), ib = matmul_batch_index_map(bb, batch);

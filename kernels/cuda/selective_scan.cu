@@ -4,8 +4,9 @@
 // Layout is channel-last, (B, L, E): at one step t the channels of a row are adjacent in memory, so the
 // scan runs one thread (group) per channel and walks t sequentially, and every load of u, delta, z, dout
 // is coalesced across channels. With a row order (SelectiveScanParams::order) the row of (b, t) is
-// read from the routing's inverse permutation once per staged step (the same index for every thread
-// of the step, so the loads stay coalesced); dB and dC are moved to their rows by the final sums.
+// read from the routing's inverse permutation one chunk ahead (RowPrefetch below; the same row for
+// every thread of a step, so the loads stay coalesced); dB and dC are moved to their rows by the final
+// sums.
 //
 // Decomposition. A block has 128 threads and owns one batch row b and kC = 128 / kLanes consecutive
 // channels; each channel's N states are spread over kLanes adjacent lanes (kLanes = the smallest power
@@ -33,7 +34,7 @@
 // run (no floating-point atomics anywhere).
 //
 // Accumulation type: float for float inputs (as the CPU's acc_type), double for double. Indices into
-// (B, L, E) arrays are 64-bit.
+// (B, L, E) arrays are 64-bit (the rows of a row order 32-bit, their offsets 64-bit).
 #include <cstdint>
 #include <type_traits>
 
@@ -161,24 +162,30 @@ template <int kLanes> __device__ inline Place place(int64_t E) {
   return p;
 }
 
+// offset of `row` in a tensor of rows of `stride` values: one 32 x 32 -> 64-bit multiply (rows and
+// strides of a scan with a row order are below 2^31, checked on the host).
+__device__ inline int64_t row_offset(int row, int64_t stride) {
+  return static_cast<int64_t>(row) * static_cast<int>(stride);
+}
+
 // With a row order, the storage rows of the chunk that load_chunk reads next, read one chunk ahead so
 // that the data loads never wait on the index: lane l of every warp holds the row of step l % kChunk
-// (kChunk <= 32), and a thread takes the row of its step from that lane (one 64-bit shuffle). Two
+// (kChunk <= 32), and a thread takes the row of its step from that lane (one 32-bit shuffle). Two
 // registers, where holding each item's row would cost the backward a third of its occupancy.
 // Without a row order: the plain row b*L + t, nothing held.
 template <bool kRows> struct RowPrefetch {
   template <int kChunk, typename T> __device__ void load(const ScanArgs<T>&, const Place&, int64_t) {}
   template <int kChunk, typename T> __device__ void load_current(const ScanArgs<T>&, const Place&, int64_t) {}
-  __device__ int64_t row(int, int64_t plain) const { return plain; }
-  __device__ int64_t current_row(int, int64_t plain) const { return plain; }
+  __device__ int64_t offset(int, int64_t plain, int64_t stride) const { return plain * stride; }
+  __device__ int64_t current_offset(int, int64_t plain, int64_t stride) const { return plain * stride; }
 };
 
 template <> struct RowPrefetch<true> {
-  int64_t next = 0, current = 0;
-  template <int kChunk, typename T> __device__ int64_t lane_row(const ScanArgs<T>& a, const Place& p, int64_t k) {
+  int next = 0, current = 0;
+  template <int kChunk, typename T> __device__ int lane_row(const ScanArgs<T>& a, const Place& p, int64_t k) {
     static_assert(kChunk <= 32, "one chunk's rows fit in a warp");
     const int64_t t = k * kChunk + (p.tid % 32) % kChunk;
-    return t >= 0 && t < a.L ? a.rows[p.b * a.L + t] : 0;  // outside [0, L): never used
+    return t >= 0 && t < a.L ? static_cast<int>(a.rows[p.b * a.L + t]) : 0;  // outside [0, L): never used
   }
   template <int kChunk, typename T> __device__ void load(const ScanArgs<T>& a, const Place& p, int64_t k) {
     next = lane_row<kChunk>(a, p, k);
@@ -188,8 +195,12 @@ template <> struct RowPrefetch<true> {
     current = lane_row<kChunk>(a, p, k);
   }
   // Every lane of the warp calls these (outside any divergent branch); step = the step within the chunk.
-  __device__ int64_t row(int step, int64_t) const { return __shfl_sync(0xffffffffu, next, step); }
-  __device__ int64_t current_row(int step, int64_t) const { return __shfl_sync(0xffffffffu, current, step); }
+  __device__ int64_t offset(int step, int64_t, int64_t stride) const {
+    return row_offset(__shfl_sync(0xffffffffu, next, step), stride);
+  }
+  __device__ int64_t current_offset(int step, int64_t, int64_t stride) const {
+    return row_offset(__shfl_sync(0xffffffffu, current, step), stride);
+  }
 };
 
 template <typename T, int kLanes, int kStates, int kChunk, bool kRows>
@@ -223,6 +234,7 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
   const acc Dv = p.c_active && a.D ? acc(a.D[p.ce]) : acc(0);
 
   T r_u[kPairs], r_delta[kPairs], r_z[kPairs], r_B[kBC], r_C[kBC];
+  int64_t r_at[kPairs];     // grouped rows: where the loaded items sit in u, also where their outputs go
   RowPrefetch<kRows> rows;  // the storage rows of the chunk load_chunk reads next
   auto load_rows = [&](int64_t k) { rows.template load<kChunk>(a, p, k); };
   auto load_chunk = [&](int64_t k) {
@@ -231,7 +243,8 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
       const int q = p.tid + j * kThreads;
       const int64_t t = k * kChunk + q / kC;
       const bool ok = q < S::per_channel && t < L && p.c_active;
-      const int64_t idx = rows.row(q / kC, p.b * L + t) * E + p.ce;
+      const int64_t idx = rows.offset(q / kC, p.b * L + t, E) + p.ce;
+      if constexpr (kRows) r_at[j] = idx;
       r_u[j] = ok ? a.u[idx] : T(0);
       r_delta[j] = ok ? a.delta[idx] : T(0);
       r_z[j] = ok && a.z ? a.z[idx] : T(0);
@@ -241,7 +254,7 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
       const int q = p.tid + j * kThreads;
       const int64_t t = k * kChunk + q / kNp, n = q % kNp;
       const bool ok = q < S::per_state && t < L && n < N;
-      const int64_t at = rows.row(q / kNp, p.b * L + t) * N + n;
+      const int64_t at = rows.offset(q / kNp, p.b * L + t, N) + n;
       r_B[j] = ok ? a.Bm[at] : T(0);
       r_C[j] = ok ? a.Cm[at] : T(0);
     }
@@ -251,7 +264,13 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
   load_rows(0);
   load_chunk(0);
   for (int64_t k = 0; k < a.nchunks; ++k) {
-    rows.template load_current<kChunk>(a, p, k);
+    // Where the chunk's outputs go. Grouped rows: the loaded items' places, kept for the writes (the
+    // forward has registers to spare; a shuffle of one row per lane at write time, as the backward
+    // does, cost it 10%).
+    int64_t out_at[kPairs];
+#pragma unroll
+    for (int j = 0; j < kPairs; ++j)
+      out_at[j] = kRows ? r_at[j] : (p.b * L + k * kChunk + (p.tid + j * kThreads) / kC) * E + p.ce;
     T cur_z[kPairs];
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
@@ -304,13 +323,12 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
         const int q = p.tid + j * kThreads;
         const int tt = q / kC;
         const int64_t t = k * kChunk + tt;
-        const int64_t row = rows.current_row(tt, p.b * L + t);
         if (q >= S::per_channel || t >= L || !p.c_active) continue;
         acc y = Dv * s_u[q];
 #pragma unroll
         for (int l = 0; l < kLanes; ++l) y += s_ypart[tt * S::part_row + l * (kC + 1) + p.cc];
         if (a.z) y *= acc(cur_z[j]) * sigmoid(acc(cur_z[j]));
-        o.out[row * E + p.ce] = T(y);
+        o.out[out_at[j]] = T(y);
       }
     }
     __syncthreads();  // the next chunk overwrites the staged arrays
@@ -372,7 +390,7 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
       const int q = p.tid + j * kThreads;
       const int64_t t = k * kChunk + q / kC;
       const bool ok = q < S::per_channel && t < L && p.c_active;
-      const int64_t idx = rows.row(q / kC, p.b * L + t) * E + p.ce;
+      const int64_t idx = rows.offset(q / kC, p.b * L + t, E) + p.ce;
       r_u[j] = ok ? a.u[idx] : T(0);
       r_delta[j] = ok ? a.delta[idx] : T(0);
       r_z[j] = ok && a.z ? a.z[idx] : T(0);
@@ -383,7 +401,7 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
       const int q = p.tid + j * kThreads;
       const int64_t t = k * kChunk + q / kNp, n = q % kNp;
       const bool ok = q < S::per_state && t < L && n < N;
-      const int64_t at = rows.row(q / kNp, p.b * L + t) * N + n;
+      const int64_t at = rows.offset(q / kNp, p.b * L + t, N) + n;
       r_B[j] = ok ? a.Bm[at] : T(0);
       r_C[j] = ok ? a.Cm[at] : T(0);
     }
@@ -510,9 +528,8 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
       const int64_t t = k * kChunk + q / kC;
-      const int64_t row = rows.current_row(q / kC, p.b * L + t);
+      const int64_t idx = rows.current_offset(q / kC, p.b * L + t, E) + p.ce;
       if (q >= S::per_channel || t >= L || !p.c_active) continue;
-      const int64_t idx = row * E + p.ce;
       const acc u = s_step[q].v[2], dy = s_step[q].v[3];
       o.du[idx] = T(s_du[q] + dy * Dv);
       const acc ddelta = a.softplus ? s_ddt[q] * softplus_grad(cur_x[j]) : s_ddt[q];
@@ -588,6 +605,9 @@ template <typename T> ScanArgs<T> scan_args(const SelectiveScanParams& p, const 
   a.bias = ptr<T>(p.delta_bias);
   a.init = ptr<T>(p.initial_state);
   a.rows = p.order ? p.order->inverse.data<int64_t>() : nullptr;
+  // Rows and strides of a row order are 32-bit in the kernels (row_offset).
+  MOM_CHECK(!p.order || (d.B * d.L <= INT32_MAX && d.E <= INT32_MAX && d.N <= INT32_MAX), "selective_scan",
+            "a row order needs B*L, E and N below 2^31 on CUDA, got B*L = " << d.B * d.L);
   a.softplus = p.delta_softplus;
   a.B = d.B;
   a.L = d.L;
