@@ -1,4 +1,5 @@
-// Differentiable matmul: c = a @ b, batched with broadcast batch dims.
+// Differentiable matmul: c = a @ b, batched with broadcast batch dims; linear: x @ W^T + b in one
+// product (the bias added by the GEMM on CUDA).
 //
 // An input that is the transpose of contiguous data in its last two dims (mom::transpose(w, 0, 1), a
 // weight used as W^T) goes to CBLAS as stored with a transpose flag, not copied. The forward saves a
@@ -7,6 +8,7 @@
 #include "autograd/function_util.h"
 #include "autograd/node.h"
 #include "autograd/ops.h"
+#include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 
 namespace mom {
@@ -34,37 +36,53 @@ Tensor gemm_operand(const Tensor& x, bool& transposed) {
   return d.contiguous();
 }
 
+// Inputs a, b and, for linear, the bias (its gradient: dc summed over every row).
 struct MatmulBackward : Node {
   SavedTensor a, b;
   bool transpose_a, transpose_b;
   MatmulBackward(bool ta, bool tb) : transpose_a(ta), transpose_b(tb) {}
-  std::string name() const override { return "matmul"; }
+  std::string name() const override { return next_edges.size() == 3 ? "linear" : "matmul"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
-    kernels::MatmulGrads grads = kernels::matmul_backward(kernel_input(g[0]), a.unpack(*this), b.unpack(*this),
-                                                          transpose_a, transpose_b, next_edges[0].valid(),
-                                                          next_edges[1].valid());
+    const Tensor dc = kernel_input(g[0]);
+    kernels::MatmulGrads grads = kernels::matmul_backward(dc, a.unpack(*this), b.unpack(*this), transpose_a,
+                                                          transpose_b, next_edges[0].valid(), next_edges[1].valid());
     // A gradient computed in the stored (transposed) layout goes back as a view in the input's shape.
     if (grads.da.defined() && transpose_a) grads.da = grads.da.transpose(-1, -2);
     if (grads.db.defined() && transpose_b) grads.db = grads.db.transpose(-1, -2);
-    return {grads.da, grads.db};
+    if (next_edges.size() < 3) return {grads.da, grads.db};
+    Tensor dbias = next_edges[2].valid() ? kernels::sum_to_shape(dc, inputs[2].shape) : Tensor();
+    return {grads.da, grads.db, dbias};
   }
   void release_saved() override { a.reset(); b.reset(); }
 };
 
-}  // namespace
-
-Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
-  MOM_CHECK(a_in.defined() && b_in.defined(), "matmul", "a and b must be defined");
+// a @ b (+ bias on every row, b 2-D).
+Tensor matmul_bias(const Tensor& a_in, const Tensor& b_in, const Tensor& bias_in) {
   bool ta = false, tb = false;
   Tensor a = gemm_operand(a_in, ta), b = gemm_operand(b_in, tb);
-  Tensor c = kernels::matmul(a, b, ta, tb);
-  if (needs_grad({a_in, b_in})) {
-    auto node = make_node<MatmulBackward>({a_in, b_in}, ta, tb);
+  Tensor c = kernels::matmul(a, b, ta, tb, kernel_input(bias_in));
+  const bool with_bias = bias_in.defined();
+  if (with_bias ? needs_grad({a_in, b_in, bias_in}) : needs_grad({a_in, b_in})) {
+    auto node = with_bias ? make_node<MatmulBackward>({a_in, b_in, bias_in}, ta, tb)
+                          : make_node<MatmulBackward>({a_in, b_in}, ta, tb);
     node->a = SavedTensor(a);
     node->b = SavedTensor(b);
     set_history(node, {&c});
   }
   return c;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  MOM_CHECK(a.defined() && b.defined(), "matmul", "a and b must be defined");
+  return matmul_bias(a, b, Tensor());
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  MOM_CHECK(x.defined() && weight.defined(), "linear", "x and weight must be defined");
+  MOM_CHECK(weight.dim() == 2, "linear", "weight must be 2-D (out, in), got " << shape_str(weight.shape()));
+  return matmul_bias(x, transpose(weight, 0, 1), bias);
 }
 
 }  // namespace mom

@@ -50,6 +50,9 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim = false);               //
 // (M, K) @ (K, N) -> (M, N); batched (..., M, K) @ (..., K, N) with broadcast batch dims; CBLAS on CPU.
 // An input that is a transpose of contiguous data (transpose(w, 0, 1)) is read with a CBLAS flag, not copied.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// x @ weight^T + bias: x (..., In), weight (Out, In), bias (Out) or undefined (none). One product, the
+// bias added on its rows (by the GEMM's epilogue on CUDA); the same values as add(matmul(...), bias).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
 // ---- shape and index ops (autograd/shape_ops.cpp) ----
 // reshape ... expand return views sharing x's storage (reshape of a non-contiguous x copies);

@@ -279,6 +279,14 @@ void add_matmul_cases(std::vector<GradcheckCase>& cases) {
              [](const Tensor& a, const Tensor& b) { return matmul(permute(a, {1, 0, 2}), b); });
   add_binary(cases, "matmul", "slice of transpose @ b", {5, 3}, {4, 2},
              [](const Tensor& a, const Tensor& b) { return matmul(slice(transpose(a, 0, 1), 1, 1, 5), b); });
+  add_case(cases, "linear", "x (3, 4), W (5, 4), b (5)", {{3, 4}, {5, 4}, {5}}, {"x", "weight", "bias"},
+           [](const std::vector<Tensor>& in) { return std::vector<Tensor>{linear(in[0], in[1], in[2])}; });
+  add_case(cases, "linear", "x (2, 3, 4), narrowed W and b", {{2, 3, 4}, {6, 4}, {6}}, {"x", "weight", "bias"},
+           [](const std::vector<Tensor>& in) {
+             return std::vector<Tensor>{linear(in[0], narrow(in[1], 0, 1, 3), narrow(in[2], 0, 1, 3))};
+           });
+  add_case(cases, "linear", "no bias", {{3, 4}, {2, 4}}, {"x", "weight"},
+           [](const std::vector<Tensor>& in) { return std::vector<Tensor>{linear(in[0], in[1], Tensor())}; });
 }
 
 void add_shape_cases(std::vector<GradcheckCase>& cases) {

@@ -3,6 +3,9 @@
 //   matmul(a, b, ta, tb)   c = op(a) @ op(b),  op(t) = t with its last two dims swapped when the flag is
 //                          set (the BLAS reads the stored matrix transposed; nothing is copied)
 //       op(a): (..., M, K)   op(b): (..., K, N)   c: (broadcast(batch a, batch b), M, N)
+//   matmul(a, b, ta, tb, bias)   c = op(a) @ op(b) + bias on every row: bias (N), b 2-D, a not
+//                          transposed (the projection x @ W^T + b of nn::Linear). On CUDA the GEMM adds
+//                          it in its epilogue; its gradient is sum_to_shape(dc, {N}).
 //   matmul_backward(dc, a, b, ta, tb)
 //       d op(a) = dc @ op(b)^T      d op(b) = op(a)^T @ dc
 //       returned in the layout a and b are stored in (da has a's shape, db has b's shape), summed over
@@ -29,7 +32,8 @@
 
 namespace mom::kernels {
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false, bool transpose_b = false);
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false, bool transpose_b = false,
+              const Tensor& bias = Tensor());
 
 struct MatmulGrads {
   Tensor da;  // undefined unless asked for
@@ -51,7 +55,7 @@ std::vector<int64_t> matmul_batch_index_map(const Shape& in, const Shape& batch)
 // CUDA versions, called by the functions above after their checks (CUDA builds only). cuda::matmul
 // expects a non-empty product (K >= 1); the public matmul returns the empty and K = 0 cases itself.
 namespace cuda {
-Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, const Tensor& bias);
 MatmulGrads matmul_backward(const Tensor& dc, const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b,
                             bool need_a, bool need_b);
 }  // namespace cuda

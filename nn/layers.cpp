@@ -21,9 +21,7 @@ Tensor Linear::forward(const Tensor& x) const {
             "input has " << (x.dim() ? x.size(-1) : 0) << " features, the layer expects " << weight.size(1));
   Shape out_shape = x.shape();
   out_shape.back() = weight.size(0);
-  Tensor y = matmul(reshape(x, {-1, weight.size(1)}), transpose(weight, 0, 1));
-  if (bias.defined()) y = add(y, bias);
-  return reshape(y, out_shape);
+  return reshape(linear(reshape(x, {-1, weight.size(1)}), weight, bias), out_shape);
 }
 
 std::vector<Tensor> Linear::forward_split(const Tensor& x, const std::vector<int64_t>& split) const {
@@ -45,8 +43,7 @@ std::vector<Tensor> Linear::forward_split(const Tensor& x, const std::vector<int
   std::vector<Tensor> parts;
   int64_t start = 0;
   for (int64_t n : split) {
-    Tensor y = matmul(rows, transpose(narrow(weight, 0, start, n), 0, 1));
-    if (bias.defined()) y = add(y, narrow(bias, 0, start, n));
+    Tensor y = linear(rows, narrow(weight, 0, start, n), bias.defined() ? narrow(bias, 0, start, n) : Tensor());
     out_shape.back() = n;
     parts.push_back(reshape(y, out_shape));
     start += n;

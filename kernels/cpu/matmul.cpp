@@ -111,7 +111,7 @@ Tensor sum_to_batch(const Tensor& g, const Shape& shape) {
 void set_allow_tf32(bool allow) { tf32_allowed.store(allow); }
 bool allow_tf32() { return tf32_allowed.load(); }
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, const Tensor& bias) {
   check_operand(a, "a");
   check_operand(b, "b");
   check_same_dtype(a, b, "matmul", "a", "b");
@@ -119,9 +119,21 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
   Shape out_shape = matmul_output_shape(a, b, transpose_a, transpose_b);
   Operand oa = operand(a, transpose_a), ob = operand(b, transpose_b);
   int64_t m = oa.op_rows, k = oa.op_cols, n = ob.op_cols;
-  if (shape_numel(out_shape) == 0 || k == 0) return zeros(out_shape, a.dtype(), a.device());
+  if (bias.defined()) {
+    MOM_CHECK(b.dim() == 2 && !transpose_a, "matmul",
+              "a bias is added to x @ W^T: b must be 2-D and a not transposed, got b " << shape_str(b.shape()));
+    check_floating(bias, "matmul", "bias");
+    check_contiguous(bias, "matmul", "bias");
+    check_same_dtype(a, bias, "matmul", "a", "bias");
+    check_same_device(a, bias, "matmul", "a", "bias");
+    check_shape(bias, Shape{n}, "matmul", "bias");
+  }
+  if (shape_numel(out_shape) == 0 || k == 0) {
+    Tensor c = zeros(out_shape, a.dtype(), a.device());
+    return bias.defined() && shape_numel(out_shape) > 0 ? add(c, bias) : c;
+  }
 #ifdef MOM_WITH_CUDA
-  if (a.device().is_cuda()) return cuda::matmul(a, b, transpose_a, transpose_b);
+  if (a.device().is_cuda()) return cuda::matmul(a, b, transpose_a, transpose_b, bias);
 #endif
   check_cpu(a, "matmul", "a");
   Tensor c = empty(out_shape, a.dtype());
@@ -133,7 +145,14 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
     scalar_t* cp = c.data<scalar_t>();
     if (bb.empty() && !transpose_a) {
       // Every matrix of a times the one b: the batch dims fold into the rows of one GEMM.
-      gemm(false, transpose_b, shape_numel(ba) * m, n, k, ap, oa.cols, bp, ob.cols, cp, n);
+      const int64_t rows = shape_numel(ba) * m;
+      gemm(false, transpose_b, rows, n, k, ap, oa.cols, bp, ob.cols, cp, n);
+      if (bias.defined()) {
+        const scalar_t* bias_p = bias.data<scalar_t>();
+#pragma omp parallel for schedule(static) if (rows * n > 32768)
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < n; ++j) cp[r * n + j] += bias_p[j];
+      }
       return;
     }
     std::vector<int64_t> ia = matmul_batch_index_map(ba, batch), ib = matmul_batch_index_map(bb, batch);

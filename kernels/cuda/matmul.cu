@@ -334,7 +334,7 @@ template <typename T> void gemm(int device, const Gemm<T>& g, cublasHandle_t han
 template void gemm<float>(int, const Gemm<float>&, cublasHandle_t);
 template void gemm<double>(int, const Gemm<double>&, cublasHandle_t);
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, const Tensor& bias) {
   const Shape out_shape = matmul_output_shape(a, b, transpose_a, transpose_b);
   const int64_t m = out_shape[out_shape.size() - 2], n = out_shape.back();
   const int64_t k = transpose_a ? a.size(-2) : a.size(-1);
@@ -349,7 +349,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
     scalar_t* cp = c.data<scalar_t>();
     if (bb.empty() && !transpose_a) {
       // Every matrix of a times the one b: the batch dims fold into the rows of one GEMM.
-      gemm(device, Gemm<scalar_t>(false, transpose_b, shape_numel(ba) * m, n, k, ap, lda, bp, ldb, cp, n));
+      Gemm<scalar_t> g(false, transpose_b, shape_numel(ba) * m, n, k, ap, lda, bp, ldb, cp, n);
+      g.bias = bias.defined() ? bias.data<scalar_t>() : nullptr;
+      gemm(device, g);
       return;
     }
     const std::vector<int64_t> ia = matmul_batch_index_map(ba, batch), ib = matmul_batch_index_map(bb, batch);

@@ -8,6 +8,7 @@
 
 #include "autograd/engine.h"
 #include "autograd/ops.h"
+#include "kernels/elementwise.h"
 #include "kernels/index.h"
 #include "kernels/matmul.h"
 #include "kernels/reduce.h"
@@ -229,7 +230,32 @@ TEST(Matmul, TransposedViewAndCopyGiveSameValuesAndGradients) {
   EXPECT_LT(rel_error(xa.grad(), xb.grad()), 1e-6);
 }
 
+TEST(Matmul, BiasIsAddedToEveryRowAsASeparateAddWould) {
+  Generator gen(23);
+  for (DType dt : {DType::f32, DType::f64}) {
+    Tensor x = randn({2, 5, 7}, gen, dt), w = randn({3, 7}, gen, dt), b = randn({3}, gen, dt);
+    Tensor with = kernels::matmul(x, w, false, true, b);
+    ASSERT_EQ(with.shape(), (Shape{2, 5, 3}));
+    EXPECT_EQ(values(with), values(kernels::add(kernels::matmul(x, w, false, true), b))) << dtype_name(dt);
+    // K = 0: the bias alone.
+    Tensor empty_k = kernels::matmul(zeros({4, 0}, dt), zeros({3, 0}, dt), false, true, b);
+    EXPECT_EQ(values(empty_k), values(kernels::add(zeros({4, 3}, dt), b))) << dtype_name(dt);
+  }
+  // autograd linear: the values of matmul + add, and the bias gradient sums dy over every row.
+  Tensor x = randn({4, 7}, gen, DType::f64), w = leaf(randn({3, 7}, gen, DType::f64)),
+         b = leaf(randn({3}, gen, DType::f64));
+  Tensor y = linear(x, w, b);
+  EXPECT_EQ(values(y), values(add(matmul(x, transpose(w, 0, 1)), b)));
+  backward(sum(y));
+  EXPECT_EQ(values(b.grad()), (std::vector<double>{4, 4, 4}));
+}
+
 TEST(Matmul, BadShapesNameTheOp) {
+  expect_error([] { kernels::matmul(zeros({2, 3, 4}), zeros({2, 5, 4}), false, true, zeros({5})); }, "[matmul]");
+  expect_error([] { kernels::matmul(zeros({4, 3}), zeros({5, 4}), true, true, zeros({5})); }, "[matmul]");
+  expect_error([] { kernels::matmul(zeros({3, 4}), zeros({5, 4}), false, true, zeros({4})); }, "[matmul]");
+  expect_error([] { kernels::matmul(zeros({3, 4}), zeros({5, 4}), false, true, zeros({5}, DType::f64)); }, "[matmul]");
+  expect_error([] { linear(zeros({3, 4}), zeros({2, 5, 4}), Tensor()); }, "[linear]");
   expect_error([] { matmul(zeros({2, 3}), zeros({4, 5})); }, "[matmul]");
   expect_error([] { matmul(zeros({2, 2, 3}), zeros({3, 3, 4})); }, "[matmul]");
   expect_error([] { matmul(zeros({3}), zeros({3, 4})); }, "[matmul]");

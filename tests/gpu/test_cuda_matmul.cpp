@@ -1,7 +1,7 @@
 // cuBLAS matmul against the CPU reference: every transpose combination, 2-D, batched and broadcast
 // batches (a batched a times a 2-D b, a 2-D a times a batched b, size-1 batch dims, a mixed broadcast),
 // odd sizes, float32 (TF32 off) and float64 against the CPU's float64 result, forward and both
-// gradients; the TF32 switch; bit-for-bit repeats; bad input.
+// gradients; the bias of x @ W^T + b; the TF32 switch; bit-for-bit repeats; bad input.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -134,6 +134,25 @@ TEST_F(Cuda, MatmulBackwardMatchesCpuEveryTransposeAndBatchLayout) {
     }
     std::printf("  matmul backward %s: worst relative error da %.2e, db %.2e (tolerance %.0e)\n", dtype_name(dt),
                 worst_a, worst_b, tolerance(dt));
+  }
+}
+
+// x @ W^T + b: the bias in cuBLASLt's epilogue (16-byte aligned) or added after (misaligned).
+TEST_F(Cuda, MatmulBiasMatchesCpuAlignedAndNot) {
+  uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Generator gen(seed);
+  Tensor x = randn({3, 129, 65}, gen, DType::f64), w = randn({257, 65}, gen, DType::f64),
+         b = randn({257}, gen, DType::f64);
+  Tensor ref = kernels::matmul(x, w, false, true, b);
+  for (DType dt : {DType::f32, DType::f64}) {
+    Tensor xg = x.to(dt).to(kGpu), wg = w.to(dt).to(kGpu);
+    Tensor aligned = kernels::matmul(xg, wg, false, true, b.to(dt).to(kGpu));
+    Tensor shifted = kernels::matmul(xg, wg, false, true, misaligned_copy(b.to(dt)));
+    EXPECT_LT(rel_error(aligned, ref), tolerance(dt)) << dtype_name(dt);
+    EXPECT_LT(rel_error(shifted, ref), tolerance(dt)) << dtype_name(dt) << " misaligned bias";
+    // The bias is really there: without it the result is off by about the bias's size.
+    EXPECT_GT(rel_error(kernels::matmul(xg, wg, false, true), ref), 1e-3) << dtype_name(dt);
   }
 }
 
