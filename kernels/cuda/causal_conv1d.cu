@@ -3,20 +3,23 @@
 // and f64; W (2..8) and silu are template parameters, so the windows live in registers.
 //
 // Decomposition. Channel-last (B, L, E): a row of E channels is contiguous, so a thread owns a pack
-// of N adjacent channels and one chunk of kChunk = 64 time steps of one batch row. Packs are 16 bytes
-// in the forward (float4, double2) and 8 bytes in the backward (float2, double; its two windows need
-// twice the registers), when E and every pointer allow it, else one channel. A block is 32 packs
-// (threadIdx.x: a warp reads 256 or 512 contiguous bytes of a row) by 4 consecutive chunks
-// (threadIdx.y): 128 threads covering 256 steps. The thread slides a register window over its chunk,
-// kStep = 4 steps at a time (all loads of a step issued, then its outputs computed):
+// of N adjacent channels and one chunk of time steps of one batch row (kForwardChunk = 16 in the
+// forward, kChunk = 64 in the backward). Packs are 16 bytes in the forward (float4, double2) and 8
+// bytes in the backward (float2, double; its two windows need twice the registers), when E and every
+// pointer allow it, else one channel. A block is 32 packs (threadIdx.x: a warp reads 256 or 512
+// contiguous bytes of a row) by 4 consecutive chunks (threadIdx.y): 128 threads. The thread slides a
+// register window over its chunk, kStep = 4 steps at a time:
 //   forward:  xw holds xe[base - (W-1) .. base + kStep); the W-1 steps before the chunk (the halo)
-//             come from x, the initial window, or zeros. y[t] = act(bias + sum_k w[k] xe[t-(W-1)+k]),
-//             k ascending, in the input type (the CPU's order). The thread whose chunk holds t = L-1
-//             writes the final window from xe (reaching into the initial window when L < W-1).
-//             Tried on an H200 at the benchmark's shape (session 3): 16-step chunks with the next
-//             step's x prefetched and streaming cache hints were 5% faster in a standalone kernel
-//             (0.0611 against 0.0645 ms, a copy of x 0.0551) but slower here (0.0682 against 0.0669 ms
-//             in bench_cuda_conv: 109 registers against 80), so the forward stays as it is.
+//             come from x, the initial window, or zeros. The next step's x is loaded before the
+//             current step is computed (two steps of loads in flight per thread), with the streaming
+//             cache hint on x and y (read or written once). y[t] = act(bias + sum_k w[k]
+//             xe[t-(W-1)+k]), k ascending, in the input type (the CPU's order). The thread whose chunk
+//             holds t = L-1 writes the final window from xe (reaching into the initial window when
+//             L < W-1). Registers are capped for 5 blocks per multiprocessor up to W = 5.
+//             Measured on the H200 at the benchmark's shape (session 4, bench_cuda_conv): 0.0621 ms
+//             against 0.0633 for 64-step chunks without the prefetch (a copy of x: 0.0513). In a
+//             standalone kernel the same design took 0.0598 against 0.0645 ms; there the 64-step
+//             chunk with a prefetch was slower (0.0731-0.0762 ms: too few threads for the registers).
 //   backward: a second window dp holds dpre = dy * silu'(pre), pre recomputed from the x window.
 //             dx[s] needs dpre[s .. s+W-1], so the thread also reads the W-1 steps after its chunk
 //             (x has a halo on both sides, dy on the right) and emits dx[s] W-1 steps behind the
@@ -32,20 +35,20 @@
 // Grouped rows (kRows, a template flag so that the plain kernels keep their code): the (b, t) row of
 // x, y, dy and dx sits at storage row rows[b*L + t] (the Routing's inverse). The decomposition, the
 // windows and the arithmetic are unchanged; only each step's row address is read from the index
-// instead of stepping a pointer by E. Each thread reads the kStep indices of a step once, before that
-// step's x (and dy) loads (8 bytes each, the same address for the 32 lanes of a warp: one broadcast
+// instead of stepping a pointer by E. Each thread reads the kStep indices of a step when it loads that
+// step's x (and dy) (8 bytes each, the same address for the 32 lanes of a warp: one broadcast
 // transaction, and 16 tokens per 128-byte line, so mostly L1 hits); the y (dx) store re-reads its row's
 // index, which this thread read a step or two before (L1), instead of holding the offsets in registers:
 // that keeps the grouped kernels at the plain kernels' occupancy (ptxas, sm_90, f32, W=4, silu: forward
-// 75 registers, backward 94, no spills; holding them cost 87 and 122, with small spills in some
-// variants). Halo rows and the final window read through the index too. Extra traffic: 8 bytes of
+// 94 registers as the plain, backward 94 against 96; holding the backward's offsets cost 122, with
+// small spills in some variants). Halo rows and the final window read through the index too. Extra traffic: 8 bytes of
 // index per token per 32-pack channel block against its 512 bytes of x (f32): 1.6% of the reads, from
 // L2 (the whole index is B*L*8 bytes, 131 KB at the benchmark's shape); a warp still reads or writes
 // 256 or 512 contiguous bytes of one row per access, as in the plain layout.
 // Traffic at B=8, L=2048, E=1536, W=4, f32 (the benchmark): the forward reads x and writes y, 201 MB
 // (the 3-step halo per chunk is read again, from L1/L2); the backward reads x and dy and writes dx,
-// 302 MB, plus 3.9 MB of partials. Registers (ptxas, sm_90): forward 80 (6 blocks of 128 per SM: the
-// benchmark's 768 blocks are one wave), backward 96 (5 blocks per SM).
+// 302 MB, plus 3.9 MB of partials. Registers (ptxas, sm_90): forward 94 (5 blocks of 128 per SM; the
+// benchmark's 3072 blocks are 4.7 waves), backward 96 (5 blocks per SM).
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
@@ -60,11 +63,15 @@ namespace {
 constexpr const char* kOp = "causal_conv1d";
 constexpr int kLanes = 32;          // channel packs per block (threadIdx.x)
 constexpr int kChunksPerBlock = 4;  // consecutive time chunks per block (threadIdx.y)
-constexpr int kChunk = 64;          // time steps per thread
+constexpr int kChunk = 64;          // time steps per thread in the backward
+constexpr int kForwardChunk = 16;   // time steps per thread in the forward
+// The forward's register budget: 5 blocks of 128 threads per multiprocessor (at most 102 registers)
+// up to W = 5; wider windows keep what they need (they would spill).
+constexpr int forward_blocks_per_sm(int W) { return W <= 5 ? 5 : 1; }
 constexpr int kStep = 4;            // steps loaded, then computed, per unrolled step
 constexpr int kBlockThreads = kLanes * kChunksPerBlock;
 constexpr int kReduceSlices = 8;    // tile slices per channel in param_reduce_kernel
-static_assert(kChunk % kStep == 0, "a chunk is a whole number of steps");
+static_assert(kChunk % kStep == 0 && kForwardChunk % kStep == 0, "a chunk is a whole number of steps");
 
 template <typename T, int N> struct alignas(sizeof(T) * N) Pack {
   T v[N];
@@ -83,6 +90,24 @@ template <typename T, int N> __device__ inline Pack<T, N> load_pack(const T* p) 
 
 template <typename T, int N> __device__ inline void store_pack(T* p, const Pack<T, N>& v) {
   *reinterpret_cast<Pack<T, N>*>(p) = v;
+}
+
+// The forward's x loads and y stores, with the streaming cache hint (evict first: read or written
+// once) on 16-byte packs; other packs as plain loads and stores.
+template <typename T, int N> __device__ inline Pack<T, N> load_pack_streaming(const T* p) {
+  if constexpr (sizeof(Pack<T, N>) == 16) {
+    const float4 v = __ldcs(reinterpret_cast<const float4*>(p));
+    return *reinterpret_cast<const Pack<T, N>*>(&v);
+  } else {
+    return load_pack<T, N>(p);
+  }
+}
+
+template <typename T, int N> __device__ inline void store_pack_streaming(T* p, const Pack<T, N>& v) {
+  if constexpr (sizeof(Pack<T, N>) == 16)
+    __stcs(reinterpret_cast<float4*>(p), *reinterpret_cast<const float4*>(&v));
+  else
+    store_pack(p, v);
 }
 
 __device__ inline float d_exp(float v) { return expf(v); }
@@ -106,7 +131,7 @@ template <typename T> struct ConvArgs {
   int64_t B, L, E;
   int64_t packs;           // E / N channel packs per row
   int64_t channel_blocks;  // ceil(packs / kLanes)
-  int64_t time_blocks;     // ceil(ceil(L / kChunk) / kChunksPerBlock) per batch row
+  int64_t time_blocks;     // ceil(ceil(L / chunk) / kChunksPerBlock) per batch row
 };
 
 // What one thread works on.
@@ -117,12 +142,12 @@ struct Tile {
   bool active;            // the chunk starts inside the row and the pack inside E
 };
 
-template <typename T, int N> __device__ inline Tile tile_of(const ConvArgs<T>& a) {
+template <typename T, int N, int kLen> __device__ inline Tile tile_of(const ConvArgs<T>& a) {
   Tile r;
   r.channel_block = int64_t(blockIdx.x) % a.channel_blocks;
   r.tile = int64_t(blockIdx.x) / a.channel_blocks;
   r.b = r.tile / a.time_blocks;
-  r.t0 = ((r.tile % a.time_blocks) * kChunksPerBlock + threadIdx.y) * kChunk;
+  r.t0 = ((r.tile % a.time_blocks) * kChunksPerBlock + threadIdx.y) * kLen;
   const int64_t pack = r.channel_block * kLanes + threadIdx.x;
   r.e0 = pack * N;
   r.active = r.t0 < a.L && pack < a.packs;
@@ -165,42 +190,46 @@ __device__ inline T pre_at(const T (&w)[W][N], const T (&bias)[N], const Pack<T,
 }
 
 template <typename T, int W, int N, bool kSilu, bool kRows>
-__global__ void __launch_bounds__(kBlockThreads) forward_kernel(ConvArgs<T> a) {
-  const Tile tl = tile_of<T, N>(a);
+__global__ void __launch_bounds__(kBlockThreads, forward_blocks_per_sm(W)) forward_kernel(ConvArgs<T> a) {
+  const Tile tl = tile_of<T, N, kForwardChunk>(a);
   if (!tl.active) return;
   T w[W][N], bias[N];
   load_weights<T, W, N>(a, tl.e0, w, bias);
   Pack<T, N> xw[W - 1 + kStep];  // xw[i] = xe[base - (W-1) + i]
 #pragma unroll
   for (int i = 0; i < W - 1; ++i) xw[i] = load_xe<T, N, W, kRows>(a, tl.b, tl.t0 - (W - 1) + i, tl.e0);
-  const int64_t tend = min(tl.t0 + kChunk, a.L);
-  const T* xrow = a.x + (tl.b * a.L + tl.t0) * a.E + tl.e0;  // plain: x[b, base, e0], then the next steps
-  T* yrow = a.y + (tl.b * a.L + tl.t0) * a.E + tl.e0;
+  const int64_t tend = min(tl.t0 + kForwardChunk, a.L);
+  // The x of the next step is loaded before the current step is computed (nx): each thread keeps
+  // two steps of loads in flight.
+  Pack<T, N> nx[kStep];
+  const T* xnext = a.x + (tl.b * a.L + tl.t0) * a.E + tl.e0;  // plain: x[b, base, e0] of the step load_step reads
+  T* yrow = a.y + (tl.b * a.L + tl.t0) * a.E + tl.e0;         // plain: y[b, base, e0] of the step computed
   const int64_t* idx = kRows ? a.rows + tl.b * a.L : nullptr;  // grouped: token b*L + s is at row idx[s]
-  int64_t off[kStep];  // grouped: element offsets of this step's rows in x and y
-  for (int64_t base = tl.t0; base < tend; base += kStep) {
-    const int valid = static_cast<int>(tend - base < kStep ? tend - base : kStep);
-    if constexpr (kRows) {
-#pragma unroll
-      for (int i = 0; i < kStep; ++i) off[i] = i < valid ? idx[base + i] * a.E + tl.e0 : 0;
-    }
+  auto load_step = [&](int64_t base) {
 #pragma unroll
     for (int i = 0; i < kStep; ++i)
-      xw[W - 1 + i] = i < valid ? load_pack<T, N>(kRows ? a.x + off[i] : xrow + i * a.E) : zero_pack<T, N>();
+      nx[i] = base + i < tend ? load_pack_streaming<T, N>(kRows ? a.x + idx[base + i] * a.E + tl.e0 : xnext + i * a.E)
+                              : zero_pack<T, N>();
+    xnext += kStep * a.E;
+  };
+  load_step(tl.t0);
+  for (int64_t base = tl.t0; base < tend; base += kStep) {
+#pragma unroll
+    for (int i = 0; i < kStep; ++i) xw[W - 1 + i] = nx[i];
+    load_step(base + kStep);
 #pragma unroll
     for (int i = 0; i < kStep; ++i) {
-      if (i >= valid) continue;
+      if (base + i >= tend) continue;
       Pack<T, N> out;
 #pragma unroll
       for (int n = 0; n < N; ++n) {
         const T pre = pre_at(w, bias, xw, i, n);
         out.v[n] = kSilu ? pre * sigmoid(pre) : pre;
       }
-      store_pack(kRows ? a.y + idx[base + i] * a.E + tl.e0 : yrow + i * a.E, out);
+      store_pack_streaming(kRows ? a.y + idx[base + i] * a.E + tl.e0 : yrow + i * a.E, out);
     }
 #pragma unroll
     for (int i = 0; i < W - 1; ++i) xw[i] = xw[i + kStep];
-    xrow += kStep * a.E;
     yrow += kStep * a.E;
   }
   if (tend == a.L) {  // this chunk holds t = L-1: final_window[j] = xe[L - (W-1) + j]
@@ -212,7 +241,7 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(ConvArgs<T> a) {
 
 template <typename T, int W, int N, bool kSilu, bool kRows>
 __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) {
-  const Tile tl = tile_of<T, N>(a);
+  const Tile tl = tile_of<T, N, kChunk>(a);
   T dw[W][N], db[N];  // this thread's dweight, dbias over its chunk
 #pragma unroll
   for (int n = 0; n < N; ++n) {
@@ -378,11 +407,12 @@ bool packable(int64_t E, int n, size_t bytes, std::initializer_list<const void*>
 template <typename T> const T* data_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
 template <typename T> T* mutable_data_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
 
-// Fills the geometry of `a` for packs of n channels and returns the number of blocks.
-template <typename T> unsigned geometry(ConvArgs<T>& a, int n) {
+// Fills the geometry of `a` for packs of n channels and chunks of `chunk` steps and returns the number
+// of blocks.
+template <typename T> unsigned geometry(ConvArgs<T>& a, int n, int64_t chunk) {
   a.packs = a.E / n;
   a.channel_blocks = (a.packs + kLanes - 1) / kLanes;
-  const int64_t chunks = (a.L + kChunk - 1) / kChunk;
+  const int64_t chunks = (a.L + chunk - 1) / chunk;
   a.time_blocks = (chunks + kChunksPerBlock - 1) / kChunksPerBlock;
   const int64_t blocks = a.B * a.time_blocks * a.channel_blocks;
   MOM_CHECK(blocks <= INT32_MAX, kOp, "x of shape (" << a.B << ", " << a.L << ", " << a.E
@@ -455,7 +485,7 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, 
     a.final_window = out.final_window.data<scalar_t>();
     constexpr int kPack = 16 / sizeof(scalar_t);
     const bool packed = packable(E, kPack, sizeof(scalar_t), {a.x, a.init, a.y, a.final_window});
-    const unsigned blocks = geometry(a, packed ? kPack : 1);
+    const unsigned blocks = geometry(a, packed ? kPack : 1, kForwardChunk);
     dispatch_width(W, [&](auto w_tag) {
       constexpr int kW = decltype(w_tag)::value;
       if (packed)
@@ -496,7 +526,7 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_
       constexpr int kPack = 8 / sizeof(scalar_t);  // 8-byte packs: the two windows need the registers
       const bool packed =
           kPack > 1 && packable(E, kPack, sizeof(scalar_t), {a.x, a.init, a.dy, a.dfinal, a.dx, a.dinit});
-      const unsigned blocks = geometry(a, packed ? kPack : 1);
+      const unsigned blocks = geometry(a, packed ? kPack : 1, kChunk);
       Tensor partial = empty({B * a.time_blocks, kW + 1, E}, DType::f64, x.device());  // freed in stream order
       a.partial = partial.data<double>();
       if (packed)
