@@ -13,13 +13,14 @@
 //             come from x, the initial window, or zeros. The next step's x is loaded before the
 //             current step is computed (two steps of loads in flight per thread), with the streaming
 //             cache hint on x and y (read or written once). y[t] = act(bias + sum_k w[k]
-//             xe[t-(W-1)+k]), k ascending, in the input type (the CPU's order). The thread whose chunk
-//             holds t = L-1 writes the final window from xe (reaching into the initial window when
-//             L < W-1). Registers are capped for 5 blocks per multiprocessor up to W = 5.
-//             Measured on the H200 at the benchmark's shape (session 4, bench_cuda_conv): 0.0621 ms
-//             against 0.0633 for 64-step chunks without the prefetch (a copy of x: 0.0513). In a
-//             standalone kernel the same design took 0.0598 against 0.0645 ms; there the 64-step
-//             chunk with a prefetch was slower (0.0731-0.0762 ms: too few threads for the registers).
+//             xe[t-(W-1)+k]), k ascending, in the input type (the CPU's order); f32's SiLU uses the
+//             hardware exp2 and a fast divide (silu_forward). The thread whose chunk holds t = L-1
+//             writes the final window from xe (reaching into the initial window when L < W-1).
+//             Registers are capped for 5 blocks per multiprocessor up to W = 5. Measured on the H200
+//             at the benchmark's shape (bench_cuda_conv): 0.0587 ms (session 5; 0.0621 with expf and
+//             the division, 0.0633 for 64-step chunks without the prefetch; a copy of x: 0.0513). In
+//             a standalone kernel the 64-step chunk with a prefetch was slower (0.0731-0.0762 ms: too
+//             few threads for the registers).
 //   backward: a second window dp holds dpre = dy * silu'(pre), pre recomputed from the x window.
 //             dx[s] needs dpre[s .. s+W-1], so the thread also reads the W-1 steps after its chunk
 //             (x has a halo on both sides, dy on the right) and emits dx[s] W-1 steps behind the
@@ -113,6 +114,27 @@ template <typename T, int N> __device__ inline void store_pack_streaming(T* p, c
 __device__ inline float d_exp(float v) { return expf(v); }
 __device__ inline double d_exp(double v) { return exp(v); }
 template <typename T> __device__ inline T sigmoid(T v) { return T(1) / (T(1) + d_exp(-v)); }
+
+// The forward's SiLU, v / (1 + exp(-v)). In f32 this is the kernel's costliest arithmetic: expf and
+// an IEEE division are about 20 instructions per channel, and the forward is short of issue slots
+// beside its loads (H200, a standalone copy of this kernel: 0.0604 ms with them, 0.0571 with
+// __expf and __fdividef). So f32 takes the hardware 2^x (ex2.approx, about 2 ulp) of u log2(e), with
+// the product's rounding error carried in a first-order correction: __expf skips that and loses
+// about 1.2 |u| ulp (1e-5 relative at |u| = 80). Then a fast divide (2 ulp; 0 once 1 + exp(-v)
+// passes 2^126, where the quotient is below 1e-36). Measured against double over |v| <= 100: see
+// docs/architecture.md. f64 keeps exp and the division.
+__device__ inline float exp2_approx(float p) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(p));
+  return r;
+}
+__device__ inline float silu_forward(float v) {
+  const float kLog2e = 1.44269502f, kLog2eTail = 1.92596303e-08f, kLn2 = 0.693147182f;
+  const float p = -v * kLog2e;
+  const float r = fmaf(-v, kLog2e, -p) + -v * kLog2eTail;  // -v log2(e) = p + r
+  return __fdividef(v, 1.f + exp2_approx(p) * fmaf(r, kLn2, 1.f));  // 2^(p + r) = 2^p (1 + r ln 2)
+}
+__device__ inline double silu_forward(double v) { return v * sigmoid(v); }
 
 // One call's tensors (null where the header allows an undefined one) and its launch geometry.
 template <typename T> struct ConvArgs {
@@ -224,7 +246,7 @@ __global__ void __launch_bounds__(kBlockThreads, forward_blocks_per_sm(W)) forwa
 #pragma unroll
       for (int n = 0; n < N; ++n) {
         const T pre = pre_at(w, bias, xw, i, n);
-        out.v[n] = kSilu ? pre * sigmoid(pre) : pre;
+        out.v[n] = kSilu ? silu_forward(pre) : pre;
       }
       store_pack_streaming(kRows ? a.y + idx[base + i] * a.E + tl.e0 : yrow + i * a.E, out);
     }

@@ -207,8 +207,10 @@ int64_t alignment(const void* p) {
 // op(B)^T (n, k) op(A)^T (k, m): cuBLASLt's A is our b, its B our a (blas.cuh's header).
 class LtGemm {
  public:
+  // Delegates to the default constructor, so that a create call that throws part way still runs the
+  // destructor on the descriptors already made.
   template <typename T>
-  LtGemm(const Gemm<T>& g, int64_t m, int64_t k, bool bias) {
+  LtGemm(const Gemm<T>& g, int64_t m, int64_t k, bool bias) : LtGemm() {
     constexpr bool is_float = std::is_same_v<T, float>;
     const cublasComputeType_t compute =
         is_float ? (allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F) : CUBLAS_COMPUTE_64F;
@@ -237,6 +239,9 @@ class LtGemm {
 
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+
+ private:
+  LtGemm() = default;
 };
 
 // cuBLASLt's first choice for `shape` under the pointers' alignments, or none.
