@@ -8,21 +8,23 @@
 // bytes in the backward (float2, double; its two windows need twice the registers), when E and every
 // pointer allow it, else one channel. A block is 32 packs (threadIdx.x: a warp reads 256 or 512
 // contiguous bytes of a row) by 4 consecutive chunks (threadIdx.y): 128 threads. The thread slides a
-// register window over its chunk, kStep = 4 steps at a time:
-//   forward:  xw holds xe[base - (W-1) .. base + kStep); the W-1 steps before the chunk (the halo)
-//             come from x, the initial window, or zeros. The next step's x is loaded before the
-//             current step is computed (two steps of loads in flight per thread), with the streaming
-//             cache hint on x and y (read or written once). y[t] = act(bias + sum_k w[k]
-//             xe[t-(W-1)+k]), k ascending, in the input type (the CPU's order); f32's SiLU uses the
-//             hardware exp2 and a fast divide (silu_forward). The thread whose chunk holds t = L-1
-//             writes the final window from xe (reaching into the initial window when L < W-1).
-//             Registers are capped for 5 blocks per multiprocessor up to W = 5. Measured on the H200
-//             at the benchmark's shape (bench_cuda_conv): 0.0587 ms (session 5; 0.0621 with expf and
-//             the division, 0.0633 for 64-step chunks without the prefetch; a copy of x: 0.0513). In
-//             a standalone kernel the 64-step chunk with a prefetch was slower (0.0731-0.0762 ms: too
-//             few threads for the registers).
-//   backward: a second window dp holds dpre = dy * silu'(pre), pre recomputed from the x window.
-//             dx[s] needs dpre[s .. s+W-1], so the thread also reads the W-1 steps after its chunk
+// register window over its chunk:
+//   forward:  one step at a time; xw holds xe[t - (W-1) .. t]. The W-1 steps before the chunk (the
+//             halo) come from x, the initial window, or zeros. x itself streams through a ring of
+//             kRing = 8 shared-memory slots per thread, filled by cp.async (global to shared, no
+//             register held while in flight; 16-byte packs bypass L1): the chunk's first 8 steps are
+//             issued before the weights and the halo load, and each step's slot is refilled with the
+//             step 8 ahead once its value is used, so 8 steps of loads are in flight per thread at 64
+//             registers (8 blocks per multiprocessor in f32). Each thread has its own slots: no
+//             barrier. y[t] = act(bias + sum_k w[k] xe[t-(W-1)+k]), k ascending, in the input type
+//             (the CPU's order), stored with the streaming cache hint; f32's SiLU uses the hardware
+//             exp2 and a fast divide (silu_forward). The thread whose chunk holds t = L-1 writes the
+//             final window from its xw, which reaches into the initial window when L < W-1.
+//             Measured on the H200 at the benchmark's shape (bench_cuda_conv), session 5: see
+//             docs/architecture.md for the steps (expf and the division 0.0621 ms, the fast SiLU
+//             0.0587, the ring); a copy of x takes 0.0513.
+//   backward: kStep = 4 steps at a time. A second window dp holds dpre = dy * silu'(pre), pre
+//             recomputed from the x window. dx[s] needs dpre[s .. s+W-1], so the thread also reads the W-1 steps after its chunk
 //             (x has a halo on both sides, dy on the right) and emits dx[s] W-1 steps behind the
 //             dpre it computes; dpre is 0 outside [0, L) (dy is read as 0 there). The chunk at t0 = 0
 //             emits the dinitial_window rows s in [-(W-1), 0) the same way. dfinal_window[j] is added
@@ -36,20 +38,20 @@
 // Grouped rows (kRows, a template flag so that the plain kernels keep their code): the (b, t) row of
 // x, y, dy and dx sits at storage row rows[b*L + t] (the Routing's inverse). The decomposition, the
 // windows and the arithmetic are unchanged; only each step's row address is read from the index
-// instead of stepping a pointer by E. Each thread reads the kStep indices of a step when it loads that
+// instead of stepping a pointer by E. Each thread reads a step's indices when it loads that
 // step's x (and dy) (8 bytes each, the same address for the 32 lanes of a warp: one broadcast
 // transaction, and 16 tokens per 128-byte line, so mostly L1 hits); the y (dx) store re-reads its row's
-// index, which this thread read a step or two before (L1), instead of holding the offsets in registers:
+// index, which this thread read a few steps before (L1), instead of holding the offsets in registers:
 // that keeps the grouped kernels at the plain kernels' occupancy (ptxas, sm_90, f32, W=4, silu: forward
-// 94 registers as the plain, backward 94 against 96; holding the backward's offsets cost 122, with
-// small spills in some variants). Halo rows and the final window read through the index too. Extra traffic: 8 bytes of
+// 64 registers as the plain, backward 94 against 96; holding the backward's offsets cost 122, with
+// small spills in some variants). Halo rows read through the index too. Extra traffic: 8 bytes of
 // index per token per 32-pack channel block against its 512 bytes of x (f32): 1.6% of the reads, from
 // L2 (the whole index is B*L*8 bytes, 131 KB at the benchmark's shape); a warp still reads or writes
 // 256 or 512 contiguous bytes of one row per access, as in the plain layout.
 // Traffic at B=8, L=2048, E=1536, W=4, f32 (the benchmark): the forward reads x and writes y, 201 MB
 // (the 3-step halo per chunk is read again, from L1/L2); the backward reads x and dy and writes dx,
-// 302 MB, plus 3.9 MB of partials. Registers (ptxas, sm_90): forward 94 (5 blocks of 128 per SM; the
-// benchmark's 3072 blocks are 4.7 waves), backward 96 (5 blocks per SM).
+// 302 MB, plus 3.9 MB of partials. Registers (ptxas, sm_90): forward 64 (8 blocks of 128 per SM and
+// 16 KB of ring each; the benchmark's 3072 blocks are 2.9 waves), backward 96 (5 blocks per SM).
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
@@ -66,13 +68,14 @@ constexpr int kLanes = 32;          // channel packs per block (threadIdx.x)
 constexpr int kChunksPerBlock = 4;  // consecutive time chunks per block (threadIdx.y)
 constexpr int kChunk = 64;          // time steps per thread in the backward
 constexpr int kForwardChunk = 16;   // time steps per thread in the forward
-// The forward's register budget: 5 blocks of 128 threads per multiprocessor (at most 102 registers)
-// up to W = 5; wider windows keep what they need (they would spill).
-constexpr int forward_blocks_per_sm(int W) { return W <= 5 ? 5 : 1; }
-constexpr int kStep = 4;            // steps loaded, then computed, per unrolled step
+constexpr int kRing = 8;            // forward: steps of x in flight per thread (shared-memory slots)
+// The forward's register budget up to W = 4: 8 blocks of 128 threads per multiprocessor in f32 (64
+// registers), 6 in f64 (80; 64 spilled). Wider windows keep what they need (they would spill).
+template <typename T> constexpr int forward_blocks_per_sm(int W) { return W > 4 ? 1 : sizeof(T) == 4 ? 8 : 6; }
+constexpr int kStep = 4;            // backward: steps loaded, then computed, per unrolled step
 constexpr int kBlockThreads = kLanes * kChunksPerBlock;
 constexpr int kReduceSlices = 8;    // tile slices per channel in param_reduce_kernel
-static_assert(kChunk % kStep == 0 && kForwardChunk % kStep == 0, "a chunk is a whole number of steps");
+static_assert(kChunk % kStep == 0, "a chunk is a whole number of steps");
 
 template <typename T, int N> struct alignas(sizeof(T) * N) Pack {
   T v[N];
@@ -93,22 +96,39 @@ template <typename T, int N> __device__ inline void store_pack(T* p, const Pack<
   *reinterpret_cast<Pack<T, N>*>(p) = v;
 }
 
-// The forward's x loads and y stores, with the streaming cache hint (evict first: read or written
-// once) on 16-byte packs; other packs as plain loads and stores.
-template <typename T, int N> __device__ inline Pack<T, N> load_pack_streaming(const T* p) {
-  if constexpr (sizeof(Pack<T, N>) == 16) {
-    const float4 v = __ldcs(reinterpret_cast<const float4*>(p));
-    return *reinterpret_cast<const Pack<T, N>*>(&v);
-  } else {
-    return load_pack<T, N>(p);
-  }
-}
-
+// The forward's y stores, with the streaming cache hint (evict first: written once) on 16-byte packs;
+// other packs as plain stores.
 template <typename T, int N> __device__ inline void store_pack_streaming(T* p, const Pack<T, N>& v) {
   if constexpr (sizeof(Pack<T, N>) == 16)
     __stcs(reinterpret_cast<float4*>(p), *reinterpret_cast<const float4*>(&v));
   else
     store_pack(p, v);
+}
+
+// The forward's x loads: a copy from global to shared memory that holds no register while in flight
+// (cp.async, sm_80 on; 16-byte packs bypass L1, .cg, since x is read once). Each thread commits one
+// group per step and waits until at most kPending of its groups are still in flight. Before sm_80 the
+// copy goes through a register and the waits are empty.
+template <typename T, int N> __device__ inline void copy_async(Pack<T, N>* dst, const T* src) {
+#if __CUDA_ARCH__ >= 800
+  const unsigned to = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  if constexpr (sizeof(Pack<T, N>) == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(to), "l"(src) : "memory");
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(to), "l"(src), "n"(sizeof(Pack<T, N>)) : "memory");
+#else
+  *dst = load_pack<T, N>(src);
+#endif
+}
+__device__ inline void copy_async_commit() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int kPending> __device__ inline void copy_async_wait() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+#endif
 }
 
 __device__ inline float d_exp(float v) { return expf(v); }
@@ -212,52 +232,53 @@ __device__ inline T pre_at(const T (&w)[W][N], const T (&bias)[N], const Pack<T,
 }
 
 template <typename T, int W, int N, bool kSilu, bool kRows>
-__global__ void __launch_bounds__(kBlockThreads, forward_blocks_per_sm(W)) forward_kernel(ConvArgs<T> a) {
+__global__ void __launch_bounds__(kBlockThreads, forward_blocks_per_sm<T>(W)) forward_kernel(ConvArgs<T> a) {
+  // ring[t % kRing][thread]: x of step t of the chunk, kRing steps ahead of the one computed. Each
+  // thread has its own slots (no barrier); a warp's slots of one step are 512 contiguous bytes.
+  __shared__ Pack<T, N> ring[kRing][kBlockThreads];
   const Tile tl = tile_of<T, N, kForwardChunk>(a);
   if (!tl.active) return;
+  const int thread = threadIdx.y * kLanes + threadIdx.x;
+  const int steps = static_cast<int>(min(int64_t(kForwardChunk), a.L - tl.t0));
+  const int64_t* idx = kRows ? a.rows + tl.b * a.L + tl.t0 : nullptr;  // grouped: step t is at row idx[t]
+  const int64_t first = tl.b * a.L + tl.t0;                             // plain: step t is at row first + t
+  auto at = [&](int t) { return (kRows ? idx[t] : first + t) * a.E + tl.e0; };
+#pragma unroll
+  for (int j = 0; j < kRing; ++j) {  // the first kRing steps go out before the weights and halo load
+    if (j < steps) copy_async(&ring[j][thread], a.x + at(j));
+    copy_async_commit();
+  }
   T w[W][N], bias[N];
   load_weights<T, W, N>(a, tl.e0, w, bias);
-  Pack<T, N> xw[W - 1 + kStep];  // xw[i] = xe[base - (W-1) + i]
+  Pack<T, N> xw[W];  // xw[i] = xe[t - (W-1) + i] at step t; xw[W-1] is step t's x
 #pragma unroll
   for (int i = 0; i < W - 1; ++i) xw[i] = load_xe<T, N, W, kRows>(a, tl.b, tl.t0 - (W - 1) + i, tl.e0);
-  const int64_t tend = min(tl.t0 + kForwardChunk, a.L);
-  // The x of the next step is loaded before the current step is computed (nx): each thread keeps
-  // two steps of loads in flight.
-  Pack<T, N> nx[kStep];
-  const T* xnext = a.x + (tl.b * a.L + tl.t0) * a.E + tl.e0;  // plain: x[b, base, e0] of the step load_step reads
-  T* yrow = a.y + (tl.b * a.L + tl.t0) * a.E + tl.e0;         // plain: y[b, base, e0] of the step computed
-  const int64_t* idx = kRows ? a.rows + tl.b * a.L : nullptr;  // grouped: token b*L + s is at row idx[s]
-  auto load_step = [&](int64_t base) {
+  for (int base = 0; base < steps; base += kRing) {
 #pragma unroll
-    for (int i = 0; i < kStep; ++i)
-      nx[i] = base + i < tend ? load_pack_streaming<T, N>(kRows ? a.x + idx[base + i] * a.E + tl.e0 : xnext + i * a.E)
-                              : zero_pack<T, N>();
-    xnext += kStep * a.E;
-  };
-  load_step(tl.t0);
-  for (int64_t base = tl.t0; base < tend; base += kStep) {
+    for (int j = 0; j < kRing; ++j) {
+      const int t = base + j;
+      copy_async_wait<kRing - 1>();  // step t's group (one per step, empty or not) has landed
+      if (t < steps) {
+        xw[W - 1] = ring[j][thread];
+        Pack<T, N> out;
 #pragma unroll
-    for (int i = 0; i < kStep; ++i) xw[W - 1 + i] = nx[i];
-    load_step(base + kStep);
+        for (int n = 0; n < N; ++n) {
+          const T pre = pre_at(w, bias, xw, 0, n);
+          out.v[n] = kSilu ? silu_forward(pre) : pre;
+        }
+        store_pack_streaming(a.y + at(t), out);
+        // The slot is free once its value is used: refill it with step t + kRing.
+        if (t + kRing < steps) copy_async(&ring[j][thread], a.x + at(t + kRing));
 #pragma unroll
-    for (int i = 0; i < kStep; ++i) {
-      if (base + i >= tend) continue;
-      Pack<T, N> out;
-#pragma unroll
-      for (int n = 0; n < N; ++n) {
-        const T pre = pre_at(w, bias, xw, i, n);
-        out.v[n] = kSilu ? silu_forward(pre) : pre;
+        for (int i = 0; i < W - 1; ++i) xw[i] = xw[i + 1];
       }
-      store_pack_streaming(kRows ? a.y + idx[base + i] * a.E + tl.e0 : yrow + i * a.E, out);
+      copy_async_commit();
     }
-#pragma unroll
-    for (int i = 0; i < W - 1; ++i) xw[i] = xw[i + kStep];
-    yrow += kStep * a.E;
   }
-  if (tend == a.L) {  // this chunk holds t = L-1: final_window[j] = xe[L - (W-1) + j]
+  if (tl.t0 + steps == a.L) {  // this chunk holds t = L-1: final_window[j] = xe[L - (W-1) + j] = xw[j]
     T* fw = a.final_window + tl.b * (W - 1) * a.E + tl.e0;
-    for (int j = 0; j < W - 1; ++j)
-      store_pack(fw + j * a.E, load_xe<T, N, W, kRows>(a, tl.b, a.L - (W - 1) + j, tl.e0));
+#pragma unroll
+    for (int j = 0; j < W - 1; ++j) store_pack(fw + j * a.E, xw[j]);
   }
 }
 
