@@ -20,15 +20,16 @@
 //             (the CPU's order), stored with the streaming cache hint; f32's SiLU uses the hardware
 //             exp2 and a fast divide (silu_forward). The thread whose chunk holds t = L-1 writes the
 //             final window from its xw, which reaches into the initial window when L < W-1.
-//             Measured on the H200 at the benchmark's shape (bench_cuda_conv), session 5: see
-//             docs/architecture.md for the steps (expf and the division 0.0621 ms, the fast SiLU
-//             0.0587, the ring); a copy of x takes 0.0513.
+//             Measured on the H200 at the benchmark's shape (bench_cuda_conv), session 5: 0.0621
+//             ms with expf and the division, 0.0587 with the fast SiLU, 0.0568-0.0572 with the
+//             ring; a copy of x takes 0.0511-0.0515 (docs/architecture.md has the variants tried).
 //   backward: kStep = 4 steps at a time. A second window dp holds dpre = dy * silu'(pre), pre
-//             recomputed from the x window. dx[s] needs dpre[s .. s+W-1], so the thread also reads the W-1 steps after its chunk
-//             (x has a halo on both sides, dy on the right) and emits dx[s] W-1 steps behind the
-//             dpre it computes; dpre is 0 outside [0, L) (dy is read as 0 there). The chunk at t0 = 0
-//             emits the dinitial_window rows s in [-(W-1), 0) the same way. dfinal_window[j] is added
-//             to row s = L-(W-1)+j, whether that row is in dx or in dinitial_window (L < W-1).
+//             recomputed from the x window. dx[s] needs dpre[s .. s+W-1], so the thread also reads the
+//             W-1 steps after its chunk (x has a halo on both sides, dy on the right) and emits dx[s]
+//             W-1 steps behind the dpre it computes; dpre is 0 outside [0, L) (dy is read as 0 there).
+//             The chunk at t0 = 0 emits the dinitial_window rows s in [-(W-1), 0) the same way.
+//             dfinal_window[j] is added to row s = L-(W-1)+j, whether that row is in dx or in
+//             dinitial_window (L < W-1).
 // Parameter gradients, without atomics, in an order fixed by the shapes:
 //   each thread sums dpre * xe (dweight) and dpre (dbias) over its chunk in the input type (64
 //   terms); the block adds its 4 chunks in order, in double, into partial[tile][k][e] (tile = batch
