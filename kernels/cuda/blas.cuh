@@ -115,6 +115,7 @@ constexpr int kGemmLanes = 3;  // the device's stream and two more
 //   GemmLanes lanes(device, active);          // allocate every output first: the fork is recorded here
 //   gemm(device, g, lanes.handle(i));         // lane i % kGemmLanes (lane 0: the device's own handle,
 //                                             // as every lane when !active)
+//   kernel<<<grid, block, 0, lanes.stream(i)>>>(...);  // other work on lane i: its stream
 //   lanes.join();                             // the device's stream waits for every lane used
 // The lanes wait for all work issued before the fork, and the device's stream continues only after
 // join() (the destructor joins too, so an exception cannot leave a lane writing into freed memory).
@@ -127,9 +128,12 @@ class GemmLanes {
   GemmLanes(const GemmLanes&) = delete;
   GemmLanes& operator=(const GemmLanes&) = delete;
   cublasHandle_t handle(int i);
+  cudaStream_t stream(int i);
   void join();
 
  private:
+  // Lane i % kGemmLanes, made to wait for the fork on its first use; 0 (the device's own) when !active.
+  int use(int i);
   int device_;
   bool active_;
   bool used_[kGemmLanes] = {};

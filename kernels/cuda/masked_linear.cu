@@ -18,22 +18,23 @@
 //   Then counts and the two flags come back to the host in one copy: the only host wait, needed
 //   because the GEMMs' sizes are host values; an id out of range costs one more read for the message.
 //
-// masked_linear. Forward: gather the rows of x into grouped order (one kernel), one cuBLAS GEMM per
-// modality present with its bias added by the GEMM (blas.cuh), then scatter the grouped rows of y
-// into token order in a second buffer (one kernel). The per-modality GEMMs run side by side on the
-// device's GEMM lanes (blas.cuh), each with the algorithm of the whole T-row GEMM, joined before the
-// scatter. The CPU moves rows in place by following the permutation's cycles, a sequential walk; on
-// the GPU a second (T, Out) buffer makes the move one parallel pass. Backward: gather dy (and x for
-// the weight gradients), per modality dx_m = dy_m W_m into grouped order and dW_m = dy_m^T x_m on
-// lane m, db_m = column sums of dy_m on the device's stream meanwhile, then scatter dx to token order.
+// masked_linear. Forward, per modality present, on GEMM lane m (blas.cuh): gather its rows of x into
+// grouped order, one cuBLAS GEMM with its bias added by the GEMM (with the algorithm of the whole
+// T-row GEMM), then scatter its grouped rows of y into token order in a second buffer. The lanes run
+// side by side, so one modality's row moves overlap the others' GEMMs; they are joined at the end.
+// The CPU moves rows in place by following the permutation's cycles, a sequential walk; on the GPU a
+// second (T, Out) buffer makes the move one parallel pass. Backward, per modality on lane m: gather
+// its rows of dy (and of x for the weight gradients), dx_m = dy_m W_m into grouped order, scatter dx_m
+// to token order, dW_m = dy_m^T x_m, db_m = column sums of dy_m.
 // With perm the identity (ids already sorted), or a side already in grouped order (RowOrder), that
 // side's rows are used in place. Outputs in column parts (masked_linear_split) are written by the
 // scatter straight into the parts, or, for a grouped y, by one GEMM per part (gemm_per_part below).
 //
 // Row moves: a group of L lanes (the power of two >= the row's units, at most 32) per row, grid-stride
 // over rows, 256 threads per block; units are 16-byte vectors (float4 / double2) when the row length
-// is a multiple of 16 bytes and every pointer is 16-byte aligned, single values otherwise. Each
-// element is read once and written once. Column sums: blocks of 32 columns x 8 row lanes over chunks
+// is a multiple of 16 bytes and every pointer is 16-byte aligned, single values otherwise. A lane
+// loads up to 8 units before storing them (a row of 768 floats is 6 per lane). Each element is read
+// once and written once. Column sums: blocks of 32 columns x 8 row lanes over chunks
 // of at least 64 rows (at most 256 chunks per modality), each block's partial sums in double added in
 // a fixed order, then one thread per column adds the chunks' partials in order: no atomics, the same
 // bits every run. The GEMMs are cuBLAS's (kernels/cuda/blas.cuh), deterministic on one stream.
@@ -188,24 +189,43 @@ template <typename U> struct RowParts {
   int count;
 };
 
-template <typename U> __device__ inline U* unit_at(const RowParts<U>& p, int64_t row, int64_t j) {
-  int k = 0;
-  int64_t begin = 0;
-  while (k + 1 < p.count && j >= p.end[k]) begin = p.end[k++];
-  return p.ptr[k] + row * (p.end[k] - begin) + (j - begin);
+// Units in flight per lane: a lane loads up to kMoveUnroll units before it stores any, so that a row
+// costs a few memory latencies rather than one per unit (a row of 768 floats is 6 units per lane).
+constexpr int kMoveUnroll = 8;
+
+// d[j] = s[j] for j = first, first + lanes, ... < end.
+template <typename U>
+__device__ inline void copy_units(const U* __restrict__ s, U* __restrict__ d, int64_t first, int64_t end,
+                                  int64_t lanes) {
+  for (int64_t j0 = first; j0 < end; j0 += kMoveUnroll * lanes) {
+    U v[kMoveUnroll];
+#pragma unroll
+    for (int u = 0; u < kMoveUnroll; ++u)
+      if (j0 + u * lanes < end) v[u] = s[j0 + u * lanes];
+#pragma unroll
+    for (int u = 0; u < kMoveUnroll; ++u)
+      if (j0 + u * lanes < end) d[j0 + u * lanes] = v[u];
+  }
 }
 
-// dst[p, :] = src[perm[p], :] for p < rows (src[p, :] when perm is null); 2^lanes_log2 lanes per row.
+// dst[p, :] = src[perm[p], :] for p < rows (src[p, :] when perm is null); 2^lanes_log2 lanes per row,
+// which copy the row part by part (fixed part indices: the parts stay in registers).
 template <typename U>
 __global__ void gather_rows_kernel(RowParts<const U> src, const int64_t* __restrict__ perm, int64_t rows,
                                    int64_t width, int lanes_log2, U* __restrict__ dst) {
   const int64_t thread = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t lane = thread & ((int64_t(1) << lanes_log2) - 1);
+  const int64_t lanes = int64_t(1) << lanes_log2, lane = thread & (lanes - 1);
   const int64_t step = (int64_t(gridDim.x) * blockDim.x) >> lanes_log2;  // blockDim.x is a multiple of 32
   for (int64_t p = thread >> lanes_log2; p < rows; p += step) {
     const int64_t row = perm ? perm[p] : p;
-    U* d = dst + p * width;
-    for (int64_t j = lane; j < width; j += int64_t(1) << lanes_log2) d[j] = *unit_at(src, row, j);
+    int64_t begin = 0;
+#pragma unroll
+    for (int k = 0; k < kMaxParts; ++k) {
+      if (k >= src.count) break;
+      const int64_t w = src.end[k] - begin;
+      copy_units(src.ptr[k] + row * w, dst + p * width + begin, lane, w, lanes);
+      begin = src.end[k];
+    }
   }
 }
 
@@ -214,12 +234,18 @@ template <typename U>
 __global__ void scatter_rows_kernel(const U* __restrict__ src, const int64_t* __restrict__ perm, int64_t rows,
                                     int64_t width, int lanes_log2, RowParts<U> dst) {
   const int64_t thread = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t lane = thread & ((int64_t(1) << lanes_log2) - 1);
+  const int64_t lanes = int64_t(1) << lanes_log2, lane = thread & (lanes - 1);
   const int64_t step = (int64_t(gridDim.x) * blockDim.x) >> lanes_log2;
   for (int64_t p = thread >> lanes_log2; p < rows; p += step) {
-    const U* s = src + p * width;
     const int64_t row = perm ? perm[p] : p;
-    for (int64_t j = lane; j < width; j += int64_t(1) << lanes_log2) *unit_at(dst, row, j) = s[j];
+    int64_t begin = 0;
+#pragma unroll
+    for (int k = 0; k < kMaxParts; ++k) {
+      if (k >= dst.count) break;
+      const int64_t w = dst.end[k] - begin;
+      copy_units(src + p * width + begin, dst.ptr[k] + row * w, lane, w, lanes);
+      begin = dst.end[k];
+    }
   }
 }
 
@@ -259,11 +285,11 @@ template <typename U, typename T, typename P> RowParts<U> row_parts(const std::v
 }
 
 // dst (rows, C) = rows perm[0 .. rows) (0 .. rows when perm is null) of the parts of src, side by side
-// (C = their columns).
+// (C = their columns), on stream st of the device.
 template <typename T>
-void gather_rows(const std::vector<Part<const T>>& src, const int64_t* perm, int64_t rows, T* dst, int device) {
+void gather_rows(const std::vector<Part<const T>>& src, const int64_t* perm, int64_t rows, T* dst, int device,
+                 cudaStream_t st) {
   if (rows == 0) return;
-  cudaStream_t st = ::mom::cuda::stream(device);
   int64_t C = 0;
   for (const Part<const T>& q : src) C += q.cols;
   if (parts_vectorisable<T>(src, dst, static_cast<const T*>(nullptr))) {
@@ -279,15 +305,16 @@ void gather_rows(const std::vector<Part<const T>>& src, const int64_t* perm, int
   MOM_CUDA_CHECK_LAUNCH();
 }
 
-template <typename T> void gather_rows(const T* src, const int64_t* perm, int64_t rows, int64_t C, T* dst, int device) {
-  gather_rows<T>({Part<const T>{src, C}}, perm, rows, dst, device);
+template <typename T>
+void gather_rows(const T* src, const int64_t* perm, int64_t rows, int64_t C, T* dst, int device, cudaStream_t st) {
+  gather_rows<T>({Part<const T>{src, C}}, perm, rows, dst, device, st);
 }
 
-// Row p of src (rows, C) to row perm[p] (p when perm is null) of the parts of dst.
+// Row p of src (rows, C) to row perm[p] (p when perm is null) of the parts of dst, on stream st.
 template <typename T>
-void scatter_rows(const T* src, const int64_t* perm, int64_t rows, const std::vector<Part<T>>& dst, int device) {
+void scatter_rows(const T* src, const int64_t* perm, int64_t rows, const std::vector<Part<T>>& dst, int device,
+                  cudaStream_t st) {
   if (rows == 0) return;
-  cudaStream_t st = ::mom::cuda::stream(device);
   int64_t C = 0;
   for (const Part<T>& q : dst) C += q.cols;
   if (parts_vectorisable<T>(dst, src, static_cast<const T*>(nullptr))) {
@@ -351,10 +378,11 @@ __global__ void column_totals_kernel(const double* __restrict__ partial, int64_t
   }
 }
 
-// out (C) = column sums of g (rows, C), rows >= 1; partial holds chunks_for(rows).count * C doubles.
-template <typename T> void column_sums(const T* g, int64_t rows, int64_t C, double* partial, T* out, int device) {
+// out (C) = column sums of g (rows, C), rows >= 1, on stream st; partial holds chunks_for(rows).count * C
+// doubles.
+template <typename T>
+void column_sums(const T* g, int64_t rows, int64_t C, double* partial, T* out, int device, cudaStream_t st) {
   const Chunks ch = chunks_for(rows);
-  cudaStream_t st = ::mom::cuda::stream(device);
   const dim3 grid(static_cast<unsigned>((C + kSumCols - 1) / kSumCols), static_cast<unsigned>(ch.count));
   column_partials_kernel<T><<<grid, dim3(kSumCols, kSumRowLanes), 0, st>>>(g, rows, C, ch.rows, partial);
   MOM_CUDA_CHECK_LAUNCH();
@@ -449,8 +477,9 @@ std::vector<Tensor> masked_linear_forward(const Tensor& x, const Routing& routin
     Tensor xg_t = x_direct ? x : empty({T, In}, x.dtype(), x.device());
     Tensor yg_t = y_whole ? ys[0] : per_part ? Tensor() : empty({T, Out}, x.dtype(), x.device());
     ::mom::cuda::DeviceGuard guard(device);
-    if (!x_direct) gather_rows(x.data<scalar_t>(), perm, T, In, xg_t.data<scalar_t>(), device);
-    const scalar_t* xg = xg_t.data<scalar_t>();
+    scalar_t* xg = xg_t.data<scalar_t>();
+    // Modality m's rows move on lane m, before and after its GEMMs: one modality's moves overlap the
+    // others' GEMMs.
     GemmLanes lanes(device, present_modalities(routing) > 1);
     for (int64_t m = 0; m < M; ++m) {
       const int64_t off = routing.offsets[m], n = routing.counts[m];
@@ -458,10 +487,18 @@ std::vector<Tensor> masked_linear_forward(const Tensor& x, const Routing& routin
       const scalar_t* w = weight[m].data<scalar_t>();
       const scalar_t* b = bias.empty() ? nullptr : bias[m].data<scalar_t>();
       cublasHandle_t lane = lanes.handle(static_cast<int>(m));
+      cudaStream_t st = lanes.stream(static_cast<int>(m));
+      if (!x_direct) gather_rows(x.data<scalar_t>(), perm + off, n, In, xg + off * In, device, st);
       if (!per_part) {  // y_m (n, Out) = x_m (n, In) @ weight[m]^T + bias[m]
         Gemm<scalar_t> g(false, true, n, Out, In, xg + off * In, In, w, In, yg_t.data<scalar_t>() + off * Out, Out);
         g.bias = b, g.plan_m = T;
         gemm(device, g, lane);
+        if (y_whole) continue;
+        // y_m's rows to their tokens (the same rows when y is grouped), in the parts
+        std::vector<Part<scalar_t>> dst;
+        for (size_t k = 0; k < ys.size(); ++k)
+          dst.push_back({ys[k].data<scalar_t>() + (y_direct ? off * split[k] : 0), split[k]});
+        scatter_rows<scalar_t>(yg_t.data<scalar_t>() + off * Out, y_direct ? nullptr : perm + off, n, dst, device, st);
         continue;
       }
       int64_t start = 0;  // part k of y_m (n, cols) = x_m @ (rows [start, start + cols) of weight[m])^T + its bias
@@ -473,10 +510,6 @@ std::vector<Tensor> masked_linear_forward(const Tensor& x, const Routing& routin
       }
     }
     lanes.join();
-    if (per_part || y_whole) return;  // the GEMMs wrote y
-    std::vector<Part<scalar_t>> dst;
-    for (size_t k = 0; k < ys.size(); ++k) dst.push_back({ys[k].data<scalar_t>(), split[k]});
-    scatter_rows<scalar_t>(yg_t.data<scalar_t>(), y_direct ? nullptr : perm, T, dst, device);
   });
   return ys;
 }
@@ -503,14 +536,9 @@ MaskedLinearGrads masked_linear_backward(const std::vector<Tensor>& dy, const Te
     // dy in grouped order as one matrix (unless its parts are used one by one), x (for the weight
     // gradients) and dx in grouped order: the tensors themselves where they already are.
     Tensor dyg_t = per_part ? Tensor() : (y_direct && dy.size() == 1) ? dy[0] : empty({T, Out}, x.dtype(), x.device());
+    const bool gather_dy = !per_part && !(y_direct && dy.size() == 1);
     Tensor xg_t = !need_dparams ? Tensor() : x_direct ? x : empty({T, In}, x.dtype(), x.device());
     Tensor dxg_t = !need_dx ? Tensor() : x_direct ? grads.dx : empty({T, In}, x.dtype(), x.device());
-    if (!per_part && !(y_direct && dy.size() == 1)) {
-      std::vector<Part<const scalar_t>> src;
-      for (const Tensor& d : dy) src.push_back({d.data<scalar_t>(), d.size(1)});
-      gather_rows<scalar_t>(src, y_direct ? nullptr : perm, T, dyg_t.data<scalar_t>(), device);
-    }
-    if (need_dparams && !x_direct) gather_rows(x.data<scalar_t>(), perm, T, In, xg_t.data<scalar_t>(), device);
     // The parts of dy_m (one part: dy_m itself): data at row off, columns, first row of the weight.
     struct DyPart {
       const scalar_t* data;
@@ -537,13 +565,22 @@ MaskedLinearGrads masked_linear_backward(const std::vector<Tensor>& dy, const Te
       grads.dweight[m] = empty({Out, In}, x.dtype(), x.device());
       if (has_bias) grads.dbias[m] = empty({Out}, x.dtype(), x.device());
     }
-    // The GEMMs of modality m run on lane m; the bias sums on the device's stream (lane 0) among them.
+    // Everything of modality m runs on lane m: its rows of dy (and x) gathered, its GEMMs and bias sums,
+    // its rows of dx scattered; one modality's moves overlap the others' GEMMs.
     GemmLanes lanes(device, present_modalities(routing) > 1);
     for (int64_t m = 0; m < M; ++m) {
       const int64_t off = routing.offsets[m], n = routing.counts[m];
       if (n == 0) continue;  // an absent expert: no work
       const scalar_t* w = weight[m].data<scalar_t>();
       cublasHandle_t lane = lanes.handle(static_cast<int>(m));
+      cudaStream_t st = lanes.stream(static_cast<int>(m));
+      if (gather_dy) {  // dy_m's rows, from the parts side by side (the same rows when dy is grouped)
+        std::vector<Part<const scalar_t>> src;
+        for (const Tensor& d : dy) src.push_back({d.data<scalar_t>() + (y_direct ? off * d.size(1) : 0), d.size(1)});
+        gather_rows<scalar_t>(src, y_direct ? nullptr : perm + off, n, dyg_t.data<scalar_t>() + off * Out, device, st);
+      }
+      if (need_dparams && !x_direct)
+        gather_rows(x.data<scalar_t>(), perm + off, n, In, xg_t.data<scalar_t>() + off * In, device, st);
       const std::vector<DyPart> parts = dy_parts(off);
       // dx_m (n, In) = sum over parts of dy_m,k (n, cols) @ rows [start, start + cols) of weight[m]
       for (size_t k = 0; k < parts.size() && need_dx; ++k) {
@@ -552,6 +589,9 @@ MaskedLinearGrads masked_linear_backward(const std::vector<Tensor>& dy, const Te
         g.beta = scalar_t(k == 0 ? 0 : 1), g.plan_m = T;
         gemm(device, g, lane);
       }
+      if (need_dx && !x_direct)
+        scatter_rows<scalar_t>(dxg_t.data<scalar_t>() + off * In, perm + off, n, {{grads.dx.data<scalar_t>(), In}}, device,
+                               st);
       if (!need_dparams) continue;
       for (const DyPart& q : parts) {
         // rows [start, start + cols) of dweight[m] = dy_m,k^T (cols, n) @ x_m (n, In)
@@ -561,11 +601,10 @@ MaskedLinearGrads masked_linear_backward(const std::vector<Tensor>& dy, const Te
         gemm(device, g, lane);
         if (has_bias)
           column_sums(q.data, n, q.cols, partial.data<double>() + partial_at[m] + chunks_for(n).count * q.start,
-                      grads.dbias[m].data<scalar_t>() + q.start, device);
+                      grads.dbias[m].data<scalar_t>() + q.start, device, st);
       }
     }
     lanes.join();
-    if (need_dx && !x_direct) scatter_rows<scalar_t>(dxg_t.data<scalar_t>(), perm, T, {{grads.dx.data<scalar_t>(), In}}, device);
   });
   return grads;
 }

@@ -152,15 +152,24 @@ GemmLanes::GemmLanes(int device, bool active) : device_(device), active_(active)
   MOM_CUDA_CHECK(cudaEventRecord(s.fork, ::mom::cuda::stream(device)));
 }
 
-cublasHandle_t GemmLanes::handle(int i) {
+int GemmLanes::use(int i) {
   const int lane = i % kGemmLanes;
-  if (!active_ || lane == 0) return cublas_handle(device_);
-  Handle& h = blas_state(device_).lanes[lane - 1];
+  if (!active_ || lane == 0) return 0;
   if (!used_[lane]) {
-    MOM_CUDA_CHECK(cudaStreamWaitEvent(h.stream, blas_state(device_).fork, 0));
+    MOM_CUDA_CHECK(cudaStreamWaitEvent(blas_state(device_).lanes[lane - 1].stream, blas_state(device_).fork, 0));
     used_[lane] = true;
   }
-  return h.handle;
+  return lane;
+}
+
+cublasHandle_t GemmLanes::handle(int i) {
+  const int lane = use(i);
+  return lane == 0 ? cublas_handle(device_) : blas_state(device_).lanes[lane - 1].handle;
+}
+
+cudaStream_t GemmLanes::stream(int i) {
+  const int lane = use(i);
+  return lane == 0 ? ::mom::cuda::stream(device_) : blas_state(device_).lanes[lane - 1].stream;
 }
 
 void GemmLanes::join() {
