@@ -23,11 +23,12 @@
 // cublasGemmStridedBatchedEx.
 //
 // GEMM lanes: the device's stream and kGemmLanes - 1 extra streams, each extra one with its own handle
-// and 32 MiB workspace, configured like the device's handle. masked_linear runs its per-modality GEMMs
-// on them side by side (GemmLanes below), so that three GEMMs of a third of the rows each fill the GPU
-// as one GEMM of all the rows does (at the MoM layer's shapes on an H200, TF32 off: 8.38 ms in a row
-// with cuBLAS's own choices, 7.89 ms side by side with the whole GEMM's algorithms, 7.81 ms for the
-// dense GEMMs; docs/architecture.md).
+// and 32 MiB workspace, configured like the device's handle. masked_linear runs each modality's GEMMs,
+// row moves and bias sums on its own lane, side by side (GemmLanes below), so that three GEMMs of a
+// third of the rows each fill the GPU as one GEMM of all the rows does, and one modality's moves
+// overlap the others' GEMMs (at the MoM layer's shapes on an H200, TF32 off: 8.49 ms one after
+// another, 8.38 ms side by side with cuBLAS's own choices, 7.89 ms side by side with the whole GEMM's
+// algorithms, 7.81 ms for the dense GEMMs; docs/architecture.md).
 //
 // Row-major on top of column-major cuBLAS: a row-major (r, c) matrix with leading dimension ld is the
 // column-major (c, r) matrix with the same ld, its transpose. So C = op(A) op(B) (row-major) is computed
