@@ -5,6 +5,7 @@
 #include <string>
 
 #include "autograd/function_util.h"
+#include "autograd/grad_perturbation.h"
 #include "autograd/gradcheck.h"
 #include "autograd/node.h"
 #include "kernels/causal_conv1d.h"
@@ -34,7 +35,10 @@ struct CausalConv1dBackward : Node {
     kernels::CausalConv1dGrads grads = kernels::causal_conv1d_backward(
         kernel_input(grad_or_zeros(g, 0)), kernel_input(g[1]), x.unpack(*this), weight.unpack(*this),
         bias.unpack(*this), initial_window.unpack(*this), silu, order ? &*order : nullptr);
-    return {grads.dx, grads.dweight, grads.dbias, grads.dinitial_window};
+    std::vector<Tensor> result{grads.dx, grads.dweight, grads.dbias, grads.dinitial_window};
+    static const char* const names[] = {"x", "weight", "bias", "initial_window"};
+    autograd::perturb_grads("causal_conv1d", names, result);  // test-only; off: one relaxed load
+    return result;
   }
   void release_saved() override {
     x.reset();

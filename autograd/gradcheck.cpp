@@ -16,6 +16,9 @@ struct Checked {
   Tensor leaf;   // f64 contiguous leaf requiring grad
 };
 
+// The unit roundoff of float64.
+constexpr double kUnitRoundoff = 0x1p-53;
+
 // Outputs are copied: an op that returns a view of an input would otherwise change under the next
 // perturbation.
 std::vector<Tensor> eval(const GradcheckFn& fn, const std::vector<Tensor>& inputs) {
@@ -26,14 +29,21 @@ std::vector<Tensor> eval(const GradcheckFn& fn, const std::vector<Tensor>& input
   return outs;
 }
 
+// sum(w * out), summed with Neumaier's compensation so that the sum adds no rounding error of its own
+// beyond about one ulp of the result, however many outputs there are: the error of the weighted sum
+// is then that of the outputs themselves, which the round-off bound counts.
 double weighted_sum(const std::vector<Tensor>& outs, const std::vector<std::vector<double>>& w) {
-  double s = 0;
+  double s = 0, c = 0;
   for (size_t o = 0; o < outs.size(); ++o) {
     if (!outs[o].defined()) continue;
     std::vector<double> v = outs[o].to_vector<double>();
-    for (size_t i = 0; i < v.size(); ++i) s += w[o][i] * v[i];
+    for (size_t i = 0; i < v.size(); ++i) {
+      double x = w[o][i] * v[i], t = s + x;
+      c += std::fabs(s) >= std::fabs(x) ? (s - t) + x : (x - t) + s;
+      s = t;
+    }
   }
-  return s;
+  return s + c;
 }
 
 // Analytic gradient of sum(w * out) for every checked input (zeros where none reached it).
@@ -57,26 +67,34 @@ std::vector<std::vector<double>> analytic(const GradcheckFn& fn, const std::vect
   return result;
 }
 
-// d/dt sum(w * fn(x + t v)) at t = 0 by central differences.
-double directional(const GradcheckFn& fn, const std::vector<Tensor>& inputs, Tensor& leaf,
-                   const std::vector<double>& v, const std::vector<std::vector<double>>& w, double eps) {
-  double* p = leaf.data<double>();
-  std::vector<double> saved(p, p + leaf.numel());
-  for (size_t i = 0; i < v.size(); ++i) p[i] = saved[i] + eps * v[i];
-  double plus = weighted_sum(eval(fn, inputs), w);
-  for (size_t i = 0; i < v.size(); ++i) p[i] = saved[i] - eps * v[i];
-  double minus = weighted_sum(eval(fn, inputs), w);
-  std::copy(saved.begin(), saved.end(), p);
-  return (plus - minus) / (2 * eps);
+// A row being filled: the public row and the scale of its numeric values.
+struct RowAcc {
+  GradcheckRow row;
+  double scale = 0;  // max |numeric|
+};
+
+// One compared number. d1, d2: the central differences with steps h and 2h; a1, a2: the analytic
+// derivative along the same realized steps (equal but for the rounding of x +- h v); noise: a bound
+// on the round-off error of one forward value, divided by h. See gradcheck.h for the criterion.
+void compare(RowAcc& acc, double a1, double a2, double d1, double d2, double noise, const GradcheckOptions& opts) {
+  const double a = a1 == a2 ? a1 : (4 * a1 - a2) / 3, n = (4 * d1 - d2) / 3;
+  const double fd_err = std::fabs(d1 - d2) / 3 + 1.5 * noise;
+  const double tol = opts.safety * fd_err + opts.rel_slack * std::fabs(n);
+  double err = std::fabs(a - n);
+  GradcheckRow& row = acc.row;
+  if (!(err <= tol)) row.ok = false;  // NaN fails too
+  if (std::isnan(err)) err = INFINITY;
+  const double ratio = err == 0 ? 0.0 : tol > 0 ? err / tol : INFINITY;  // NaN tolerance: infinity too
+  row.max_abs_err = std::max(row.max_abs_err, err);
+  row.max_ratio = std::max(row.max_ratio, ratio);
+  if (std::isfinite(n)) acc.scale = std::max(acc.scale, std::fabs(n));
+  row.compared += 1;
 }
 
-void compare(GradcheckRow& row, double a, double n, const GradcheckOptions& opts) {
-  double err = std::fabs(a - n);
-  if (!(err <= opts.atol + opts.rtol * std::fabs(n))) row.ok = false;  // NaN fails too
-  if (std::isnan(err)) err = INFINITY;
-  row.max_abs_err = std::max(row.max_abs_err, err);
-  row.max_rel_err = std::max(row.max_rel_err, err / std::max({std::fabs(a), std::fabs(n), 1e-3}));
-  row.compared += 1;
+GradcheckRow finish(const RowAcc& acc) {
+  GradcheckRow row = acc.row;
+  row.max_rel_err = row.max_abs_err == 0 ? 0.0 : acc.scale > 0 ? row.max_abs_err / acc.scale : INFINITY;
+  return row;
 }
 
 }  // namespace
@@ -84,6 +102,8 @@ void compare(GradcheckRow& row, double a, double n, const GradcheckOptions& opts
 std::vector<GradcheckRow> gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inputs_in,
                                     const std::vector<std::string>& names, const GradcheckOptions& opts) {
   MOM_CHECK(names.size() == inputs_in.size(), "gradcheck", inputs_in.size() << " inputs but " << names.size() << " names");
+  MOM_CHECK(opts.eps > 0 && opts.safety > 0 && opts.rel_slack >= 0 && opts.roundoff_ulps >= 0, "gradcheck",
+            "needs eps > 0, safety > 0, rel_slack >= 0 and roundoff_ulps >= 0");
   std::vector<Tensor> inputs;
   std::vector<Checked> checked;
   for (size_t i = 0; i < inputs_in.size(); ++i) {
@@ -105,17 +125,28 @@ std::vector<GradcheckRow> gradcheck(const GradcheckFn& fn, const std::vector<Ten
   }
   std::vector<Tensor> outs0 = eval(fn, inputs);
   std::vector<int64_t> out_sizes;
+  std::vector<double> out_scale;  // max |out| per output: the magnitude its round-off is relative to
   int64_t total_out = 0;
   for (const Tensor& o : outs0) {
     out_sizes.push_back(o.defined() ? o.numel() : 0);
+    double m = 0;
+    if (o.defined())
+      for (double v : o.to_vector<double>()) m = std::max(m, std::fabs(v));
+    out_scale.push_back(m);
     total_out += out_sizes.back();
   }
   int64_t max_in = 0;
   for (const Checked& c : checked) max_in = std::max(max_in, c.leaf.numel());
 
-  std::vector<GradcheckRow> rows;
-  for (const Checked& c : checked) rows.push_back({names[c.index]});
+  std::vector<RowAcc> rows;
+  for (const Checked& c : checked) rows.push_back({GradcheckRow{names[c.index]}});
+  auto finished = [&] {
+    std::vector<GradcheckRow> result;
+    for (const RowAcc& r : rows) result.push_back(finish(r));
+    return result;
+  };
   Generator gen(opts.seed * 7919 + 17);
+  const double h = opts.eps, ulps = opts.roundoff_ulps * kUnitRoundoff;
 
   auto zero_weights = [&] {
     std::vector<std::vector<double>> w;
@@ -136,47 +167,85 @@ std::vector<GradcheckRow> gradcheck(const GradcheckFn& fn, const std::vector<Ten
       Tensor& leaf = checked[ci].leaf;
       double* x = leaf.data<double>();
       for (int64_t j = 0; j < leaf.numel(); ++j) {
-        // Column j of the Jacobian: one pair of forwards gives every output's derivative.
-        double saved = x[j];
-        x[j] = saved + opts.eps;
-        std::vector<Tensor> plus = eval(fn, inputs);
-        x[j] = saved - opts.eps;
-        std::vector<Tensor> minus = eval(fn, inputs);
+        // Column j of the Jacobian: two pairs of forwards (steps h and 2h) give every output's
+        // derivative. Each difference is divided by the realized step x+ - x-, so the rounding of
+        // x +- h costs nothing.
+        const double saved = x[j];
+        std::vector<Tensor> plus[2], minus[2];
+        double step[2];
+        for (int s = 0; s < 2; ++s) {
+          const double hs = h * (s + 1);
+          const double xp = saved + hs, xm = saved - hs;
+          x[j] = xp;
+          plus[s] = eval(fn, inputs);
+          x[j] = xm;
+          minus[s] = eval(fn, inputs);
+          step[s] = xp - xm;
+        }
         x[j] = saved;
         size_t row_k = 0;
         for (size_t o = 0; o < out_sizes.size(); ++o) {
           if (out_sizes[o] == 0) continue;
-          std::vector<double> p = plus[o].to_vector<double>(), m = minus[o].to_vector<double>();
-          for (int64_t k = 0; k < out_sizes[o]; ++k, ++row_k)
-            compare(rows[ci], jac_a[row_k][ci][j], (p[k] - m[k]) / (2 * opts.eps), opts);
+          std::vector<double> p1 = plus[0][o].to_vector<double>(), m1 = minus[0][o].to_vector<double>();
+          std::vector<double> p2 = plus[1][o].to_vector<double>(), m2 = minus[1][o].to_vector<double>();
+          const double noise = ulps * out_scale[o] / h;
+          for (int64_t k = 0; k < out_sizes[o]; ++k, ++row_k) {
+            const double a = jac_a[row_k][ci][j];
+            compare(rows[ci], a, a, (p1[k] - m1[k]) / step[0], (p2[k] - m2[k]) / step[1], noise, opts);
+          }
         }
       }
     }
-    return rows;
+    return finished();
   }
 
   for (int p = 0; p < opts.projections; ++p) {
     auto w = zero_weights();
-    for (auto& wo : w)
-      for (double& x : wo) x = gen.normal();
+    double w_scale = 0;  // sum |w| max |out|: the magnitude of sum(w * out) that round-off is relative to
+    for (size_t o = 0; o < w.size(); ++o)
+      for (double& x : w[o]) {
+        x = gen.normal();
+        w_scale += std::fabs(x) * out_scale[o];
+      }
+    const double noise = ulps * w_scale / h;
     std::vector<std::vector<double>> ga = analytic(fn, inputs, checked, w);
     for (size_t ci = 0; ci < checked.size(); ++ci) {
       Tensor& leaf = checked[ci].leaf;
-      int64_t n = leaf.numel();
+      const int64_t n = leaf.numel();
+      double* x = leaf.data<double>();
+      const std::vector<double> saved(x, x + n);
       for (int d = 0; d < 2 * opts.directions; ++d) {
         std::vector<double> v(n, 0.0);
         if (d % 2 == 0) {
-          for (double& x : v) x = gen.normal();
+          for (double& e : v) e = gen.normal();
         } else {
           v[gen.randint(static_cast<uint64_t>(n))] = 1.0;
         }
-        double a = 0;
-        for (int64_t i = 0; i < n; ++i) a += ga[ci][i] * v[i];
-        compare(rows[ci], a, directional(fn, inputs, leaf, v, w, opts.eps), opts);
+        // d/dt sum(w * fn(x + t v)) at t = 0 by central differences with steps h and 2h, and the
+        // analytic derivative along the realized displacements (x + t v rounded) of each.
+        double num[2], ana[2];
+        for (int s = 0; s < 2; ++s) {
+          const double hs = h * (s + 1);
+          std::vector<double> xp(n), xm(n);
+          for (int64_t i = 0; i < n; ++i) {
+            xp[i] = saved[i] + hs * v[i];
+            xm[i] = saved[i] - hs * v[i];
+          }
+          std::copy(xp.begin(), xp.end(), x);
+          const double fp = weighted_sum(eval(fn, inputs), w);
+          std::copy(xm.begin(), xm.end(), x);
+          const double fm = weighted_sum(eval(fn, inputs), w);
+          double a = 0;
+          for (int64_t i = 0; i < n; ++i) a += ga[ci][i] * (xp[i] - xm[i]);
+          num[s] = (fp - fm) / (2 * hs);
+          ana[s] = a / (2 * hs);
+        }
+        std::copy(saved.begin(), saved.end(), x);
+        compare(rows[ci], ana[0], ana[1], num[0], num[1], noise, opts);
       }
     }
   }
-  return rows;
+  return finished();
 }
 
 namespace {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "autograd/function_util.h"
+#include "autograd/grad_perturbation.h"
 #include "autograd/gradcheck.h"
 #include "autograd/node.h"
 
@@ -38,6 +39,12 @@ struct MaskedLinearBackward : Node {
     std::vector<Tensor> result{grads.dx};
     result.insert(result.end(), grads.dweight.begin(), grads.dweight.end());
     if (has_bias) result.insert(result.end(), grads.dbias.begin(), grads.dbias.end());
+    if (autograd::grad_perturbation_active()) {  // test-only
+      std::vector<const char*> names(result.size(), "weight");
+      names[0] = "x";
+      for (size_t i = 1 + w.size(); i < names.size(); ++i) names[i] = "bias";
+      autograd::perturb_grads("masked_linear", names.data(), result);
+    }
     return result;
   }
   void release_saved() override {

@@ -1,4 +1,6 @@
-// `mom gradcheck`: finite-difference check of every registered differentiable op (f64, CPU), or with
+// `mom gradcheck`: finite-difference check of every registered differentiable op (f64, CPU; one row per
+// case and input with the max absolute and relative errors and the max error / tolerance, where the
+// tolerance comes from the estimated finite-difference error: autograd/gradcheck.h), or with
 // --device cuda, every registered case run on the GPU (f64 and f32) against the CPU in f64: outputs and
 // input gradients for a fixed random output projection (autograd::device_check).
 #include <cstdio>
@@ -7,6 +9,7 @@
 #include "autograd/gradcheck.h"
 #include "core/error.h"
 #include "examples/mom/commands.h"
+#include "examples/mom/options.h"
 #include "nn/gradcheck_cases.h"
 
 namespace mom::cli {
@@ -82,7 +85,8 @@ int run_gradcheck(const GradcheckArgs& args) {
   if (device.is_cuda()) return run_device_check(args, device);
   bool found = false;
   int failed = 0, total = 0;
-  std::printf("%-16s %-34s %-14s %12s %12s  %s\n", "op", "case", "input", "max abs err", "max rel err", "ok");
+  std::printf("%-16s %-34s %-14s %12s %12s %10s  %s\n", "op", "case", "input", "max abs err", "max rel err",
+              "err/tol", "ok");
   for (const autograd::GradcheckCase& c : registry.cases()) {
     if (!args.op.empty() && c.op != args.op) continue;
     found = true;
@@ -93,13 +97,14 @@ int run_gradcheck(const GradcheckArgs& args) {
     try {
       rows = autograd::gradcheck(problem.fn, problem.inputs, problem.names, problem.opts);
     } catch (const Error& e) {
-      std::printf("%-16s %-34s %-14s %12s %12s  FAIL (%s)\n", c.op.c_str(), c.variant.c_str(), "-", "-", "-", e.what());
+      std::printf("%-16s %-34s %-14s %12s %12s %10s  FAIL (%s)\n", c.op.c_str(), c.variant.c_str(), "-", "-", "-", "-",
+                  e.what());
       ++failed, ++total;
       continue;
     }
     for (const auto& r : rows) {
-      std::printf("%-16s %-34s %-14s %12.3e %12.3e  %s\n", c.op.c_str(), c.variant.c_str(), r.input.c_str(),
-                  r.max_abs_err, r.max_rel_err, r.ok ? "ok" : "FAIL");
+      std::printf("%-16s %-34s %-14s %12.3e %12.3e %10.3f  %s\n", c.op.c_str(), c.variant.c_str(), r.input.c_str(),
+                  r.max_abs_err, r.max_rel_err, r.max_ratio, r.ok ? "ok" : "FAIL");
       ++total;
       if (!r.ok) ++failed;
     }
@@ -115,7 +120,8 @@ void add_gradcheck_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<GradcheckArgs>();
   CLI::App* cmd = app.add_subcommand("gradcheck", "check every op's backward against finite differences (f64, CPU), or the GPU against the CPU");
   cmd->add_option("--op", args->op, "check only this op (see --list)");
-  cmd->add_option("--seed", args->seed, "seed of the random inputs")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "seed of the random inputs")
+      ->check(integer_in<uint64_t>(0, UINT64_MAX))->capture_default_str();
   cmd->add_flag("--list", args->list, "print the names of the checked ops and exit");
   cmd->add_option("--device", args->device,
                   "cpu: finite differences in f64; cuda | cuda:N: every case on the GPU (f64, f32) against the CPU")
