@@ -14,7 +14,13 @@ Device parse_device(const std::string& s) {
     std::string idx = s.substr(5);
     MOM_CHECK(!idx.empty() && idx.find_first_not_of("0123456789") == std::string::npos, "device",
               "cannot parse device '" << s << "': expected cpu, cuda or cuda:N");
-    return Device::cuda(std::stoi(idx));
+    int64_t index = 0;
+    for (char c : idx) {
+      index = index * 10 + (c - '0');
+      MOM_CHECK(index <= kMaxDeviceIndex, "device", "device index " << idx << " in '" << s
+                << "' is out of range: expected 0 .. " << kMaxDeviceIndex);
+    }
+    return Device::cuda(static_cast<int>(index));
   }
   MOM_THROW("device", "cannot parse device '" << s << "': expected cpu, cuda or cuda:N");
 }

@@ -21,7 +21,10 @@ struct Device {
   std::string str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
 };
 
-// "cpu", "cuda", "cuda:1". Throws [device] on anything else.
+// The largest N of "cuda:N" that parse_device accepts (whether device N exists is checked where it is used).
+constexpr int kMaxDeviceIndex = 1023;
+
+// "cpu", "cuda", "cuda:1" (N in 0 .. kMaxDeviceIndex). Throws [device] on anything else.
 Device parse_device(const std::string& s);
 
 // True when this build has CUDA and a device is visible.

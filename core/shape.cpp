@@ -8,11 +8,21 @@ namespace mom {
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  return n;
+  bool any_zero = false;
+  for (int64_t s : shape) {
+    if (s > 0) {
+      MOM_CHECK(!__builtin_mul_overflow(n, s, &n), "shape",
+                "shape " << shape_str(shape) << " is too large: its sizes multiply past 2^63 - 1");
+    } else {
+      MOM_CHECK(s == 0, "shape", "negative size " << s << " in shape " << shape_str(shape));
+      any_zero = true;
+    }
+  }
+  return any_zero ? 0 : n;
 }
 
 Shape contiguous_strides(const Shape& shape) {
+  shape_numel(shape);  // the checks; the product of the sizes below then fits
   Shape strides(shape.size());
   int64_t s = 1;
   for (size_t i = shape.size(); i-- > 0;) {

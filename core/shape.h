@@ -9,7 +9,11 @@ namespace mom {
 
 using Shape = std::vector<int64_t>;
 
+// The number of elements. Throws "[shape] ..." when a size is negative or when the sizes, a size of 0
+// counted as 1, multiply past 2^63 - 1: such a shape has no int64 element count or contiguous strides
+// (so (0, 2^62, 2^62) is refused too, although it holds no element).
 int64_t shape_numel(const Shape& shape);
+// Row-major strides (a size of 0 counted as 1); throws as shape_numel does.
 Shape contiguous_strides(const Shape& shape);
 std::string shape_str(const Shape& shape);  // "(2, 3)"
 

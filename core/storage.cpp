@@ -1,11 +1,15 @@
 #include "core/storage.h"
 
 #include <cstdlib>
+#include <limits>
 #include <new>
 
 #include "core/error.h"
 #if defined(__GLIBC__)
 #include <malloc.h>
+#endif
+#if defined(__linux__)
+#include <sys/sysinfo.h>
 #endif
 #ifdef MOM_WITH_CUDA
 #include "core/cuda/memory.h"
@@ -32,11 +36,30 @@ void keep_freed_host_memory() {
   (void)done;
 #endif
 }
+
+// The most host memory one allocation may ask for: the machine's RAM plus swap (Linux), the bound of
+// the kernel's default (heuristic) overcommit, or the largest size_t that can be rounded up to the
+// alignment elsewhere. A larger request fails here with its byte count, before malloc: glibc would
+// return null anyway, and a sanitizer's allocator would abort the process instead.
+size_t host_allocation_limit() {
+  size_t limit = std::numeric_limits<size_t>::max() - (kAlignment - 1);
+#if defined(__linux__)
+  struct sysinfo info;
+  if (::sysinfo(&info) == 0) {
+    unsigned __int128 total = static_cast<unsigned __int128>(info.totalram + info.totalswap) * info.mem_unit;
+    if (total > 0 && total < limit) limit = static_cast<size_t>(total);
+  }
+#endif
+  return limit;
+}
 }  // namespace
 
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   if (device.is_cpu()) {
     keep_freed_host_memory();
+    static const size_t limit = host_allocation_limit();
+    MOM_CHECK(nbytes <= limit, "storage", "out of host memory: asked for " << nbytes << " bytes, more than the "
+              << limit << " bytes of memory and swap of this machine");
     size_t rounded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
     if (rounded == 0) rounded = kAlignment;
     data_ = std::aligned_alloc(kAlignment, rounded);
@@ -44,7 +67,11 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
     return;
   }
 #ifdef MOM_WITH_CUDA
-  data_ = cuda::device_alloc(nbytes, device.index);
+  try {
+    data_ = cuda::device_alloc(nbytes, device.index);
+  } catch (const std::bad_alloc&) {
+    MOM_THROW("storage", "out of host memory while allocating " << nbytes << " bytes on " << device.str());
+  }
 #else
   MOM_THROW("cuda", "built without CUDA: cannot allocate on " << device.str());
 #endif

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <iomanip>
+#include <limits>
+#include <new>
 #include <sstream>
 
 #include "core/grad_mode.h"
@@ -48,8 +50,10 @@ void for_each_offset(const Shape& shape, const Shape& strides, int64_t offset, F
   }
 }
 
+// Sizes >= 0 ("[op] ..."), and an element count that fits int64 ("[shape] ...", from shape_numel).
 void check_shape(const Shape& shape, const char* op) {
   for (int64_t s : shape) MOM_CHECK(s >= 0, op, "negative size in shape " << shape_str(shape));
+  shape_numel(shape);
 }
 
 }  // namespace
@@ -129,26 +133,46 @@ void Tensor::check_view_allowed(const char* op) const {
 }
 
 Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, int64_t offset) const {
-  check_view_allowed("Tensor::as_strided");
-  MOM_CHECK(shape.size() == strides.size(), "Tensor::as_strided", "shape and strides differ in length");
-  check_shape(shape, "Tensor::as_strided");
+  constexpr const char* op = "Tensor::as_strided";
+  check_view_allowed(op);
+  MOM_CHECK(shape.size() == strides.size(), op, "shape and strides differ in length");
+  check_shape(shape, op);
+  MOM_CHECK(offset >= 0, op, "offset " << offset << " is negative");
+  for (int64_t st : strides) MOM_CHECK(st >= 0, op, "negative stride in " << shape_str(strides));
+  // Every element must lie in the storage: offset + sum (size - 1) * stride < the storage's elements.
+  const int64_t capacity = static_cast<int64_t>(impl_->storage->nbytes() / dtype_size(impl_->dtype));
+  if (shape_numel(shape) > 0) {
+    int64_t last = offset;
+    bool overflow = false;
+    for (size_t i = 0; i < shape.size(); ++i) {
+      int64_t step = 0;
+      overflow = overflow || __builtin_mul_overflow(shape[i] - 1, strides[i], &step) ||
+                 __builtin_add_overflow(last, step, &last);
+    }
+    MOM_CHECK(!overflow && last < capacity, op,
+              "shape " << shape_str(shape) << " with strides " << shape_str(strides) << " at offset " << offset
+                       << " reaches past the storage's " << capacity << " elements");
+  } else {
+    MOM_CHECK(offset <= capacity, op, "offset " << offset << " is past the storage's " << capacity << " elements");
+  }
   return Tensor(make_impl(impl_->storage, shape, strides, offset, impl_->dtype));
 }
 
 namespace {
 // Resolves one -1 in a requested shape against numel.
 Shape infer_shape(const Shape& requested, int64_t numel, const char* op) {
-  Shape out = requested;
-  int64_t known = 1, infer = -1;
+  Shape out = requested, known_sizes = requested;
+  int64_t infer = -1;
   for (size_t i = 0; i < out.size(); ++i) {
     if (out[i] == -1) {
       MOM_CHECK(infer < 0, op, "only one dimension can be -1 in " << shape_str(requested));
       infer = static_cast<int64_t>(i);
+      known_sizes[i] = 1;
     } else {
       MOM_CHECK(out[i] >= 0, op, "invalid size in shape " << shape_str(requested));
-      known *= out[i];
     }
   }
+  const int64_t known = shape_numel(known_sizes);  // throws [shape] when the sizes overflow
   if (infer >= 0) {
     MOM_CHECK(known != 0 && numel % known == 0, op,
               "shape " << shape_str(requested) << " is invalid for " << numel << " elements");
@@ -202,9 +226,9 @@ Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
 Tensor Tensor::narrow(int64_t dim_, int64_t start, int64_t length) const {
   check_view_allowed("Tensor::narrow");
   int64_t d = wrap_dim(dim_, dim(), "Tensor::narrow");
-  MOM_CHECK(start >= 0 && length >= 0 && start + length <= impl_->shape[d], "Tensor::narrow",
-            "range [" << start << ", " << start + length << ") is out of bounds for dim " << d << " of size "
-                      << impl_->shape[d]);
+  MOM_CHECK(start >= 0 && length >= 0 && start <= impl_->shape[d] && length <= impl_->shape[d] - start,
+            "Tensor::narrow", "start " << start << " and length " << length << " are out of bounds for dim " << d
+                                       << " of size " << impl_->shape[d]);
   Shape shape = impl_->shape;
   shape[d] = length;
   return Tensor(make_impl(impl_->storage, shape, impl_->strides, impl_->offset + start * impl_->strides[d], impl_->dtype));
@@ -220,8 +244,9 @@ Tensor Tensor::slice(int64_t dim_, int64_t start, int64_t end, int64_t step) con
   start = std::clamp<int64_t>(start, 0, n);
   end = std::clamp<int64_t>(end, start, n);
   Shape shape = impl_->shape, strides = impl_->strides;
-  shape[d] = (end - start + step - 1) / step;
-  strides[d] *= step;
+  shape[d] = end == start ? 0 : (end - start - 1) / step + 1;
+  // A step so large that stride * step overflows leaves at most one element, whose stride is never used.
+  if (__builtin_mul_overflow(strides[d], step, &strides[d])) strides[d] = impl_->strides[d];
   return Tensor(make_impl(impl_->storage, shape, strides, impl_->offset + start * impl_->strides[d], impl_->dtype));
 }
 
@@ -254,11 +279,12 @@ Tensor Tensor::expand(const Shape& shape) const {
     int64_t j = i - (nd - dim());
     int64_t src = j >= 0 ? impl_->shape[j] : 1;
     int64_t want = shape[i] == -1 ? src : shape[i];
-    MOM_CHECK(src == want || src == 1, "Tensor::expand",
+    MOM_CHECK(want >= 0 && (src == want || src == 1), "Tensor::expand",
               "cannot expand " << shape_str(impl_->shape) << " to " << shape_str(shape));
     out[i] = want;
     strides[i] = (j >= 0 && src == want) ? impl_->strides[j] : 0;
   }
+  shape_numel(out);  // throws [shape] when the expanded sizes overflow
   return Tensor(make_impl(impl_->storage, out, strides, impl_->offset, impl_->dtype));
 }
 
@@ -495,8 +521,16 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << t.str
 
 Tensor empty(const Shape& shape, DType dtype, Device device) {
   check_shape(shape, "empty");
-  size_t nbytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
-  auto storage = std::make_shared<Storage>(nbytes, device);
+  int64_t nbytes = 0;
+  MOM_CHECK(!__builtin_mul_overflow(shape_numel(shape), static_cast<int64_t>(dtype_size(dtype)), &nbytes), "tensor",
+            "a " << dtype_name(dtype) << " tensor of shape " << shape_str(shape)
+                 << " would take more than 2^63 - 1 bytes");
+  std::shared_ptr<Storage> storage;
+  try {
+    storage = std::make_shared<Storage>(static_cast<size_t>(nbytes), device);
+  } catch (const std::bad_alloc&) {
+    MOM_THROW("storage", "out of host memory: asked for " << nbytes << " bytes");
+  }
   return Tensor(make_impl(std::move(storage), shape, contiguous_strides(shape), 0, dtype));
 }
 
@@ -511,12 +545,22 @@ Tensor full(const Shape& shape, double value, DType dtype, Device device) {
 
 Tensor arange(int64_t start, int64_t end, int64_t step, DType dtype) {
   MOM_CHECK(step != 0, "arange", "step must be non-zero");
-  int64_t n = std::max<int64_t>(0, (end - start + step + (step > 0 ? -1 : 1)) / step);
+  // ceil((end - start) / step) in 128 bits: the difference of two int64 can overflow 64.
+  const __int128 span = static_cast<__int128>(end) - start;
+  const __int128 count = step > 0 ? (span + step - 1) / step : (span + step + 1) / step;
+  MOM_CHECK(count <= std::numeric_limits<int64_t>::max(), "arange",
+            "[" << start << ", " << end << ") in steps of " << step << " has more than 2^63 - 1 values");
+  const int64_t n = count > 0 ? static_cast<int64_t>(count) : 0;
   Tensor t = empty({n}, dtype);
   dispatch_all(dtype, "arange", [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
     scalar_t* d = t.data<scalar_t>();
-    for (int64_t i = 0; i < n; ++i) d[i] = static_cast<scalar_t>(start + i * step);
+    // Stepping a running value: each value lies in [start, end), where i * step alone may not.
+    int64_t v = start;
+    for (int64_t i = 0; i < n; ++i) {
+      d[i] = static_cast<scalar_t>(v);
+      if (i + 1 < n) v += step;
+    }
   });
   return t;
 }

@@ -48,7 +48,11 @@ class AdamW {
   std::vector<ParamGroup>& groups() { return groups_; }
 
   std::map<std::string, Tensor> state_dict() const;
+  // All or nothing: every entry must belong to a parameter, with moments of its shape, a step count
+  // >= 1, second moments >= 0, and each group's hyper-parameters in range; throws [adamw] otherwise.
   void load_state_dict(const std::map<std::string, Tensor>& state);
+  // The parameters that have no state yet (no gradient has reached them since the start).
+  std::vector<std::string> parameters_without_state() const;
 
  private:
   struct State {

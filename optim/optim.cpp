@@ -99,7 +99,13 @@ void AdamW::load_state_dict(const std::map<std::string, Tensor>& state) {
               "optimiser state lacks a valid entry for group " << i);
   }
   for (const auto& [key, t] : state) {
-    if (key.rfind("groups.", 0) == 0) continue;
+    if (key.rfind("groups.", 0) == 0) {
+      bool known = false;
+      for (size_t i = 0; i < groups_.size(); ++i) known = known || key == "groups." + std::to_string(i);
+      MOM_CHECK(known, "adamw", "unexpected optimiser state entry '" << key << "' (the optimiser has " << groups_.size()
+                                                                    << " groups)");
+      continue;
+    }
     MOM_CHECK(key.rfind("state.", 0) == 0, "adamw", "unexpected optimiser state entry '" << key << "'");
     size_t dot = key.rfind('.');
     std::string name = key.substr(6, dot - 6), field = key.substr(dot + 1);
@@ -119,11 +125,35 @@ void AdamW::load_state_dict(const std::map<std::string, Tensor>& state) {
   }
   for (const auto& [name, s] : loaded)
     MOM_CHECK(s.exp_avg.defined() && s.exp_avg_sq.defined() && s.step > 0, "adamw", "incomplete optimiser state for '" << name << "'");
+  for (const auto& [name, s] : loaded) {
+    Tensor v = s.exp_avg_sq.to(Device::cpu()).to(DType::f64);
+    const std::vector<double> values = v.to_vector<double>();
+    MOM_CHECK(std::all_of(values.begin(), values.end(), [](double x) { return x >= 0; }), "adamw",
+              "'state." << name << ".exp_avg_sq' holds negative values: a second moment is a mean of squares");
+  }
+  std::vector<AdamWOptions> options;
   for (size_t i = 0; i < groups_.size(); ++i) {
     std::vector<double> o = state.at("groups." + std::to_string(i)).to_vector<double>();
-    groups_[i].options = {o[0], o[1], o[2], o[3], o[4]};
+    AdamWOptions opt{o[0], o[1], o[2], o[3], o[4]};
+    auto finite_at_least = [](double x, double lo) { return std::isfinite(x) && x >= lo; };
+    MOM_CHECK(finite_at_least(opt.lr, 0) && finite_at_least(opt.beta1, 0) && opt.beta1 < 1 &&
+                  finite_at_least(opt.beta2, 0) && opt.beta2 < 1 && finite_at_least(opt.eps, 0) && opt.eps > 0 &&
+                  finite_at_least(opt.weight_decay, 0),
+              "adamw", "group " << i << "'s hyper-parameters are out of range: lr " << opt.lr << " (>= 0), betas "
+                                << opt.beta1 << ", " << opt.beta2 << " ([0, 1)), eps " << opt.eps << " (> 0), weight decay "
+                                << opt.weight_decay << " (>= 0)");
+    options.push_back(opt);
   }
+  for (size_t i = 0; i < groups_.size(); ++i) groups_[i].options = options[i];
   state_ = std::move(loaded);
+}
+
+std::vector<std::string> AdamW::parameters_without_state() const {
+  std::vector<std::string> out;
+  for (const ParamGroup& g : groups_)
+    for (const auto& [name, p] : g.params)
+      if (!state_.count(name)) out.push_back(name);
+  return out;
 }
 
 Tensor clip_grad_norm_async(const std::vector<Tensor>& params, double max_norm) {

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "examples/mom/commands.h"
+#include "examples/mom/options.h"
 #include "examples/toy/render.h"
 #include "examples/toy/token_file.h"
 #include "examples/toy/world.h"
@@ -75,13 +76,14 @@ int run_data(const DataArgs& args) {
 void add_data_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<DataArgs>();
   CLI::App* cmd = app.add_subcommand("data", "write toy multimodal documents to a token file and summarise them");
-  cmd->add_option("--out", args->out, "the token file to write")->required();
+  cmd->add_option("--out", args->out, "the token file to write")->required()->check(non_empty());
   cmd->add_option("--docs", args->docs, "number of documents")
-      ->check(CLI::Range(int64_t{1}, int64_t{100000000}))
+      ->check(integer_in<int64_t>(1, 100000000))
       ->capture_default_str();
-  cmd->add_option("--seed", args->seed, "seed of the toy world")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "seed of the toy world")
+      ->check(integer_in<uint64_t>(0, UINT64_MAX))->capture_default_str();
   cmd->add_option("--show", args->show, "print the first N documents")
-      ->check(CLI::NonNegativeNumber)
+      ->check(integer_in<int64_t>(0, 100000000))
       ->capture_default_str();
   cmd->callback([args, &exit_code] { exit_code = run_data(*args); });
 }

@@ -1,6 +1,9 @@
 // `mom eval`: a trained model on the held-out set of its run.
+#include <cmath>
 #include <cstdio>
 
+#include "core/error.h"
+#include "examples/mom/options.h"
 #include "examples/mom/commands.h"
 #include "examples/toy/train.h"
 
@@ -10,12 +13,16 @@ void add_eval_command(CLI::App& app, int& exit_code) {
   auto path = std::make_shared<std::string>();
   auto batches = std::make_shared<int64_t>(0);
   CLI::App* cmd = app.add_subcommand("eval", "evaluate a run (or a model.safetensors) on its held-out set");
-  cmd->add_option("checkpoint", *path, "run directory or model.safetensors")->required();
-  cmd->add_option("--batches", *batches, "held-out batches (default: the run's --eval-batches)");
+  cmd->add_option("checkpoint", *path, "run directory, its checkpoint.safetensors or its model.safetensors")->required();
+  cmd->add_option("--batches", *batches, "held-out batches (default: the run's --eval-batches)")
+      ->check(integer_in<int64_t>(1, 100000));
   cmd->callback([path, batches, &exit_code] {
     toy::LoadedModel m = toy::load_model(*path);
     if (*batches > 0) m.config.eval_batches = *batches;
+    m.config.validate();
     toy::Losses l = toy::evaluate(*m.model, toy::eval_set(m.config));
+    MOM_CHECK(std::isfinite(l.total), "eval", *path << ": the held-out loss is " << l.total
+                                                    << ": the model's outputs are not finite");
     std::printf("%s (%s, %lld parameters) on %lld held-out batches of %lldx%lld tokens\n", path->c_str(),
                 m.config.model.c_str(), static_cast<long long>(m.model->num_parameters()),
                 static_cast<long long>(m.config.eval_batches), static_cast<long long>(m.config.batch),

@@ -8,6 +8,7 @@
 #include "autograd/grad_mode.h"
 #include "core/error.h"
 #include "examples/mom/commands.h"
+#include "examples/mom/options.h"
 #include "examples/toy/render.h"
 #include "examples/toy/train.h"
 #include "examples/toy/world.h"
@@ -69,6 +70,8 @@ int run_generate(const GenerateArgs& args) {
     Tensor t = from_vector<int64_t>({token}, {1});
     Tensor mod = from_vector<int32_t>({vocab.modality_of(token)}, {1});
     logits = m.model->step(t, mod, state).to_vector<float>();
+    for (float v : logits)
+      MOM_CHECK(std::isfinite(v), "generate", "the model's logits are not finite (its weights or state hold NaN or inf)");
   };
   std::vector<int32_t> caption = parse_prompt(args.prompt);
   feed(toy::kBos);
@@ -116,10 +119,11 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand("generate", "continue a caption with its image (PPM) and its speech");
   cmd->add_option("checkpoint", a->checkpoint, "run directory or model.safetensors")->required();
   cmd->add_option("--prompt", a->prompt, "caption words of the toy vocabulary")->capture_default_str();
-  cmd->add_option("--out", a->out, "image file (binary PPM)")->capture_default_str();
-  cmd->add_option("--temperature", a->temperature, "0 = greedy")->capture_default_str();
-  cmd->add_option("--seed", a->seed, "sampling seed")->capture_default_str();
-  cmd->add_option("--max-speech", a->max_speech, "most speech units to generate")->capture_default_str();
+  cmd->add_option("--out", a->out, "image file (binary PPM)")->check(non_empty())->capture_default_str();
+  cmd->add_option("--temperature", a->temperature, "0 = greedy")->check(number_in(0, 100))->capture_default_str();
+  cmd->add_option("--seed", a->seed, "sampling seed")->check(integer_in<uint64_t>(0, UINT64_MAX))->capture_default_str();
+  cmd->add_option("--max-speech", a->max_speech, "most speech units to generate")
+      ->check(integer_in<int64_t>(0, 100000))->capture_default_str();
   cmd->callback([a, &exit_code] { exit_code = run_generate(*a); });
 }
 

@@ -1,5 +1,9 @@
-// mom: the command-line program of the Mixture-of-Mamba framework.
+// mom: the command-line program of the Mixture-of-Mamba framework. Every failure ends as one line on
+// stderr, "error: [component] message", and exit code 1 (CLI11's own usage errors keep its codes).
+#include <exception>
+#include <filesystem>
 #include <iostream>
+#include <new>
 
 #include "core/error.h"
 #include "examples/mom/commands.h"
@@ -20,6 +24,17 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const mom::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "error: [memory] out of host memory (an allocation failed; try a smaller model, --batch or "
+                 "--seq-len)\n";
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::cerr << "error: [file] " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    // Every expected failure is a mom::Error; anything else is a defect of the program, reported as one.
+    std::cerr << "error: [mom] unexpected " << e.what() << " (please report this with the command line)\n";
     return 1;
   }
   return exit_code;

@@ -1,51 +1,121 @@
 // `mom train`: train dense Mamba or Mixture-of-Mamba on the toy multimodal data (or a token file).
+//
+// With --resume the run's own config.json is the starting point and only the flags given on the
+// command line change it; the trainer then refuses any change a resumed run cannot make (anything
+// but --steps, --stop-at, --lr, --clip, --device, --tf32 and the reporting cadences), naming the flag.
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
 
 #include "core/error.h"
 #include "examples/mom/commands.h"
+#include "examples/mom/options.h"
 #include "examples/toy/train.h"
 
 namespace mom::cli {
 
+namespace {
+
+// An option and how to copy its field from the parsed config into another one.
+struct BoundOption {
+  CLI::Option* option;
+  std::function<void(toy::TrainConfig& to, const toy::TrainConfig& from)> copy;
+};
+
+toy::TrainConfig config_for_resume(const toy::TrainConfig& parsed, const std::vector<BoundOption>& options) {
+  const std::string path = (std::filesystem::path(parsed.out) / "config.json").string();
+  std::ifstream in(path);
+  MOM_CHECK(in.good(), "train", "--resume: cannot read " << path << " (is --out " << parsed.out
+                                                         << " the directory of a run?)");
+  std::stringstream text;
+  text << in.rdbuf();
+  toy::TrainConfig c;
+  try {
+    c = toy::TrainConfig::from_json(text.str());
+  } catch (const Error& e) {
+    MOM_THROW("train", "--resume: " << path << ": " << e.what());
+  }
+  for (const BoundOption& b : options)
+    if (b.option->count() > 0) b.copy(c, parsed);
+  c.out = parsed.out;
+  c.resume = true;
+  return c;
+}
+
+}  // namespace
+
 void add_train_command(CLI::App& app, int& exit_code) {
   auto c = std::make_shared<toy::TrainConfig>();
+  auto bound = std::make_shared<std::vector<BoundOption>>();
   CLI::App* cmd = app.add_subcommand("train", "train dense Mamba or Mixture-of-Mamba on toy multimodal data");
-  cmd->add_option("--model", c->model, "dense | mom (all four projections split by modality)")
+  auto add = [&](const char* flag, auto member, const std::string& help) {
+    CLI::Option* o = cmd->add_option(flag, (*c).*member, help);
+    bound->push_back({o, [member](toy::TrainConfig& to, const toy::TrainConfig& from) { to.*member = from.*member; }});
+    return o;
+  };
+  // The integer flags' ranges are the trainer's own (TrainConfig::limits).
+  auto limit = [](const char* flag) {
+    for (const toy::TrainConfig::Limit& l : toy::TrainConfig::limits())
+      if (std::string(flag) == l.flag) return integer_in<int64_t>(l.lo, l.hi);
+    throw std::logic_error(std::string("no limit for ") + flag);
+  };
+  using TC = toy::TrainConfig;
+  add("--model", &TC::model, "dense | mom (all four projections split by modality)")
       ->check(CLI::IsMember({"dense", "mom"}))->capture_default_str();
-  for (auto [flag, field] : {std::pair{"--split-in-proj", &c->split_in_proj}, {"--split-x-proj", &c->split_x_proj},
-                             {"--split-dt-proj", &c->split_dt_proj}, {"--split-out-proj", &c->split_out_proj}})
-    cmd->add_option(flag, *field, "0 or 1: override --model for this projection")->check(CLI::Range(0, 1));
-  cmd->add_option("--layers", c->n_layers, "number of layers")->capture_default_str();
-  cmd->add_option("--d-model", c->d_model, "model width D")->capture_default_str();
-  cmd->add_option("--d-state", c->d_state, "SSM state size N")->capture_default_str();
-  cmd->add_option("--expand", c->expand, "E = expand * D")->capture_default_str();
-  cmd->add_option("--data", c->data, "toy (generated) or a token file written by `mom data`")->capture_default_str();
-  cmd->add_option("--eval-data", c->eval_data, "token file for evaluation (default: a held-out toy seed)");
-  cmd->add_option("--batch", c->batch, "rows per batch B")->capture_default_str();
-  cmd->add_option("--seq-len", c->seq_len, "tokens per row L")->capture_default_str();
-  cmd->add_option("--steps", c->steps, "optimiser steps")->capture_default_str();
-  cmd->add_option("--lr", c->lr, "peak learning rate")->capture_default_str();
-  cmd->add_option("--warmup", c->warmup, "linear warmup steps")->capture_default_str();
-  cmd->add_option("--min-lr-ratio", c->min_lr_ratio, "final lr / peak lr of the cosine decay")->capture_default_str();
-  cmd->add_option("--weight-decay", c->weight_decay, "AdamW weight decay")->capture_default_str();
-  cmd->add_option("--clip", c->clip, "global gradient-norm clip")->capture_default_str();
-  cmd->add_option("--seed", c->seed, "seed of the weights and the data")->capture_default_str();
-  cmd->add_option("--device", c->device, "auto (the GPU when one is visible) | cpu | cuda | cuda:N")->capture_default_str();
-  cmd->add_option("--out", c->out, "run directory (log.jsonl, checkpoint, model)")->capture_default_str();
-  cmd->add_option("--eval-every", c->eval_every, "steps between evaluations")->capture_default_str();
-  cmd->add_option("--eval-batches", c->eval_batches, "batches in the held-out set")->capture_default_str();
-  cmd->add_option("--ckpt-every", c->ckpt_every, "steps between checkpoints")->capture_default_str();
-  cmd->add_option("--log-every", c->log_every, "steps between progress lines")->capture_default_str();
-  cmd->add_flag("--resume", c->resume, "continue the run in --out from its checkpoint");
-  cmd->add_option("--stop-at", c->stop_at, "stop after this step (checkpointed); finish later with --resume");
+  for (auto [flag, member] : {std::pair{"--split-in-proj", &TC::split_in_proj}, {"--split-x-proj", &TC::split_x_proj},
+                              {"--split-dt-proj", &TC::split_dt_proj}, {"--split-out-proj", &TC::split_out_proj}})
+    add(flag, member, "0 or 1: override --model for this projection")->check(integer_in<int>(0, 1));
+  add("--layers", &TC::n_layers, "number of layers")->check(limit("--layers"))->capture_default_str();
+  add("--d-model", &TC::d_model, "model width D")->check(limit("--d-model"))->capture_default_str();
+  add("--d-state", &TC::d_state, "SSM state size N")->check(limit("--d-state"))->capture_default_str();
+  add("--expand", &TC::expand, "E = expand * D")->check(limit("--expand"))->capture_default_str();
+  add("--data", &TC::data, "toy (generated) or a token file (format: examples/toy/token_file.h)")
+      ->check(non_empty())->capture_default_str();
+  add("--eval-data", &TC::eval_data,
+      "token file for evaluation (default: a held-out toy seed for toy data, else the first batches of --data)")
+      ->check(non_empty());
+  add("--batch", &TC::batch, "rows per batch B")->check(limit("--batch"))->capture_default_str();
+  add("--seq-len", &TC::seq_len, "tokens per row L")->check(limit("--seq-len"))->capture_default_str();
+  add("--steps", &TC::steps, "optimiser steps")->check(limit("--steps"))->capture_default_str();
+  add("--lr", &TC::lr, "peak learning rate")->check(number_in(0, 1e30))->capture_default_str();
+  add("--warmup", &TC::warmup, "linear warmup steps")->check(limit("--warmup"))->capture_default_str();
+  add("--min-lr-ratio", &TC::min_lr_ratio, "final lr / peak lr of the cosine decay")
+      ->check(number_in(0, 1))->capture_default_str();
+  add("--weight-decay", &TC::weight_decay, "AdamW weight decay")->check(number_in(0, 1e30))->capture_default_str();
+  add("--clip", &TC::clip, "global gradient-norm clip")->check(number_in(0, 1e30))->capture_default_str();
+  add("--seed", &TC::seed, "seed of the weights and the toy data")
+      ->check(integer_in<uint64_t>(0, UINT64_MAX))->capture_default_str();
+  add("--device", &TC::device, "auto (the GPU when one is visible) | cpu | cuda | cuda:N")->capture_default_str();
+  add("--out", &TC::out, "run directory (config.json, log.jsonl, checkpoint, model)")
+      ->check(non_empty())->capture_default_str();
+  add("--eval-every", &TC::eval_every, "steps between evaluations")->check(limit("--eval-every"))->capture_default_str();
+  add("--eval-batches", &TC::eval_batches, "batches in the held-out set")
+      ->check(limit("--eval-batches"))->capture_default_str();
+  add("--ckpt-every", &TC::ckpt_every, "steps between checkpoints")->check(limit("--ckpt-every"))->capture_default_str();
+  add("--log-every", &TC::log_every, "steps between progress lines")->check(limit("--log-every"))->capture_default_str();
+  add("--stop-at", &TC::stop_at, "stop after this step (checkpointed); finish later with --resume")
+      ->check(limit("--stop-at"));
+  cmd->add_flag("--resume", c->resume,
+                "continue the run in --out from its checkpoint, with its config; flags given change it where a "
+                "resumed run can (--steps, --stop-at, --lr, --clip, --device, --tf32, --eval-every, --ckpt-every, "
+                "--log-every)");
   cmd->add_flag("--quiet", c->quiet, "no progress lines");
-  cmd->add_flag("--tf32", c->tf32, "allow TF32 tensor-core matmuls for float32 on CUDA (faster, ~1e-3 relative error)");
-  cmd->callback([c, &exit_code] {
-    toy::TrainResult r = toy::train(*c);
-    if (!c->quiet)
+  bound->push_back({cmd->add_flag("--tf32", c->tf32,
+                                  "allow TF32 tensor-core matmuls for float32 on CUDA (faster, ~1e-3 relative error)"),
+                    [](TC& to, const TC& from) { to.tf32 = from.tf32; }});
+  cmd->callback([c, bound, &exit_code] {
+    toy::TrainConfig config = *c;
+    if (c->resume) {
+      config = config_for_resume(*c, *bound);
+      config.quiet = c->quiet;
+    }
+    toy::TrainResult r = toy::train(config);
+    if (!config.quiet && r.steps == config.steps)
       std::printf("done: %lld steps, final eval loss %.4f (text %.4f, image %.4f, speech %.4f); run in %s\n",
                   static_cast<long long>(r.steps), r.last_eval.total, r.last_eval.by_modality[0],
-                  r.last_eval.by_modality[1], r.last_eval.by_modality[2], c->out.c_str());
+                  r.last_eval.by_modality[1], r.last_eval.by_modality[2], config.out.c_str());
     exit_code = 0;
   });
 }

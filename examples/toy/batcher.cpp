@@ -1,6 +1,7 @@
 #include "examples/toy/batcher.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -10,6 +11,7 @@ namespace mom::toy {
 namespace {
 
 constexpr const char* kOp = "batcher";
+constexpr int64_t kMaxDocumentTokens = int64_t{1} << 20;
 
 // The entry `key` of a state, checked to be a CPU tensor of `dtype` with `numel` elements (any when -1).
 std::vector<int64_t> state_i64(const std::map<std::string, Tensor>& state, const std::string& key, int64_t numel) {
@@ -34,12 +36,30 @@ std::vector<int64_t> generator_to_i64(const Generator::State& st) {
   return v;
 }
 
+// A saved generator state, checked: xoshiro256** never leaves the all-zero state (it would draw 0
+// forever, and the world would never finish a scene), and the Box-Muller spare is a flag and a finite
+// number.
 Generator::State generator_from_i64(const std::vector<int64_t>& v) {
   Generator::State st{};
   for (int i = 0; i < 4; ++i) std::memcpy(&st.s[i], &v[i], 8);
+  MOM_CHECK(st.s[0] | st.s[1] | st.s[2] | st.s[3], kOp, "the data state's generator is all zeros, a state no "
+            "generator reaches (a damaged checkpoint?)");
+  MOM_CHECK(v[4] == 0 || v[4] == 1, kOp, "the data state's generator has a spare flag of " << v[4] << ", not 0 or 1");
   st.has_spare = v[4] != 0;
   std::memcpy(&st.spare, &v[5], 8);
+  MOM_CHECK(std::isfinite(st.spare), kOp, "the data state's generator holds a non-finite spare normal");
   return st;
+}
+
+// The state's keys must be exactly `keys`: an entry this source does not know means the state was
+// saved by another source (or is damaged), and ignoring it would resume somewhere else.
+void check_keys(const std::map<std::string, Tensor>& state, std::initializer_list<const char*> keys) {
+  for (const auto& [key, t] : state) {
+    bool known = false;
+    for (const char* k : keys) known = known || key == k;
+    MOM_CHECK(known, kOp, "the data state has an unexpected entry '" << key.substr(0, 80)
+              << "' (was it saved with another data source?)");
+  }
 }
 
 }  // namespace
@@ -68,9 +88,12 @@ std::map<std::string, Tensor> ToyWorldSource::state_dict() const {
 void ToyWorldSource::load_state_dict(const std::map<std::string, Tensor>& state) {
   Generator::State rng = generator_from_i64(state_i64(state, "rng", 6));
   int64_t position = state_i64(state, "position", 1)[0];
+  check_keys(state, {"rng", "document", "position"});
   auto it = state.find("document");
   MOM_CHECK(it != state.end() && it->second.defined() && it->second.dtype() == DType::i32 && it->second.numel() > 0,
             kOp, "the data state has no i32 'document' (was it saved with another data source?)");
+  MOM_CHECK(it->second.numel() <= kMaxDocumentTokens, kOp, "the data state's document has " << it->second.numel()
+            << " tokens; a toy document has at most " << kMaxDocumentTokens);
   std::vector<int32_t> document = it->second.to_vector<int32_t>();
   MOM_CHECK(position >= 0 && position <= static_cast<int64_t>(document.size()), kOp,
             "the data state's position " << position << " is outside its document of " << document.size() << " tokens");
@@ -104,6 +127,7 @@ std::map<std::string, Tensor> TokenFileSource::state_dict() const {
 void TokenFileSource::load_state_dict(const std::map<std::string, Tensor>& state) {
   int64_t n_tokens = state_i64(state, "n_tokens", 1)[0];
   int64_t position = state_i64(state, "position", 1)[0];
+  check_keys(state, {"position", "n_tokens"});
   MOM_CHECK(n_tokens == static_cast<int64_t>(file_.tokens.size()), kOp, "the data state is for a token file of "
             << n_tokens << " tokens, this one has " << file_.tokens.size());
   MOM_CHECK(position >= 0 && position < n_tokens, kOp, "the data state's position " << position
@@ -113,7 +137,9 @@ void TokenFileSource::load_state_dict(const std::map<std::string, Tensor>& state
 
 Batcher::Batcher(std::shared_ptr<TokenSource> source, int64_t B, int64_t L) : source_(std::move(source)), B_(B), L_(L) {
   MOM_CHECK(source_ != nullptr, kOp, "no token source");
-  MOM_CHECK(B > 0 && L > 0, kOp, "batch size " << B << " and sequence length " << L << " must be positive");
+  MOM_CHECK(B > 0 && L > 0 && B <= kMaxBatchTokens && L <= kMaxBatchTokens && B * L <= kMaxBatchTokens, kOp,
+            "batch size " << B << " and sequence length " << L << " must be positive, with at most " << kMaxBatchTokens
+                          << " tokens per batch");
   modality_ = source_->vocab().modality_table();
   row_.reserve(static_cast<size_t>(L));
   source_->read(1, row_);
@@ -147,6 +173,9 @@ std::map<std::string, Tensor> Batcher::state_dict() const {
 }
 
 void Batcher::load_state_dict(const std::map<std::string, Tensor>& state) {
+  for (const auto& [key, t] : state)
+    MOM_CHECK(key == "next_token" || key.rfind("source.", 0) == 0, kOp, "the data state has an unexpected entry '"
+              << key.substr(0, 80) << "'");
   int64_t next_token = state_i64(state, "next_token", 1)[0];
   MOM_CHECK(next_token >= 0 && next_token < vocab().size, kOp, "the data state's next token " << next_token
             << " is outside the vocabulary [0, " << vocab().size << ")");

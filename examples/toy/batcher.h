@@ -22,6 +22,9 @@
 
 namespace mom::toy {
 
+// The most tokens (B x L) one batch may hold.
+constexpr int64_t kMaxBatchTokens = int64_t{1} << 24;
+
 struct Batch {
   Tensor tokens;             // (B, L) i64, the inputs
   Tensor targets;            // (B, L) i64, the next token of each input

@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <limits>
+#include <sys/stat.h>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -48,6 +48,7 @@ class Reader {
   int32_t i32(const char* what) { return static_cast<int32_t>(u32(what)); }
   uint64_t u64(const char* what) { return uint(8, what); }
   uint64_t remaining() const { return size_ - pos_; }
+  bool good() const { return in_.good(); }
 
  private:
   const std::string& path_;
@@ -100,13 +101,13 @@ void write_token_file(const std::string& path, const Vocab& vocab, const std::ve
 }
 
 TokenFile read_token_file(const std::string& path) {
-  uint64_t file_size = 0;
-  {
-    std::ifstream probe(path, std::ios::binary | std::ios::ate);
-    MOM_CHECK(probe.good(), kOp, path << ": cannot open: " << std::strerror(errno));
-    file_size = static_cast<uint64_t>(probe.tellg());
-  }
+  // The size comes from stat, not from seeking: a directory opens and "seeks" to an arbitrary offset.
+  struct stat st;
+  MOM_CHECK(::stat(path.c_str(), &st) == 0, kOp, path << ": cannot open: " << std::strerror(errno));
+  MOM_CHECK(S_ISREG(st.st_mode), kOp, path << ": not a regular file");
+  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   Reader in(path, file_size);
+  MOM_CHECK(in.good(), kOp, path << ": cannot open: " << std::strerror(errno));
   char magic[8];
   in.bytes(magic, 8, "the magic");
   MOM_CHECK(std::memcmp(magic, kMagic, 8) == 0, kOp,
@@ -117,8 +118,8 @@ TokenFile read_token_file(const std::string& path) {
 
   TokenFile out;
   uint32_t vocab_size = in.u32("the vocabulary size");
-  MOM_CHECK(vocab_size >= 1 && vocab_size <= static_cast<uint32_t>(std::numeric_limits<int32_t>::max()), kOp,
-            path << ": vocabulary size " << vocab_size << " is not in [1, 2^31)");
+  MOM_CHECK(vocab_size >= 1 && vocab_size <= static_cast<uint32_t>(kMaxVocabSize), kOp,
+            path << ": vocabulary size " << vocab_size << " is not in [1, " << kMaxVocabSize << "] (at most 2^24 ids)");
   out.vocab.size = static_cast<int32_t>(vocab_size);
   uint32_t n_ranges = in.u32("the number of ranges");
   MOM_CHECK(n_ranges >= 1 && n_ranges <= kMaxRanges, kOp,

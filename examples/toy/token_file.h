@@ -6,7 +6,7 @@
 //   offset  bytes  field
 //   0       8      magic, the ASCII bytes "MOMTOKS1"
 //   8       4      u32 version = 1
-//   12      4      u32 vocab_size V (1 .. 2^31-1)
+//   12      4      u32 vocab_size V (1 .. 2^24, kMaxVocabSize of vocab.h)
 //   16      4      u32 n_ranges (1 .. 65536)
 //   20      ...    n_ranges times: i32 begin, i32 end, i32 modality, u32 name_length (1 .. 256), name bytes
 //                  (UTF-8, no terminator). The ranges are in order, contiguous, and cover [0, V); the
@@ -19,8 +19,10 @@
 // the cost of twice the size of u16 for small vocabularies.
 //
 // write_token_file writes a temporary file beside `path` and renames it over `path`, so a failed write
-// leaves no half-written file. read_token_file checks everything above and throws
-// "[token_file] <path>: ..." saying what is wrong.
+// leaves no half-written file. read_token_file reads untrusted files: it checks everything above (the
+// path a regular file; every field against the bounds given and against the bytes left in the file
+// before anything is allocated for it, so a file allocates at most its own size plus a table of V
+// entries for its users) and throws "[token_file] <path>: ..." saying what is wrong.
 #pragma once
 
 #include <string>

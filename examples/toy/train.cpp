@@ -1,7 +1,14 @@
 #include "examples/toy/train.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -12,7 +19,9 @@
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
+#include "core/atomic_file.h"
 #include "core/safetensors.h"
+#include "examples/toy/checkpoint.h"
 #include "kernels/matmul.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
@@ -33,6 +42,14 @@ constexpr uint64_t kEvalSeedOffset = 1000003;  // the held-out world: a seed no 
 
 double nan() { return std::numeric_limits<double>::quiet_NaN(); }
 
+// "nan", "inf" or "-inf" for the non-finite (printf's "-nan" says nothing more), else %g.
+std::string number_str(double v) {
+  if (std::isnan(v)) return "nan";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
 std::string format_losses(const Losses& l) {
@@ -52,10 +69,21 @@ std::string format_duration(double s) {
   return buf;
 }
 
-// "auto" is the first GPU when one is visible (and the build has CUDA), else the CPU.
+// "auto" is the first GPU when one is visible (and the build has CUDA), else the CPU. A named GPU must
+// be visible.
 Device resolve_device(const std::string& name) {
   if (name == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
-  return parse_device(name);
+  Device d = parse_device(name);
+  if (d.is_cuda()) {
+#ifdef MOM_WITH_CUDA
+    const int n = cuda::device_count();
+    MOM_CHECK(d.index < n, "device", "--device " << name << ": this machine has " << n << " visible GPU"
+                                                 << (n == 1 ? "" : "s") << (n ? ", numbered from 0" : ""));
+#else
+    MOM_THROW("device", "--device " << name << ": this build has no CUDA (nvcc was not found when it was configured)");
+#endif
+  }
+  return d;
 }
 
 // Inputs, targets and modality ids go to the model's device (three host-to-device copies that the
@@ -123,46 +151,98 @@ std::shared_ptr<TokenSource> make_source(const std::string& data, uint64_t seed)
   return std::make_shared<TokenFileSource>(read_token_file(data));
 }
 
-void append_log(const std::string& path, const json& record) {
-  std::ofstream out(path, std::ios::app);
-  MOM_CHECK(out.good(), "train", "cannot write " << path);
-  out << record.dump() << "\n";
-}
+// log.jsonl, opened for appending for the whole run; every line is flushed and checked, so a full
+// disk stops the run at the line that could not be written.
+class LogFile {
+ public:
+  explicit LogFile(std::string path) : path_(std::move(path)), f_(std::fopen(path_.c_str(), "a")) {
+    MOM_CHECK(f_ != nullptr, "train", "cannot open " << path_ << " for appending: " << std::strerror(errno));
+  }
+  ~LogFile() { std::fclose(f_); }
+  LogFile(const LogFile&) = delete;
+  LogFile& operator=(const LogFile&) = delete;
+  void append(const json& record) {
+    std::string line = record.dump() + "\n";
+    MOM_CHECK(std::fwrite(line.data(), 1, line.size(), f_) == line.size() && std::fflush(f_) == 0, "train",
+              "cannot write " << path_ << ": " << std::strerror(errno) << "; stopping");
+  }
 
-// Keeps the log lines up to `step` (a resumed run rewrites what came after its checkpoint).
+ private:
+  std::string path_;
+  std::FILE* f_;
+};
+
+// Keeps the log lines up to `step` (a resumed run writes again what came after its checkpoint). The
+// kept lines replace the file atomically: a run killed here leaves the old log or the new one.
 void truncate_log(const std::string& path, int64_t step) {
   std::ifstream in(path);
-  std::vector<std::string> keep;
-  std::string line;
+  std::string kept, line;
   while (std::getline(in, line)) {
-    if (line.empty()) continue;
     json r = json::parse(line, nullptr, false);
-    if (!r.is_discarded() && r.value("step", int64_t(0)) <= step) keep.push_back(line);
+    if (!r.is_discarded() && r.is_object() && r.contains("step") && r["step"].is_number_integer() &&
+        r["step"].get<int64_t>() <= step)
+      kept += line + "\n";
   }
-  std::ofstream out(path, std::ios::trunc);
-  for (const auto& l : keep) out << l << "\n";
+  write_file_atomically(path, "train", [&](const ByteSink& write) { write(kept.data(), kept.size()); });
 }
 
-std::map<std::string, Tensor> with_prefix(const std::string& prefix, const std::map<std::string, Tensor>& m) {
-  std::map<std::string, Tensor> out;
-  for (const auto& [k, v] : m) out[prefix + k] = v;
-  return out;
+void write_text_file(const std::string& path, const std::string& text) {
+  write_file_atomically(path, "train", [&](const ByteSink& write) { write(text.data(), text.size()); });
 }
 
-std::map<std::string, Tensor> strip_prefix(const std::string& prefix, const std::map<std::string, Tensor>& m) {
-  std::map<std::string, Tensor> out;
-  for (const auto& [k, v] : m)
-    if (k.rfind(prefix, 0) == 0) out[k.substr(prefix.size())] = v;
-  return out;
+// The run directory, held for the whole run by an advisory lock on <out>/.lock (released by the
+// kernel when the process ends, however it ends), so that two trainings never write one directory.
+class RunDirectory {
+ public:
+  explicit RunDirectory(const std::string& out) {
+    std::error_code ec;
+    if (fs::exists(out, ec) && !fs::is_directory(out, ec))
+      MOM_THROW("train", "--out " << out << " exists and is not a directory");
+    fs::create_directories(out, ec);
+    MOM_CHECK(!ec, "train", "cannot create the run directory --out " << out << ": " << ec.message());
+    const std::string lock_path = (fs::path(out) / ".lock").string();
+    fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    MOM_CHECK(fd_ >= 0, "train", "cannot write in the run directory " << out << ": " << std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      char pid[32] = {0};
+      ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
+      ::close(fd_);
+      MOM_THROW("train", "--out " << out << " is in use by another `mom train`"
+                                  << (n > 0 ? std::string(" (pid ") + std::string(pid, static_cast<size_t>(n)) + ")" : "")
+                                  << "; wait for it to finish or choose another --out");
+    }
+    std::string pid = std::to_string(::getpid());
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+      ::close(fd_);
+      MOM_THROW("train", "cannot write " << lock_path << ": " << std::strerror(errno));
+    }
+    for (const char* name : {"checkpoint.safetensors", "model.safetensors", "config.json", "log.jsonl"})
+      remove_stale_temporaries((fs::path(out) / name).string());
+  }
+  ~RunDirectory() { ::close(fd_); }
+  RunDirectory(const RunDirectory&) = delete;
+  RunDirectory& operator=(const RunDirectory&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// What --resume may change: how long to train, the peak learning rate and the clip (what a diverged
+// run needs lowered), and how and where to report. Everything else decides the weights, the data or
+// the optimiser's state, and must be the checkpoint's.
+bool changeable_on_resume(const std::string& key) {
+  for (const char* k : {"steps", "lr", "clip", "device", "out", "eval_every", "ckpt_every", "log_every", "tf32"})
+    if (key == k) return true;
+  return false;
 }
 
-// The architecture fields of two configs agree (what a checkpoint's weights depend on).
-void check_same_architecture(const TrainConfig& a, const TrainConfig& b, const std::string& path) {
-  json ja = json::parse(a.to_json()), jb = json::parse(b.to_json());
-  for (const char* k : {"model", "split_in_proj", "split_x_proj", "split_dt_proj", "split_out_proj", "n_layers", "d_model",
-                        "d_state", "expand", "d_conv", "batch", "seq_len", "data", "seed"})
-    MOM_CHECK(ja[k] == jb[k], "train", "--resume: " << path << " was trained with " << k << " = " << jb[k].dump()
-                                                    << ", this run asks for " << ja[k].dump());
+void check_resumable(const TrainConfig& want, const TrainConfig& saved, const std::string& path) {
+  json a = json::parse(want.to_json()), b = json::parse(saved.to_json());
+  for (auto it = b.begin(); it != b.end(); ++it)
+    if (!changeable_on_resume(it.key()) && a[it.key()] != it.value())
+      MOM_THROW("train", "--resume: " << path << " was trained with " << flag_of(it.key()) << " " << it.value().dump()
+                << ", this run asks for " << a[it.key()].dump() << "; a resumed run keeps it (start a new run in "
+                << "another --out to change it)");
 }
 
 }  // namespace
@@ -203,54 +283,140 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
   json j = json::parse(text, nullptr, false);
   MOM_CHECK(j.is_object(), "train", "config is not a JSON object");
   TrainConfig c;
-  try {
-    c.model = j.at("model");
-    c.split_in_proj = j.at("split_in_proj");
-    c.split_x_proj = j.at("split_x_proj");
-    c.split_dt_proj = j.at("split_dt_proj");
-    c.split_out_proj = j.at("split_out_proj");
-    c.n_layers = j.at("n_layers");
-    c.d_model = j.at("d_model");
-    c.d_state = j.at("d_state");
-    c.expand = j.at("expand");
-    c.d_conv = j.at("d_conv");
-    c.data = j.at("data");
-    c.eval_data = j.at("eval_data");
-    c.batch = j.at("batch");
-    c.seq_len = j.at("seq_len");
-    c.steps = j.at("steps");
-    c.warmup = j.at("warmup");
-    c.lr = j.at("lr");
-    c.min_lr_ratio = j.at("min_lr_ratio");
-    c.weight_decay = j.at("weight_decay");
-    c.beta1 = j.at("beta1");
-    c.beta2 = j.at("beta2");
-    c.clip = j.at("clip");
-    c.seed = j.at("seed");
-    c.device = j.at("device");
-    c.out = j.at("out");
-    c.eval_every = j.at("eval_every");
-    c.eval_batches = j.at("eval_batches");
-    c.ckpt_every = j.at("ckpt_every");
-    c.log_every = j.at("log_every");
-    c.tf32 = j.value("tf32", false);  // configs written before the flag existed
-  } catch (const json::exception& e) {
-    MOM_THROW("train", "bad config: " << e.what());
+  // Every field present with its own JSON type: a number where an integer belongs, or a string where
+  // a number belongs, is an error rather than a silent conversion.
+  auto field = [&](const char* key) -> const json& {
+    MOM_CHECK(j.contains(key), "train", "config has no '" << key << "'");
+    return j[key];
+  };
+  auto integer = [&](const char* key, auto& out) {
+    const json& v = field(key);
+    MOM_CHECK(v.is_number_integer(), "train", "config '" << key << "' must be a whole number, got " << v.dump().substr(0, 40));
+    using T = std::decay_t<decltype(out)>;
+    if constexpr (std::is_unsigned_v<T>) {
+      MOM_CHECK(v.is_number_unsigned(), "train", "config '" << key << "' must not be negative");
+      out = v.get<T>();
+    } else {
+      MOM_CHECK(!v.is_number_unsigned() || v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max()),
+                "train", "config '" << key << "' is out of range");
+      out = v.get<T>();
+    }
+  };
+  auto real = [&](const char* key, double& out) {
+    const json& v = field(key);
+    MOM_CHECK(v.is_number(), "train", "config '" << key << "' must be a number, got " << v.dump().substr(0, 40));
+    out = v.get<double>();
+  };
+  auto text_field = [&](const char* key, std::string& out) {
+    const json& v = field(key);
+    MOM_CHECK(v.is_string(), "train", "config '" << key << "' must be a string");
+    out = v.get<std::string>();
+  };
+  text_field("model", c.model);
+  integer("split_in_proj", c.split_in_proj);
+  integer("split_x_proj", c.split_x_proj);
+  integer("split_dt_proj", c.split_dt_proj);
+  integer("split_out_proj", c.split_out_proj);
+  integer("n_layers", c.n_layers);
+  integer("d_model", c.d_model);
+  integer("d_state", c.d_state);
+  integer("expand", c.expand);
+  integer("d_conv", c.d_conv);
+  text_field("data", c.data);
+  text_field("eval_data", c.eval_data);
+  integer("batch", c.batch);
+  integer("seq_len", c.seq_len);
+  integer("steps", c.steps);
+  integer("warmup", c.warmup);
+  real("lr", c.lr);
+  real("min_lr_ratio", c.min_lr_ratio);
+  real("weight_decay", c.weight_decay);
+  real("beta1", c.beta1);
+  real("beta2", c.beta2);
+  real("clip", c.clip);
+  integer("seed", c.seed);
+  text_field("device", c.device);
+  text_field("out", c.out);
+  integer("eval_every", c.eval_every);
+  integer("eval_batches", c.eval_batches);
+  integer("ckpt_every", c.ckpt_every);
+  integer("log_every", c.log_every);
+  if (j.contains("tf32")) {
+    MOM_CHECK(j["tf32"].is_boolean(), "train", "config 'tf32' must be true or false");
+    c.tf32 = j["tf32"].get<bool>();
   }
   return c;
 }
 
+std::string flag_of(const std::string& key) {
+  if (key == "n_layers") return "--layers";
+  std::string flag = "--" + key;
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return flag;
+}
+
 void TrainConfig::validate() const {
   MOM_CHECK(model == "dense" || model == "mom", "train", "--model must be dense or mom, got '" << model << "'");
-  MOM_CHECK(n_layers >= 1 && d_model >= 1 && d_state >= 1 && expand >= 1, "train",
-            "--layers, --d-model, --d-state and --expand must be positive");
-  MOM_CHECK(batch >= 1 && seq_len >= 1, "train", "--batch and --seq-len must be positive");
-  MOM_CHECK(steps >= 1 && warmup >= 0, "train", "--steps must be positive and --warmup non-negative");
-  MOM_CHECK(lr > 0 && weight_decay >= 0 && clip > 0, "train", "--lr and --clip must be positive, --weight-decay non-negative");
-  MOM_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "train", "betas must lie in [0, 1)");
-  MOM_CHECK(eval_every >= 1 && eval_batches >= 1 && ckpt_every >= 1 && log_every >= 1, "train",
-            "--eval-every, --eval-batches, --ckpt-every and --log-every must be positive");
-  resolve_device(device);
+  for (auto [flag, v] : {std::pair{"--split-in-proj", split_in_proj}, {"--split-x-proj", split_x_proj},
+                         {"--split-dt-proj", split_dt_proj}, {"--split-out-proj", split_out_proj}})
+    MOM_CHECK(v >= -1 && v <= 1, "train", flag << " must be 0 or 1, got " << v);
+  auto in = [](auto v, auto lo, auto hi) { return v >= lo && v <= hi; };
+  for (const Limit& l : limits()) {
+    const int64_t v = l.get(*this);
+    MOM_CHECK(in(v, l.lo, l.hi), "train", l.flag << " must be in [" << l.lo << ", " << l.hi << "], got " << v);
+  }
+  MOM_CHECK(d_conv >= 2 && d_conv <= 8, "train", "d_conv must be in [2, 8], got " << d_conv);
+  MOM_CHECK(stop_at <= steps, "train", "--stop-at (" << stop_at << ") must not exceed --steps (" << steps << ")");
+  MOM_CHECK(batch * seq_len <= kMaxBatchTokens, "train", "--batch x --seq-len is " << batch * seq_len
+            << " tokens, at most " << kMaxBatchTokens << " per batch");
+  MOM_CHECK(eval_batches * batch * seq_len <= kMaxEvalTokens, "train", "the held-out set (--eval-batches x --batch x "
+            << "--seq-len) is " << eval_batches * batch * seq_len << " tokens, at most " << kMaxEvalTokens);
+  // Real numbers: finite (JSON cannot hold inf or NaN, so a config holding one could not be loaded).
+  MOM_CHECK(std::isfinite(lr) && lr > 0, "train", "--lr must be a finite number > 0, got " << lr);
+  MOM_CHECK(std::isfinite(min_lr_ratio) && in(min_lr_ratio, 0.0, 1.0), "train",
+            "--min-lr-ratio must be in [0, 1], got " << min_lr_ratio);
+  MOM_CHECK(std::isfinite(weight_decay) && weight_decay >= 0, "train",
+            "--weight-decay must be a finite number >= 0, got " << weight_decay);
+  MOM_CHECK(std::isfinite(clip) && clip > 0, "train", "--clip must be a finite number > 0, got " << clip);
+  MOM_CHECK(in(beta1, 0.0, 1.0) && beta1 < 1 && in(beta2, 0.0, 1.0) && beta2 < 1, "train",
+            "betas must lie in [0, 1), got " << beta1 << " and " << beta2);
+  MOM_CHECK(!data.empty(), "train", "--data is empty: give toy or a token file");
+  MOM_CHECK(!out.empty(), "train", "--out is empty: give a run directory");
+  parse_device(device == "auto" ? "cpu" : device);
+}
+
+const std::vector<TrainConfig::Limit>& TrainConfig::limits() {
+  static const std::vector<Limit> table = {
+      {"--layers", 1, 1024, [](const TrainConfig& c) { return c.n_layers; }},
+      {"--d-model", 1, 65536, [](const TrainConfig& c) { return c.d_model; }},
+      {"--d-state", 1, 64, [](const TrainConfig& c) { return c.d_state; }},
+      {"--expand", 1, 16, [](const TrainConfig& c) { return c.expand; }},
+      {"--batch", 1, 65535, [](const TrainConfig& c) { return c.batch; }},
+      {"--seq-len", 1, int64_t{1} << 24, [](const TrainConfig& c) { return c.seq_len; }},
+      {"--steps", 1, kMaxSteps, [](const TrainConfig& c) { return c.steps; }},
+      {"--warmup", 0, kMaxSteps, [](const TrainConfig& c) { return c.warmup; }},
+      {"--stop-at", 0, kMaxSteps, [](const TrainConfig& c) { return c.stop_at; }},
+      {"--eval-every", 1, kMaxSteps, [](const TrainConfig& c) { return c.eval_every; }},
+      {"--eval-batches", 1, 100000, [](const TrainConfig& c) { return c.eval_batches; }},
+      {"--ckpt-every", 1, kMaxSteps, [](const TrainConfig& c) { return c.ckpt_every; }},
+      {"--log-every", 1, kMaxSteps, [](const TrainConfig& c) { return c.log_every; }},
+  };
+  return table;
+}
+
+void check_model_size(const nn::LMConfig& c) {
+  MOM_CHECK(c.vocab_size >= 1 && c.vocab_size <= kMaxVocabSize, "train",
+            "a vocabulary of " << c.vocab_size << " ids is outside [1, " << kMaxVocabSize << "]");
+  // Counted in double: the products of the limits above do not overflow it.
+  const double D = c.mixer.d_model, E = static_cast<double>(c.mixer.d_inner()), N = c.mixer.d_state,
+               R = c.mixer.rank(), W = c.mixer.d_conv, M = c.mixer.n_modalities, V = c.vocab_size;
+  auto copies = [&](bool split) { return split ? M : 1.0; };
+  const double layer = D + copies(c.mixer.split_in_proj) * 2 * E * D + E * W + E +
+                       copies(c.mixer.split_x_proj) * (R + 2 * N) * E + copies(c.mixer.split_dt_proj) * (E * R + E) +
+                       E * N + E + copies(c.mixer.split_out_proj) * D * E;
+  const double params = c.n_layers * layer + V * D + D;
+  MOM_CHECK(params <= kMaxParameters, "train", "the model would have " << params << " parameters, at most "
+            << kMaxParameters << " (check --layers, --d-model, --expand and the vocabulary)");
 }
 
 // ---- FLOPs ----
@@ -288,44 +454,109 @@ Losses evaluate(const nn::MambaLM& model, const std::vector<Batch>& batches) {
 }
 
 std::vector<Batch> eval_set(const TrainConfig& c) {
-  if (!c.eval_data.empty() || c.data != "toy") {
-    Batcher b(make_source(c.eval_data.empty() ? c.data : c.eval_data, 0), c.batch, c.seq_len);
-    std::vector<Batch> out;
-    for (int64_t i = 0; i < c.eval_batches; ++i) out.push_back(b.next());
-    return out;
-  }
-  return make_eval_set(c.seed + kEvalSeedOffset, c.eval_batches, c.batch, c.seq_len);
+  if (c.eval_data.empty() && c.data == "toy")
+    return make_eval_set(c.seed + kEvalSeedOffset, c.eval_batches, c.batch, c.seq_len);
+  const std::string& path = c.eval_data.empty() ? c.data : c.eval_data;
+  TokenFile file = read_token_file(path);
+  const Vocab train_vocab = c.data == "toy" ? toy_vocab() : (path == c.data ? file.vocab : read_token_file(c.data).vocab);
+  MOM_CHECK(file.vocab.size == train_vocab.size && file.vocab.ranges == train_vocab.ranges, "train",
+            "--eval-data " << path << ": its vocabulary (" << file.vocab.size << " ids in " << file.vocab.ranges.size()
+                           << " ranges) is not the training data's (" << train_vocab.size << " ids in "
+                           << train_vocab.ranges.size() << " ranges); token ids would mean other things");
+  // The held-out set is read once, in order; a file too short for it would be read twice.
+  const int64_t needed = c.eval_batches * c.batch * c.seq_len + 1;
+  MOM_CHECK(static_cast<int64_t>(file.tokens.size()) >= needed, "train",
+            path << " holds " << file.tokens.size() << " tokens; the held-out set (--eval-batches " << c.eval_batches
+                 << " x --batch " << c.batch << " x --seq-len " << c.seq_len << ") needs " << needed
+                 << "; lower --eval-batches or give a longer file");
+  Batcher b(std::make_shared<TokenFileSource>(std::move(file)), c.batch, c.seq_len);
+  std::vector<Batch> out;
+  for (int64_t i = 0; i < c.eval_batches; ++i) out.push_back(b.next());
+  return out;
 }
 
 // ---- loading ----
 
 LoadedModel load_model(const std::string& path) {
-  bool is_run = fs::is_directory(path);
-  std::string file = is_run ? (fs::path(path) / "checkpoint.safetensors").string() : path;
-  SafetensorsFile f = load_safetensors(file);
-  MOM_CHECK(f.metadata.count("config"), "load_model", file << " carries no training config in its metadata");
+  std::error_code ec;
+  const bool is_run = fs::is_directory(path, ec);
+  const std::string file = is_run ? (fs::path(path) / "checkpoint.safetensors").string() : path;
   LoadedModel out;
-  out.config = TrainConfig::from_json(f.metadata.at("config"));
-  std::map<std::string, Tensor> weights = is_run ? strip_prefix("model.", f.tensors) : f.tensors;
-  MOM_CHECK(weights.count("embedding.weight"), "load_model", file << " has no embedding.weight");
+  std::map<std::string, Tensor> weights;
+  SafetensorsFile f = load_safetensors(file);
+  if (is_run || f.tensors.count("model.embedding.weight")) {
+    f = {};  // read_checkpoint reads the file again, whole
+    Checkpoint ck = read_checkpoint(file);
+    out.config = ck.config;
+    weights = std::move(ck.model);
+  } else {
+    MOM_CHECK(f.metadata.count("config"), "load_model",
+              file << " carries no training config in its metadata (not a model.safetensors of `mom train`?)");
+    try {
+      out.config = TrainConfig::from_json(f.metadata.at("config"));
+      out.config.validate();
+    } catch (const Error& e) {
+      MOM_THROW("load_model", file << ": its config: " << e.what());
+    }
+    weights = std::move(f.tensors);
+    MOM_CHECK(weights.count("embedding.weight"), "load_model", file << " has no embedding.weight");
+    check_finite(weights, "weight", "load_model", file);
+  }
+  const Tensor& emb = weights.at("embedding.weight");
+  MOM_CHECK(emb.dim() == 2, "load_model", file << ": embedding.weight has shape " << shape_str(emb.shape())
+                                                << ", expected (vocabulary, d_model)");
+  nn::LMConfig lm_cfg = out.config.lm_config(emb.size(0));
+  check_model_size(lm_cfg);
   Generator gen(out.config.seed);
-  out.model = std::make_shared<nn::MambaLM>(out.config.lm_config(weights.at("embedding.weight").size(0)), gen);
+  out.model = std::make_shared<nn::MambaLM>(lm_cfg, gen);
   out.model->load_state_dict(weights);
   return out;
 }
 
 // ---- training ----
 
+namespace {
+
+// The run's data: the training source, and its vocabulary checked against what this trainer handles.
+std::shared_ptr<TokenSource> training_source(const TrainConfig& cfg) {
+  auto source = make_source(cfg.data, cfg.seed);
+  const Vocab& v = source->vocab();
+  MOM_CHECK(v.num_modalities() <= kNumModalities, "train",
+            cfg.data << " declares " << v.num_modalities() << " modalities; this trainer handles at most "
+                     << kNumModalities << " (text, image, speech)");
+  return source;
+}
+
+}  // namespace
+
 TrainResult train(const TrainConfig& cfg) {
   cfg.validate();
-  fs::create_directories(cfg.out);
+  const Device device = resolve_device(cfg.device);
+  RunDirectory run_dir(cfg.out);
   const std::string log_path = (fs::path(cfg.out) / "log.jsonl").string();
   const std::string ckpt_path = (fs::path(cfg.out) / "checkpoint.safetensors").string();
-  const Device device = resolve_device(cfg.device);
+  const std::string model_path = (fs::path(cfg.out) / "model.safetensors").string();
 
-  auto source = make_source(cfg.data, cfg.seed);
+  auto source = training_source(cfg);
   Batcher batcher(source, cfg.batch, cfg.seq_len);
   const nn::LMConfig lm_cfg = cfg.lm_config(source->vocab().size);
+  check_model_size(lm_cfg);
+  const std::vector<Batch> evals = eval_set(cfg);
+
+  // A resumed run reads and checks its whole checkpoint before it builds anything.
+  Checkpoint resumed;
+  if (cfg.resume) {
+    std::error_code ec;
+    MOM_CHECK(fs::exists(ckpt_path, ec), "train", "--resume: " << cfg.out << " holds no checkpoint.safetensors to resume from");
+    resumed = read_checkpoint(ckpt_path);
+    check_resumable(cfg, resumed.config, ckpt_path);
+    MOM_CHECK(cfg.steps > resumed.step, "train", "--resume: the checkpoint is at step " << resumed.step
+              << (resumed.step == resumed.config.steps ? ", the end of the run" : "") << "; give --steps above "
+              << resumed.step << " to train further");
+    MOM_CHECK(cfg.stop_at == 0 || cfg.stop_at > resumed.step, "train", "--resume: --stop-at " << cfg.stop_at
+              << " is not after the checkpoint's step " << resumed.step);
+  }
+
   Generator gen(cfg.seed);
   nn::MambaLM model(lm_cfg, gen);  // initialised on the CPU (the seeded generator), then moved
   model.to(device);
@@ -334,25 +565,46 @@ TrainResult train(const TrainConfig& cfg) {
   optim::WarmupCosine schedule{cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio};
   const double fpt = flops_per_token(lm_cfg);
 
-  int64_t step = 0;
+  int64_t step = 0, saved_step = 0;  // saved_step: the step checkpoint.safetensors holds (0: none)
   double tokens = 0, flops = 0, elapsed = 0;
   if (cfg.resume) {
-    SafetensorsFile ck = load_safetensors(ckpt_path);
-    check_same_architecture(cfg, TrainConfig::from_json(ck.metadata.at("config")), ckpt_path);
-    model.load_state_dict(strip_prefix("model.", ck.tensors));
-    opt.load_state_dict(strip_prefix("optim.", ck.tensors));
-    batcher.load_state_dict(strip_prefix("data.", ck.tensors));
-    step = std::stoll(ck.metadata.at("step"));
-    tokens = std::stod(ck.metadata.at("tokens"));
-    flops = std::stod(ck.metadata.at("flops"));
-    elapsed = std::stod(ck.metadata.at("elapsed"));
+    model.load_state_dict(resumed.model);
+    opt.load_state_dict(resumed.optim);
+    // The optimiser's own record of its hyper-parameters must be the config's (lr follows the schedule).
+    for (size_t g = 0; g < opt.groups().size(); ++g) {
+      const optim::AdamWOptions& o = opt.groups()[g].options;
+      MOM_CHECK(o.beta1 == cfg.beta1 && o.beta2 == cfg.beta2 && o.weight_decay == (g == 0 ? cfg.weight_decay : 0.0),
+                "train", "--resume: " << ckpt_path << ": the optimiser state of group " << g << " (betas " << o.beta1
+                << ", " << o.beta2 << ", weight decay " << o.weight_decay << ") disagrees with the run's config");
+    }
+    batcher.load_state_dict(resumed.data);
+    step = saved_step = resumed.step;
+    tokens = resumed.tokens;
+    flops = resumed.flops;
+    elapsed = resumed.elapsed;
+    resumed = {};
     truncate_log(log_path, step);
-    if (!cfg.quiet) std::printf("resumed %s at step %lld\n", ckpt_path.c_str(), static_cast<long long>(step));
+    write_text_file((fs::path(cfg.out) / "config.json").string(), cfg.to_json() + "\n");
+    if (!cfg.quiet) {
+      std::printf("resumed %s at step %lld\n", ckpt_path.c_str(), static_cast<long long>(step));
+      const std::vector<std::string> fresh = opt.parameters_without_state();
+      if (!fresh.empty())
+        std::printf("note: %zu parameters have no optimiser state (no gradient has reached them yet), e.g. %s\n",
+                    fresh.size(), fresh.front().c_str());
+    }
   } else {
-    std::ofstream(fs::path(cfg.out) / "config.json") << cfg.to_json() << "\n";
-    std::ofstream(log_path, std::ios::trunc);
+    // A new run owns the directory: a previous run's files go, so that none of them is mistaken for
+    // this run's.
+    std::error_code ec;
+    if (fs::exists(ckpt_path, ec) && !cfg.quiet)
+      std::printf("note: starting a new run in %s: the previous run's checkpoint and model are deleted\n",
+                  cfg.out.c_str());
+    fs::remove(ckpt_path, ec);
+    fs::remove(model_path, ec);
+    write_text_file((fs::path(cfg.out) / "config.json").string(), cfg.to_json() + "\n");
+    write_text_file(log_path, "");
   }
-  const std::vector<Batch> evals = eval_set(cfg);
+  LogFile log(log_path);
   if (!cfg.quiet) {
     std::printf("%s model, %lld parameters, %.3g training FLOPs per token, on %s\n%s", cfg.model.c_str(),
                 static_cast<long long>(model.num_parameters()), 3 * fpt, device.str().c_str(),
@@ -360,35 +612,63 @@ TrainResult train(const TrainConfig& cfg) {
     std::fflush(stdout);
   }
 
-  auto save_checkpoint = [&] {
-    std::map<std::string, Tensor> all = with_prefix("model.", model.state_dict());
-    for (auto& [k, v] : with_prefix("optim.", opt.state_dict())) all[k] = v;
-    for (auto& [k, v] : with_prefix("data.", batcher.state_dict())) all[k] = v;
-    char num[64];
-    std::map<std::string, std::string> meta = {{"step", std::to_string(step)}, {"config", cfg.to_json()}};
-    std::snprintf(num, sizeof num, "%.17g", tokens);
-    meta["tokens"] = num;
-    std::snprintf(num, sizeof num, "%.17g", flops);
-    meta["flops"] = num;
-    std::snprintf(num, sizeof num, "%.17g", elapsed);
-    meta["elapsed"] = num;
-    save_safetensors(ckpt_path, all, meta);
+  // What is on disk, for the messages of a run that stops.
+  auto on_disk = [&] {
+    std::ostringstream os;
+    if (saved_step > 0)
+      os << "On disk: " << ckpt_path << " holds step " << saved_step << ", the last good one (finite, with a finite "
+         << "loss on its step's batch); resume from it with a lower --lr, or start again with one";
+    else
+      os << "No checkpoint was written (the first was due at step " << std::min(cfg.ckpt_every, cfg.steps)
+         << "); start again with a lower --lr";
+    return os.str();
+  };
+  // A checkpoint is written only of a model that is still good: its weights give a finite loss on the
+  // step's batch (one forward without a graph, a third of a step per checkpoint), and write_checkpoint
+  // refuses non-finite weights and optimiser state. So the file on disk is always the last good one.
+  auto save_checkpoint = [&](const Batch& b) {
+    double check = nan();
+    {
+      NoGradGuard no_grad;
+      check = mean_loss(model.forward(b.tokens, b.modalities), b).item();
+    }
+    MOM_CHECK(std::isfinite(check), "train", "the weights after step " << step << " give a loss of "
+              << number_str(check) << " on its batch; stopping without checkpointing them. " << on_disk()
+             );
+    Checkpoint ck;
+    ck.config = cfg;
+    ck.step = step;
+    ck.tokens = tokens;
+    ck.flops = flops;
+    ck.elapsed = elapsed;
+    ck.model = model.state_dict();
+    ck.optim = opt.state_dict();
+    ck.data = batcher.state_dict();
+    try {
+      write_checkpoint(ckpt_path, ck);
+    } catch (const Error& e) {
+      MOM_THROW("train", "step " << step << ": the checkpoint was not written: " << e.what() << ". " << on_disk());
+    }
+    saved_step = step;
   };
 
   TrainResult result;
   auto run_eval = [&] {
     result.last_eval = evaluate(model, evals);
+    MOM_CHECK(std::isfinite(result.last_eval.total), "train", "the eval loss is " << number_str(result.last_eval.total)
+              << " at step " << step << "; stopping. " << on_disk());
     json r = {{"kind", "eval"}, {"step", step}, {"tokens", tokens}, {"flops", flops}, {"time", elapsed},
               {"loss", number_or_null(result.last_eval.total)}};
     for (int m = 0; m < kNumModalities; ++m)
       r[std::string("loss_") + kModalityNames[m]] = number_or_null(result.last_eval.by_modality[m]);
-    append_log(log_path, r);
+    log.append(r);
     if (!cfg.quiet) std::printf("eval  %5lld  %s\n", static_cast<long long>(step), format_losses(result.last_eval).c_str());
   };
 
   // The step queues its work and waits for none of it: the loss, the gradient norm and the
-  // per-modality losses are read back only at logging steps (and the loss before a checkpoint, so
-  // that no checkpoint holds a diverged model). Non-finite losses are caught there.
+  // per-modality losses are read back only at logging and checkpoint steps. A non-finite loss or
+  // gradient norm stops the run there; a checkpoint is written only of finite weights and optimiser
+  // state (write_checkpoint checks), so the checkpoint on disk is always the last good one.
   const auto params = model.parameters();
   double window_tokens = 0, window_time = 0;
   reset_peak_memory(device);
@@ -417,46 +697,46 @@ TrainResult train(const TrainConfig& cfg) {
     window_tokens += T;
     window_time += dt;
     if (log_now || ckpt_now) {
-      MOM_CHECK(std::isfinite(loss_value), "train",
-                "loss is " << loss_value << " at step " << step << "; stopping. The last good checkpoint is "
-                           << ckpt_path << " (try a lower --lr)");
+      const double norm = grad_norm.item();
+      MOM_CHECK(std::isfinite(loss_value) && std::isfinite(norm), "train",
+                (std::isfinite(loss_value) ? "the gradient norm" : "the loss") << " is "
+                << number_str(std::isfinite(loss_value) ? norm : loss_value) << " at step " << step << "; stopping. "
+                << on_disk());
       std::array<double, kNumModalities> sum{}, count{};
       accumulate_by_modality(logits.detach(), b, sum, count);
       result.last_train = finish(loss_value * T, T, sum, count);
-    }
-
-    if (log_now) {
-      const double norm = grad_norm.item();
-      result.tokens_per_second = window_tokens / window_time;
-      const double peak_mib = peak_memory_mib(device);
-      json r = {{"kind", "train"}, {"step", step}, {"tokens", tokens}, {"flops", flops}, {"time", elapsed},
-                {"loss", loss_value}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_second", result.tokens_per_second}};
-      for (int m = 0; m < kNumModalities; ++m)
-        r[std::string("loss_") + kModalityNames[m]] = number_or_null(result.last_train.by_modality[m]);
-      if (device.is_cuda()) r["peak_memory_mib"] = peak_mib;
-      append_log(log_path, r);
-      if (!cfg.quiet) {
-        double eta = (cfg.steps - step) * (window_time / (window_tokens / T));
-        char mem[48] = "";
-        if (device.is_cuda()) std::snprintf(mem, sizeof mem, " | %.0f MiB peak", peak_mib);
-        std::printf("step  %5lld/%lld  %s | lr %.2e | gnorm %.2f | %.1fk tok/s%s | ETA %s\n",
-                    static_cast<long long>(step), static_cast<long long>(cfg.steps),
-                    format_losses(result.last_train).c_str(), lr, norm, result.tokens_per_second / 1e3, mem,
-                    format_duration(eta).c_str());
-        std::fflush(stdout);
+      if (log_now) {
+        result.tokens_per_second = window_tokens / window_time;
+        const double peak_mib = peak_memory_mib(device);
+        json r = {{"kind", "train"}, {"step", step}, {"tokens", tokens}, {"flops", flops}, {"time", elapsed},
+                  {"loss", loss_value}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_second", result.tokens_per_second}};
+        for (int m = 0; m < kNumModalities; ++m)
+          r[std::string("loss_") + kModalityNames[m]] = number_or_null(result.last_train.by_modality[m]);
+        if (device.is_cuda()) r["peak_memory_mib"] = peak_mib;
+        log.append(r);
+        if (!cfg.quiet) {
+          double eta = (cfg.steps - step) * (window_time / (window_tokens / T));
+          char mem[48] = "";
+          if (device.is_cuda()) std::snprintf(mem, sizeof mem, " | %.0f MiB peak", peak_mib);
+          std::printf("step  %5lld/%lld  %s | lr %.2e | gnorm %.2f | %.1fk tok/s%s | ETA %s\n",
+                      static_cast<long long>(step), static_cast<long long>(cfg.steps),
+                      format_losses(result.last_train).c_str(), lr, norm, result.tokens_per_second / 1e3, mem,
+                      format_duration(eta).c_str());
+          std::fflush(stdout);
+        }
+        window_tokens = window_time = 0;
       }
-      window_tokens = window_time = 0;
     }
     if (step % cfg.eval_every == 0 || step == cfg.steps) run_eval();
-    if (ckpt_now) save_checkpoint();
+    if (ckpt_now) save_checkpoint(b);
     if (step == cfg.stop_at) {
       if (!cfg.quiet) std::printf("stopped at step %lld as asked; continue with --resume\n", static_cast<long long>(step));
       result.steps = step;
       return result;
     }
   }
-  std::map<std::string, Tensor> weights = model.state_dict();
-  save_safetensors((fs::path(cfg.out) / "model.safetensors").string(), weights, {{"config", cfg.to_json()}});
+  // The last step was checkpointed, so these weights are finite.
+  save_safetensors(model_path, model.state_dict(), {{"config", cfg.to_json()}});
   result.steps = step;
   return result;
 }

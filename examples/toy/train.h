@@ -50,9 +50,34 @@ struct TrainConfig {
 
   nn::LMConfig lm_config(int64_t vocab_size) const;
   std::string to_json() const;
-  static TrainConfig from_json(const std::string& json);  // throws [train] on a bad file
-  void validate() const;                                   // throws [train] naming the bad flag
+  // Every field present, with its JSON type (an integer field must hold a whole number); throws
+  // [train] naming the field. Ranges are validate()'s.
+  static TrainConfig from_json(const std::string& json);
+  // Throws [train] naming the flag for any value outside its range (the table below, and for the real
+  // numbers: finite, lr > 0, min-lr-ratio in [0, 1], weight decay >= 0, clip > 0, betas in [0, 1)); the device string must parse. It does not look for the device itself (train does).
+  void validate() const;
+
+  // The integer flags' ranges: what validate() enforces and what `mom train` checks on the command line.
+  struct Limit {
+    const char* flag;
+    int64_t lo, hi;
+    int64_t (*get)(const TrainConfig&);
+  };
+  static const std::vector<Limit>& limits();
 };
+
+// Limits that keep every size product far from overflow and every allocation sane; a config beyond
+// them is refused before anything is allocated.
+constexpr int64_t kMaxSteps = int64_t{1} << 40;
+constexpr int64_t kMaxEvalTokens = int64_t{1} << 26;   // the held-out set, kept in host memory
+constexpr double kMaxParameters = 4294967296.0;       // 2^32 (16 GiB of f32 weights, 48 GiB with AdamW's state)
+
+// Throws [train] when the model of `config` would exceed the vocabulary (kMaxVocabSize, as token files)
+// or parameter limits.
+void check_model_size(const nn::LMConfig& config);
+
+// "--weight-decay" for the config key "weight_decay" ("--layers" for "n_layers").
+std::string flag_of(const std::string& config_key);
 
 struct Losses {
   double total = 0;

@@ -61,7 +61,8 @@ std::vector<int32_t> Vocab::modality_table() const {
 }
 
 void Vocab::validate(const std::string& op, const std::string& context) const {
-  MOM_CHECK(size > 0, op, context << "vocabulary size is " << size << ", must be positive");
+  MOM_CHECK(size > 0 && size <= kMaxVocabSize, op, context << "vocabulary size is " << size << ", expected 1 .. "
+            << kMaxVocabSize << " (2^24)");
   MOM_CHECK(!ranges.empty(), op, context << "vocabulary has no ranges");
   int32_t expected_begin = 0;
   for (size_t i = 0; i < ranges.size(); ++i) {
@@ -78,11 +79,13 @@ void Vocab::validate(const std::string& op, const std::string& context) const {
   }
   MOM_CHECK(expected_begin == size, op,
             context << "ranges cover [0, " << expected_begin << "), the vocabulary size is " << size);
-  for (int32_t m = 0; m < num_modalities(); ++m) {
-    bool used = std::any_of(ranges.begin(), ranges.end(), [m](const Range& r) { return r.modality == m; });
-    MOM_CHECK(used, op, context << "modality " << m << " has no range (modalities must be 0 .. " << num_modalities() - 1
+  // One pass over the ranges (a token file may hold 65536 of them), not one per modality.
+  const int32_t n_modalities = num_modalities();
+  std::vector<bool> used(static_cast<size_t>(n_modalities), false);
+  for (const Range& r : ranges) used[r.modality] = true;
+  for (int32_t m = 0; m < n_modalities; ++m)
+    MOM_CHECK(used[m], op, context << "modality " << m << " has no range (modalities must be 0 .. " << n_modalities - 1
               << " without gaps)");
-  }
   MOM_CHECK(token_names.empty() || static_cast<int32_t>(token_names.size()) == size, op, context <<
             token_names.size() << " token names for a vocabulary of " << size);
 }

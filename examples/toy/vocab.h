@@ -59,6 +59,11 @@ constexpr int32_t kSpeechEnd = kSpeechUnitBegin + kNumSpeechUnits;
 
 constexpr int32_t kToyVocabSize = kSpeechEnd;
 
+// The largest vocabulary a Vocab (and so a token file) may have: 2^24 ids. Tables of one entry per id
+// (the modality table, the embedding's rows) stay allocatable; real tokenisers use at most a few
+// hundred thousand.
+constexpr int32_t kMaxVocabSize = 1 << 24;
+
 struct Vocab {
   struct Range {
     int32_t begin, end;  // ids [begin, end)
@@ -78,8 +83,8 @@ struct Vocab {
   std::string token_str(int32_t id) const;
   // modality_of for every id, as a table of `size` entries.
   std::vector<int32_t> modality_table() const;
-  // Throws "[<op>] <context>..." unless the ranges are non-empty, contiguous, cover [0, size), and use
-  // the modalities 0 .. M-1 each at least once.
+  // Throws "[<op>] <context>..." unless the size is in [1, kMaxVocabSize], the ranges are non-empty,
+  // contiguous, cover [0, size), and use the modalities 0 .. M-1 each at least once.
   void validate(const std::string& op, const std::string& context = "") const;
 };
 

@@ -10,30 +10,13 @@
 #include "examples/toy/compare.h"
 #include "examples/toy/train.h"
 #include "tests/support.h"
+#include "tests/toy_support.h"
 
 namespace mom {
 namespace {
 
 toy::TrainConfig tiny(const std::string& name) {
-  toy::TrainConfig c;
-  c.model = "mom";
-  c.n_layers = 1;
-  c.d_model = 16;
-  c.d_state = 4;
-  c.batch = 2;
-  c.seq_len = 48;
-  c.steps = 12;
-  c.warmup = 2;
-  c.lr = 1e-2;
-  c.eval_every = 4;
-  c.eval_batches = 1;
-  c.ckpt_every = 100;
-  c.log_every = 1;
-  c.quiet = true;
-  c.device = "cpu";
-  c.out = ::testing::TempDir() + "mom_trainer_" + name;
-  std::filesystem::remove_all(c.out);
-  return c;
+  return test::tiny_train_config(::testing::TempDir() + "mom_trainer_" + name);
 }
 
 std::vector<nlohmann::json> read_log(const std::string& dir) {
@@ -99,7 +82,7 @@ TEST(Trainer, BadConfigurationsAreRefused) {
   test::expect_error([&] { toy::train(c); }, "[token_file]");
   c = tiny("bad");
   c.resume = true;
-  test::expect_error([&] { toy::train(c); }, "[safetensors]");  // no checkpoint to resume from
+  test::expect_error([&] { toy::train(c); }, "[train] --resume");  // no checkpoint to resume from
 }
 
 TEST(Trainer, DivergingLossStopsWithAClearMessage) {
@@ -112,7 +95,7 @@ TEST(Trainer, DivergingLossStopsWithAClearMessage) {
     toy::train(c);
     FAIL() << "a loss of inf or nan must stop the run";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("[train] loss is"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind("[train] the loss is", 0), 0u) << e.what();
   }
 }
 
