@@ -12,38 +12,26 @@ endif()
 
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 
-# OpenBLAS: Debian's OpenMP build (libopenblas-openmp-dev) when it is there, else the default
-# (pthreads) one. The OpenMP build runs its GEMMs on the OpenMP runtime's threads, the same ones as the
-# framework's parallel loops; with the pthreads build two sets of worker threads spin against each
-# other on a small machine, which is why memory-bound loops next to GEMMs (masked_linear's row moves)
-# run serially there. MOM_BLAS_OPENMP tells the kernels which one they were built with.
-find_library(MOM_OPENBLAS_OPENMP_LIB openblas PATHS /usr/lib/x86_64-linux-gnu/openblas-openmp NO_DEFAULT_PATH)
-find_path(MOM_OPENBLAS_OPENMP_INCLUDE cblas.h PATHS /usr/include/x86_64-linux-gnu/openblas-openmp NO_DEFAULT_PATH)
-if(MOM_OPENBLAS_OPENMP_LIB AND MOM_OPENBLAS_OPENMP_INCLUDE)
-  add_library(BLAS::BLAS UNKNOWN IMPORTED)
-  set_target_properties(BLAS::BLAS PROPERTIES IMPORTED_LOCATION ${MOM_OPENBLAS_OPENMP_LIB})
-  set(MOM_CBLAS_INCLUDE_DIR ${MOM_OPENBLAS_OPENMP_INCLUDE})
-  set(MOM_BLAS_OPENMP ON)
+# OpenBLAS (BLAS::BLAS, MOM_BLAS_OPENMP, MOM_CBLAS_INCLUDE_DIR): the same discovery as the installed
+# package's. MOM_BLAS_OPENMP tells the kernels which build they were built with.
+include(${CMAKE_CURRENT_LIST_DIR}/momFindOpenBLAS.cmake)
+if(NOT MOM_OPENBLAS_FOUND)
+  message(FATAL_ERROR "OpenBLAS (CBLAS) not found: apt-get install libopenblas-openmp-dev")
+elseif(MOM_BLAS_OPENMP)
   message(STATUS "mom: OpenBLAS, OpenMP build (${MOM_OPENBLAS_OPENMP_LIB})")
 else()
-  set(BLA_VENDOR OpenBLAS)
-  find_package(BLAS)
-  find_path(MOM_CBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas x86_64-linux-gnu/openblas-pthread)
-  if(NOT BLAS_FOUND OR NOT MOM_CBLAS_INCLUDE_DIR)
-    message(FATAL_ERROR "OpenBLAS (CBLAS) not found: apt-get install libopenblas-openmp-dev")
-  endif()
-  set(MOM_BLAS_OPENMP OFF)
   message(STATUS "mom: OpenBLAS, pthreads build (install libopenblas-openmp-dev for the OpenMP one)")
-endif()
-
-find_package(CLI11 CONFIG)
-if(NOT CLI11_FOUND)
-  message(FATAL_ERROR "CLI11 not found: apt-get install libcli11-dev")
 endif()
 
 find_package(nlohmann_json CONFIG)
 if(NOT nlohmann_json_FOUND)
   message(FATAL_ERROR "nlohmann-json not found: apt-get install nlohmann-json3-dev")
+endif()
+
+# CLI11 and GoogleTest serve the `mom` program and the tests only; the installed package needs neither.
+find_package(CLI11 CONFIG)
+if(NOT CLI11_FOUND)
+  message(FATAL_ERROR "CLI11 not found: apt-get install libcli11-dev")
 endif()
 
 find_package(GTest)
