@@ -1,10 +1,11 @@
-// bench_cuda_core: bandwidth of the CUDA runtime's copy and of the elementwise, reduction and AdamW
-// kernels, float32, as a fraction of a device-to-device copy measured in the same run.
+// bench_cuda_core: the elementwise, reduction and AdamW kernels, float32, against their memory floor
+// measured in the same run.
 //
 // Floor: every row here is memory-bound; its floor is the bytes it must move (each input read once,
-// each output written once) over the copy's bandwidth (bytes read + written per second). Rows print
-// median time over timed runs (CUDA events on the framework's stream, after a warm-up), GB/s, and
-// that fraction. Inputs are random (a random block of 1 M values tiled on the device), never zeros.
+// each output written once) over the device-to-device copy rate (bytes read + written per second by a
+// 512 MiB cudaMemcpyAsync, examples/bench/cuda_timing.h). Rows print the median time over timed runs
+// (CUDA events on the framework's stream, after a warm-up), the floor, and the time as a multiple of it
+// (x floor). Inputs are random (a random block of 1 M values tiled on the device), never zeros.
 //
 // Usage: bench_cuda_core [runs]   (default 20)
 #include <cstdio>
@@ -64,13 +65,14 @@ int main(int argc, char** argv) {
     std::printf("bench_cuda_core: no CUDA device visible\n");
     return 1;
   }
+  const bench::Rate copy = bench::copy_rate(runs);
   Generator gen(1234);
   const int64_t n = int64_t(128) << 20;  // 128 M float32 = 512 MiB per tensor
   const double tensor_bytes = double(n) * 4;
   std::vector<Row> rows;
   {
     Tensor src = random_gpu(n, gen, -1, 1), dst = empty({n}, DType::f32, kGpu);
-    rows.push_back({"copy d2d", n, 2 * tensor_bytes, median_ms(runs, [&] { dst.copy_(src); })});
+    rows.push_back({"copy (Tensor::copy_)", n, 2 * tensor_bytes, median_ms(runs, [&] { dst.copy_(src); })});
   }
   {
     Tensor a = random_gpu(n, gen, -1, 1), b = random_gpu(n, gen, -1, 1);
@@ -116,14 +118,15 @@ int main(int argc, char** argv) {
                     median_ms(runs, [&] { kernels::max(g3, 0, false); })});
   }
   cuda::MemoryStats stats = cuda::memory_stats(0);
-  const double copy_gbs = rows[0].bytes / (rows[0].ms * 1e-3) / 1e9;
   std::printf("bench_cuda_core: float32, %d timed runs each, median; peak device memory %.2f GiB\n", runs,
               stats.peak / double(1 << 30));
-  std::printf("%-32s %12s %10s %10s %10s %9s\n", "op", "elements", "MB moved", "ms", "GB/s", "of copy");
+  std::printf("GPU: %s\n", bench::device_name().c_str());
+  std::printf("floor = bytes / device-to-device copy rate %.0f GB/s (512 MiB, %.3f ms)\n", copy.per_s / 1e9, copy.ms);
+  std::printf("%-32s %12s %10s %10s %10s %8s\n", "op", "elements", "MB moved", "ms", "floor ms", "x floor");
   for (const Row& r : rows) {
-    double gbs = r.bytes / (r.ms * 1e-3) / 1e9;
-    std::printf("%-32s %12lld %10.0f %10.3f %10.0f %8.0f%%\n", r.name.c_str(), static_cast<long long>(r.elements),
-                r.bytes / 1e6, r.ms, gbs, 100.0 * gbs / copy_gbs);
+    const double floor_ms = copy.floor_ms(r.bytes);
+    std::printf("%-32s %12lld %10.0f %10.3f %10.3f %8.2f\n", r.name.c_str(), static_cast<long long>(r.elements),
+                r.bytes / 1e6, r.ms, floor_ms, r.ms / floor_ms);
   }
   return 0;
 }

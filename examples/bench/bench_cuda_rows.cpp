@@ -1,12 +1,13 @@
-// bench_cuda_rows: bandwidth of the CUDA row kernels (softmax, log_softmax, cross_entropy, rms_norm),
-// float32, as a fraction of a device-to-device copy measured in the same run.
+// bench_cuda_rows: the CUDA row kernels (softmax, log_softmax, cross_entropy, rms_norm), float32,
+// against their memory floor measured in the same run.
 //
 // Floor: each row is memory-bound; its floor is the minimal bytes it must move (each input read once,
 // each output written once: softmax forward x + y, backward dy + y + dx; cross_entropy forward the
 // logits (+ targets, lse), backward logits + dlogits; rms_norm forward x + y (+ rstd), backward
-// x + dy + dx (+ rstd)) over the copy's bandwidth (bytes read + written per second). Rows print the
-// median time over timed runs (CUDA events on the framework's stream, after a warm-up), GB/s, and that
-// fraction. Inputs are random (a random block of 1 M values tiled on the device), never zeros.
+// x + dy + dx (+ rstd)) over the device-to-device copy rate (bytes read + written per second by a
+// 512 MiB cudaMemcpyAsync, examples/bench/cuda_timing.h). Rows print the median time over timed runs
+// (CUDA events on the framework's stream, after a warm-up), the floor, and the time as a multiple of
+// it (x floor). Inputs are random (a random block of 1 M values tiled on the device), never zeros.
 // Each cross_entropy call includes its one host synchronisation (the read-back of the first invalid
 // target) and the launch of its small token-sum kernels: some 40 us, which dominate at V = 2048.
 //
@@ -71,12 +72,13 @@ int main(int argc, char** argv) {
     std::printf("bench_cuda_rows: no CUDA device visible\n");
     return 1;
   }
+  const bench::Rate copy = bench::copy_rate(runs);
   Generator gen(1234);
   std::vector<Row> rows;
   {
     const int64_t n = int64_t(64) << 20;  // 256 MiB, the size of the larger tensors below
     Tensor src = random_gpu({n}, gen, 0, 1), dst = empty({n}, DType::f32, kGpu);
-    rows.push_back({"copy d2d", dims(65536, 1024), 2.0 * n * 4, median_ms(runs, [&] { dst.copy_(src); })});
+    rows.push_back({"copy (Tensor::copy_)", dims(65536, 1024), 2.0 * n * 4, median_ms(runs, [&] { dst.copy_(src); })});
   }
   for (auto [R, n] : std::vector<std::pair<int64_t, int64_t>>{{32768, 1024}, {4096, 8192}, {1280, 50257}}) {
     const int64_t numel = R * n - (R * n) % kBlock;  // the random block tiles the first whole blocks
@@ -124,14 +126,15 @@ int main(int argc, char** argv) {
                     })});
   }
   cuda::MemoryStats stats = cuda::memory_stats(0);
-  const double copy_gbs = rows[0].bytes / (rows[0].ms * 1e-3) / 1e9;
   std::printf("bench_cuda_rows: float32, %d timed runs each, median; peak device memory %.2f GiB\n", runs,
               stats.peak / double(1 << 30));
-  std::printf("%-30s %-16s %10s %10s %10s %9s\n", "op", "shape", "MB moved", "ms", "GB/s", "of copy");
+  std::printf("GPU: %s\n", bench::device_name().c_str());
+  std::printf("floor = bytes / device-to-device copy rate %.0f GB/s (512 MiB, %.3f ms)\n", copy.per_s / 1e9, copy.ms);
+  std::printf("%-30s %-16s %10s %10s %10s %8s\n", "op", "shape", "MB moved", "ms", "floor ms", "x floor");
   for (const Row& r : rows) {
-    double gbs = r.bytes / (r.ms * 1e-3) / 1e9;
-    std::printf("%-30s %-16s %10.0f %10.3f %10.0f %8.0f%%\n", r.name.c_str(), r.shape.c_str(), r.bytes / 1e6, r.ms,
-                gbs, 100.0 * gbs / copy_gbs);
+    const double floor_ms = copy.floor_ms(r.bytes);
+    std::printf("%-30s %-16s %10.0f %10.3f %10.3f %8.2f\n", r.name.c_str(), r.shape.c_str(), r.bytes / 1e6, r.ms,
+                floor_ms, r.ms / floor_ms);
   }
   return 0;
 }

@@ -1,5 +1,5 @@
 // CUDA causal_conv1d forward and backward against the CPU reference (float64 on the CPU; the GPU in
-// float32 and float64) on fresh random inputs: W in 2..8, L in {1, 2, 3, 7, 64, 1000, 2049} (shorter
+// float32 and float64) on random inputs: W in 2..8, L in {1, 2, 3, 7, 64, 1000, 2049} (shorter
 // and longer than W-1, a chunk, a block of chunks), odd E (scalar path) and E a multiple of 4 (vector
 // path, and its misaligned fallback), B 1..4, with and without bias, SiLU, initial window and final
 // window gradient. Chained calls equal one call on the whole sequence; results repeat bit for bit;
@@ -26,7 +26,7 @@ using test::Cuda;
 using test::same_bits;
 using test::misaligned_copy;
 using test::expect_error;
-using test::fresh_seed;
+using test::test_seed;
 using test::max_abs_diff;
 using test::rel_error;
 
@@ -112,8 +112,8 @@ void print_worst(const char* what, const double (&worst)[6]) {
 }
 
 TEST_F(Cuda, CausalConv1dMatchesCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const int64_t kLengths[] = {1, 2, 3, 7, 64, 1000, 2049};
   const int64_t kChannels[] = {1, 5, 129, 1537, 8, 1536};
@@ -139,8 +139,8 @@ TEST_F(Cuda, CausalConv1dMatchesCpu) {
 }
 
 TEST_F(Cuda, CausalConv1dMisalignedInputsTakeTheScalarPath) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   double worst32[6] = {}, worst64[6] = {};
   for (const ConvCase& c : {ConvCase{2, 300, 1536, 4, true, true, true, true}, ConvCase{3, 70, 8, 7, false, true, true, false}}) {
@@ -198,8 +198,8 @@ void check_chained(const ConvCase& whole_case, const std::vector<int64_t>& chunk
 }
 
 TEST_F(Cuda, CausalConv1dChainedCallsEqualOneCall) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (DType dt : {DType::f32, DType::f64}) {
     // Chunks shorter than W-1, of one step, across a 64-step chunk and a 256-step block boundary.
@@ -210,8 +210,8 @@ TEST_F(Cuda, CausalConv1dChainedCallsEqualOneCall) {
 }
 
 TEST_F(Cuda, CausalConv1dRepeatsBitForBit) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (const ConvCase& c : {ConvCase{3, 1000, 1537, 4, true, true, true, true}, ConvCase{2, 2049, 1536, 4, true, false, false, true}}) {
     SCOPED_TRACE(describe(c));
@@ -293,8 +293,8 @@ ConvResults run_grouped(const ConvCase& c, const ConvInputs& in, DType dt, const
 }
 
 TEST_F(Cuda, ConvRowsInGroupedOrderMatchCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const int64_t M = 3;
   // E a multiple of 4 (vector packs) and not; L of one step, shorter than W-1, across chunks and blocks.
@@ -332,7 +332,7 @@ TEST_F(Cuda, ConvRowsInGroupedOrderMatchCpu) {
 }
 
 TEST_F(Cuda, ConvRowsRejectARoutingOfAnotherLengthOrDevice) {
-  Generator gen(fresh_seed());
+  Generator gen(test_seed());
   Tensor x = ones({2, 5, 3}, DType::f32, kGpu), w = ones({3, 4}, DType::f32, kGpu);
   Tensor dy = ones({2, 5, 3}, DType::f32, kGpu);
   Tensor ids = randint({10}, 0, 2, gen);

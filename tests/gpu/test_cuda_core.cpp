@@ -15,7 +15,7 @@ namespace {
 
 using test::Cuda;
 using test::expect_error;
-using test::fresh_seed;
+using test::test_seed;
 
 const Device kGpu = Device::cuda(0);
 const DType kAllDtypes[] = {DType::f32, DType::f64, DType::i32, DType::i64, DType::u8, DType::boolean};
@@ -40,8 +40,8 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
 }
 
 TEST_F(Cuda, RoundTripIsBitExactForEveryDtype) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   // 20 M floats (80 MB) spans several chunks of the two 32 MB staging buffers.
   for (int64_t n : {int64_t(1), int64_t(7), int64_t(1000003), int64_t(20000003)}) {
@@ -57,8 +57,8 @@ TEST_F(Cuda, RoundTripIsBitExactForEveryDtype) {
 }
 
 TEST_F(Cuda, StridedSourcesAndDestinations) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   Tensor h = randn({5, 7, 9}, gen);
   Tensor d = h.to(kGpu);
@@ -87,8 +87,8 @@ TEST_F(Cuda, StridedSourcesAndDestinations) {
 }
 
 TEST_F(Cuda, CastsMatchTheCpuForEveryPairOfDtypes) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (DType from : kAllDtypes) {
     // Values every target type holds (floats in (-120, 120) cast to u8 would wrap differently).
@@ -186,7 +186,7 @@ TEST_F(Cuda, DeviceMismatchAndBadDeviceErrors) {
 
 TEST_F(Cuda, CopiesBetweenDevices) {
   if (cuda::device_count() < 2) GTEST_SKIP() << "one CUDA device";
-  Generator gen(fresh_seed());
+  Generator gen(test_seed());
   Tensor h = randn({1000003}, gen);
   Tensor d1 = h.to(kGpu).to(Device::cuda(1));
   EXPECT_EQ(d1.device(), Device::cuda(1));

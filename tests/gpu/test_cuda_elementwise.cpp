@@ -1,4 +1,4 @@
-// CUDA elementwise and optimiser kernels against the CPU reference, on fresh random inputs at sizes
+// CUDA elementwise and optimiser kernels against the CPU reference, on random inputs at sizes
 // that are multiples of no block or vector width, in float32 and float64, through the vectorised
 // (aligned) and scalar (misaligned view) paths; determinism of the reductions.
 #include <cstring>
@@ -20,7 +20,7 @@ using test::Cuda;
 using test::same_bits;
 using test::misaligned_copy;
 using test::expect_error;
-using test::fresh_seed;
+using test::test_seed;
 using test::rel_error;
 
 const Device kGpu = Device::cuda(0);
@@ -40,8 +40,8 @@ Tensor unary_input(UnaryOp op, int64_t n, DType dt, Generator& gen) {
 }
 
 TEST_F(Cuda, UnaryForwardAndBackwardMatchCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (DType dt : {DType::f32, DType::f64}) {
     for (int64_t n : kSizes) {
@@ -66,8 +66,8 @@ TEST_F(Cuda, UnaryForwardAndBackwardMatchCpu) {
 }
 
 TEST_F(Cuda, BinaryWithBroadcastingMatchesCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const std::vector<std::pair<Shape, Shape>> shapes = {
       {{1}, {1}},           {{7}, {7}},           {{1000003}, {1000003}}, {{1000003}, {1}},
@@ -93,8 +93,8 @@ TEST_F(Cuda, BinaryWithBroadcastingMatchesCpu) {
 }
 
 TEST_F(Cuda, PowAndScaleMatchCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (DType dt : {DType::f32, DType::f64}) {
     for (int64_t n : kSizes) {
@@ -111,8 +111,8 @@ TEST_F(Cuda, PowAndScaleMatchCpu) {
 }
 
 TEST_F(Cuda, SumToShapeMatchesCpuAndRepeatsBitForBit) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const std::vector<std::pair<Shape, Shape>> cases = {
       {{3, 129, 517}, {3, 1, 517}}, {{3, 129, 517}, {1, 129, 1}}, {{3, 129, 517}, {129, 1}},
@@ -134,8 +134,8 @@ TEST_F(Cuda, SumToShapeMatchesCpuAndRepeatsBitForBit) {
 }
 
 TEST_F(Cuda, AdamWMatchesCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   kernels::AdamWHyper h;
   h.lr = 3e-3;
@@ -163,8 +163,8 @@ TEST_F(Cuda, AdamWMatchesCpu) {
 }
 
 TEST_F(Cuda, SumOfSquaresAndScaleInplaceMatchCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (DType dt : {DType::f32, DType::f64}) {
     for (int64_t n : {int64_t(1), int64_t(7), int64_t(1000003), int64_t(50000017)}) {

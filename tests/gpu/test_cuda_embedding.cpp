@@ -1,4 +1,4 @@
-// CUDA embedding forward and backward against the CPU reference, on fresh random inputs: float32 and
+// CUDA embedding forward and backward against the CPU reference, on random inputs: float32 and
 // float64 weights, int32 and int64 ids, odd V and D (scalar path) and D a multiple of 4 (vector path),
 // ids of one and two dims, many repeats of a few ids; out-of-range ids give the CPU's exact message;
 // the backward repeats bit for bit; device mismatches are rejected.
@@ -20,7 +20,7 @@ using test::Cuda;
 using test::same_bits;
 using test::misaligned_copy;
 using test::expect_error;
-using test::fresh_seed;
+using test::test_seed;
 using test::max_abs_diff;
 using test::rel_error;
 
@@ -46,8 +46,8 @@ struct EmbeddingCase {
 };
 
 TEST_F(Cuda, EmbeddingForwardAndBackwardMatchCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const EmbeddingCase cases[] = {
       {{1}, 1, 1},          {{7}, 3, 5},         {{1000}, 257, 3},  {{4, 257}, 4099, 257},

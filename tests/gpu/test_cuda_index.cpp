@@ -1,4 +1,4 @@
-// CUDA index ops (kernels/index.h) against the CPU reference on fresh random inputs: cat and split of
+// CUDA index ops (kernels/index.h) against the CPU reference on random inputs: cat and split of
 // every dtype along every dim (empty pieces, rows of odd byte lengths); index_select and gather of
 // several dtypes with repeated indices, int32 and int64, strided indices; their backwards bit for bit
 // (both add repeated indices in the CPU's order and precision), through both gather_backward paths;
@@ -20,7 +20,7 @@ namespace {
 using test::Cuda;
 using test::same_bits;
 using test::expect_error;
-using test::fresh_seed;
+using test::test_seed;
 using test::rel_error;
 
 const Device kGpu = Device::cuda(0);
@@ -50,8 +50,8 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 TEST_F(Cuda, CatAndSplitMatchCpuForEveryDtypeAndDim) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const Shape base = {3, 7, 5};
   const std::vector<int64_t> sizes = {2, 0, 5, 1};
@@ -88,8 +88,8 @@ TEST_F(Cuda, CatAndSplitMatchCpuForEveryDtypeAndDim) {
 }
 
 TEST_F(Cuda, IndexSelectAndItsBackwardMatchCpuBitForBit) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const std::vector<Shape> shapes = {{7, 257, 3}, {1000003}, {4099, 64}, {2, 3, 4, 5}};
   for (const Shape& shape : shapes) {
@@ -125,8 +125,8 @@ TEST_F(Cuda, IndexSelectAndItsBackwardMatchCpuBitForBit) {
 }
 
 TEST_F(Cuda, GatherAndItsBackwardMatchCpuBitForBit) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   // (x shape, index shape): index as large as x, smaller in the other dims, short fibers (the walk per
   // fiber) and long ones (the sort), 1-D.

@@ -25,7 +25,7 @@ namespace {
 using test::Cuda;
 using test::same_bits;
 using test::expect_error;
-using test::fresh_seed;
+using test::test_seed;
 using test::leaf;
 using test::rel_error;
 
@@ -58,8 +58,8 @@ void expect_same_routing(const Routing& gpu, const Routing& cpu) {
 }
 
 TEST_F(Cuda, RoutingOnGpuEqualsCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   struct RoutingCase {
     int64_t T, M, absent;
@@ -148,8 +148,8 @@ std::string case_name(const LinearCase& s, DType dt) {
 }
 
 TEST_F(Cuda, MaskedLinearMatchesCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const LinearCase cases[] = {
       {1001, 129, 67, 3, -1, true, false},  // all present, scalar row moves
@@ -212,8 +212,8 @@ TEST_F(Cuda, MaskedLinearMatchesCpu) {
 }
 
 TEST_F(Cuda, MaskedLinearRepeatsBitForBit) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const int64_t T = 4099, In = 257, Out = 96, M = 3;
   Problem p = make_problem(random_ids(T, M, -1, false, gen), M, In, Out, true, gen);
@@ -236,8 +236,8 @@ TEST_F(Cuda, MaskedLinearRepeatsBitForBit) {
 // and the same moves, so the same bits; parts of 16-byte multiples take the vector path, the others the
 // scalar one. Sorted ids (no moves) may take one GEMM per part: other GEMM shapes, so tolerances there.
 TEST_F(Cuda, MaskedLinearSplitEqualsSplitOfTheOutput) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   struct SplitCase {
     int64_t T, In, M;
@@ -285,8 +285,8 @@ TEST_F(Cuda, MaskedLinearSplitEqualsSplitOfTheOutput) {
 // Rows of x and y in grouped order (RowOrder): the plain op's results with their rows permuted. A grouped
 // y in parts may take one GEMM per part (other GEMM shapes, so tolerances rather than bits).
 TEST_F(Cuda, MaskedLinearGroupedRowsEqualPermutedPlainOp) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   struct OrderCase {
     int64_t T, In, M;
@@ -338,8 +338,8 @@ TEST_F(Cuda, MaskedLinearGroupedRowsEqualPermutedPlainOp) {
 }
 
 TEST_F(Cuda, MaskedLinearAutogradAbsentExpertKeepsUndefinedGrad) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   Problem p = make_problem({0, 2, 2, 0, 2, 0, 0}, 3, 5, 3, true, gen);
   Routing cpu_routing = Routing::from_modalities(from_vector<int32_t>(p.ids, {7}), 3);

@@ -20,7 +20,7 @@ using test::Cuda;
 using test::same_bits;
 using test::misaligned_copy;
 using test::expect_error;
-using test::fresh_seed;
+using test::test_seed;
 using test::rel_error;
 
 const Device kGpu = Device::cuda(0);
@@ -64,8 +64,8 @@ std::string case_name(const Case& c, bool ta, bool tb, DType dt) {
 }
 
 TEST_F(Cuda, MatmulForwardMatchesCpuEveryTransposeAndBatchLayout) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   ASSERT_FALSE(kernels::allow_tf32()) << "TF32 must be off by default";
   for (DType dt : {DType::f32, DType::f64}) {
@@ -99,8 +99,8 @@ TEST_F(Cuda, MatmulForwardMatchesCpuEveryTransposeAndBatchLayout) {
 }
 
 TEST_F(Cuda, MatmulBackwardMatchesCpuEveryTransposeAndBatchLayout) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (DType dt : {DType::f32, DType::f64}) {
     double worst_a = 0, worst_b = 0;
@@ -139,8 +139,8 @@ TEST_F(Cuda, MatmulBackwardMatchesCpuEveryTransposeAndBatchLayout) {
 
 // x @ W^T + b: the bias in cuBLASLt's epilogue (16-byte aligned) or added after (misaligned).
 TEST_F(Cuda, MatmulBiasMatchesCpuAlignedAndNot) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   Tensor x = randn({3, 129, 65}, gen, DType::f64), w = randn({257, 65}, gen, DType::f64),
          b = randn({257}, gen, DType::f64);
@@ -166,8 +166,8 @@ TEST_F(Cuda, MatmulEmptyAndZeroInnerDim) {
 }
 
 TEST_F(Cuda, MatmulTf32SwitchRoundTrips) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   Tf32Guard guard;
   kernels::set_allow_tf32(false);
@@ -199,8 +199,8 @@ TEST_F(Cuda, MatmulTf32SwitchRoundTrips) {
 }
 
 TEST_F(Cuda, MatmulRepeatsBitForBit) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (const Case& c : {kCases[5], kCases[6], kCases[9]}) {
     Tensor a = randn(c.a, gen, DType::f32).to(kGpu), b = randn(c.b, gen, DType::f32).to(kGpu);

@@ -23,7 +23,7 @@ namespace {
 using test::Cuda;
 using test::same_bits;
 using test::expect_error;
-using test::fresh_seed;
+using test::test_seed;
 using test::rel_error;
 
 const Device kGpu = Device::cuda(0);
@@ -71,8 +71,8 @@ void make_sets(int n_tensors, Generator& gen, ParamSet& cpu, ParamSet& gpu) {
 }
 
 TEST_F(Cuda, AdamWMultiMatchesPerTensorCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   kernels::AdamWHyper h;
   h.lr = 3e-3;
@@ -107,8 +107,8 @@ TEST_F(Cuda, AdamWMultiMatchesPerTensorCpu) {
 }
 
 TEST_F(Cuda, AdamWMultiRepeatsBitForBit) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   ParamSet cpu, a;
   make_sets(20, gen, cpu, a);
@@ -140,8 +140,8 @@ struct Params : nn::Module {
 // optim::AdamW on the GPU and on the CPU from identical modules: parameters without a gradient are
 // skipped (their state and step count untouched), the others match after several steps.
 TEST_F(Cuda, OptimiserOnGpuMatchesCpuAndSkipsParametersWithoutGrad) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   for (DType dt : {DType::f32, DType::f64}) {
     SCOPED_TRACE(dtype_name(dt));
     Generator init(seed);
@@ -183,8 +183,8 @@ TEST_F(Cuda, OptimiserOnGpuMatchesCpuAndSkipsParametersWithoutGrad) {
 }
 
 TEST_F(Cuda, ClipGradNormMatchesCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (double max_norm : {0.5, 1e9}) {  // clipped, and under the limit (nothing written)
     SCOPED_TRACE("max_norm " + std::to_string(max_norm));
@@ -236,8 +236,8 @@ TEST_F(Cuda, ClipGradNormMatchesCpu) {
 }
 
 TEST_F(Cuda, SumOfSquaresMultiRepeatsBitForBitAndMatchesCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   std::vector<Tensor> cpu, gpu, gpu_misaligned;
   for (int i = 0; i < 40; ++i) {

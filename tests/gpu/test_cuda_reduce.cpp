@@ -1,4 +1,4 @@
-// CUDA reductions (kernels/reduce.h) against the CPU reference on fresh random inputs: sum and mean over
+// CUDA reductions (kernels/reduce.h) against the CPU reference on random inputs: sum and mean over
 // every subset of dims of awkward shapes (row, column, chunked, tiled and several-group paths), keepdim
 // both ways, negative dims, float32 and float64, their backwards; max and max_all with ties, NaN and
 // -inf, their backwards; bit-for-bit repeats, aligned against misaligned inputs, empty tensors, and
@@ -22,7 +22,7 @@ using test::Cuda;
 using test::same_bits;
 using test::misaligned_copy;
 using test::expect_error;
-using test::fresh_seed;
+using test::test_seed;
 using test::rel_error;
 
 const Device kGpu = Device::cuda(0);
@@ -58,8 +58,8 @@ int64_t reduced_count(const Shape& s, const std::vector<int64_t>& dims) {
 const std::vector<Shape> kShapes = {{3, 257, 5}, {7, 1, 100003}, {1000003}, {4099, 3}, {2, 3, 4, 5}, {1, 5}, {}};
 
 TEST_F(Cuda, SumAndMeanMatchCpuOverEveryDimSubset) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   double worst[2] = {0, 0};
   for (DType dt : {DType::f32, DType::f64}) {
@@ -101,8 +101,8 @@ TEST_F(Cuda, SumAndMeanMatchCpuOverEveryDimSubset) {
 }
 
 TEST_F(Cuda, LongReductionsMatchCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   // Rows long enough to be cut into chunks, columns tall enough to be cut into tiles (twice over for
   // (300007, 40)), a full sum of 2^24 + 3 elements (964 chunks), and a reduction over three groups.
@@ -161,8 +161,8 @@ Tensor tied_input(const Shape& shape, DType dt, Generator& gen, bool with_nan) {
 }
 
 TEST_F(Cuda, MaxMatchesCpuExactlyWithTiesAndNaN) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (DType dt : {DType::f32, DType::f64}) {
     for (const Shape& shape : kShapes) {

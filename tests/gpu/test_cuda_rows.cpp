@@ -1,5 +1,5 @@
 // CUDA row kernels (softmax, log_softmax, cross_entropy, rms_norm) against the CPU reference in f64,
-// on fresh random inputs: GPU f32 within 1e-5 relative (1e-4 where a row sums 4099+ terms), GPU f64
+// on random inputs: GPU f32 within 1e-5 relative (1e-4 where a row sums 4099+ terms), GPU f64
 // within 1e-12. Row lengths 1, 7, 33, 1000, 4099, 50257 reach every kernel path (a warp caching 1 to 8
 // chunks per lane, a caching block, a streaming block; the peeled unaligned edges; the strided kernel
 // for dims other than the last; the scalar kernels for misaligned views). Also: ignored tokens,
@@ -26,7 +26,7 @@ using test::Cuda;
 using test::same_bits;
 using test::misaligned_copy;
 using test::expect_error;
-using test::fresh_seed;
+using test::test_seed;
 using test::rel_error;
 
 const Device kGpu = Device::cuda(0);
@@ -70,8 +70,8 @@ const std::vector<SoftmaxCase> kSoftmaxCases = {
 };
 
 TEST_F(Cuda, SoftmaxAndLogSoftmaxMatchCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (const SoftmaxCase& c : kSoftmaxCases) {
     const int64_t n = c.shape[c.dim];
@@ -107,8 +107,8 @@ TEST_F(Cuda, SoftmaxAndLogSoftmaxMatchCpu) {
 }
 
 TEST_F(Cuda, SoftmaxHandlesMaskedEntriesAndRepeatsBitForBit) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (int64_t n : {7, 1000, 4099, 50257}) {
     SCOPED_TRACE("n = " + std::to_string(n));
@@ -128,7 +128,7 @@ TEST_F(Cuda, SoftmaxHandlesMaskedEntriesAndRepeatsBitForBit) {
 }
 
 TEST_F(Cuda, SoftmaxRejectsMixedDevices) {
-  Generator gen(fresh_seed());
+  Generator gen(test_seed());
   Tensor y = randn({3, 5}, gen).to(kGpu), dy = randn({3, 5}, gen);
   expect_error([&] { kernels::softmax_backward(dy, y, 1); }, "[softmax] dy is on cpu but y is on cuda:0");
   expect_error([&] { kernels::log_softmax_backward(dy, y, 1); }, "[log_softmax] dy is on cpu but y is on cuda:0");
@@ -162,8 +162,8 @@ Tensor random_targets(int64_t T, int64_t V, DType dt, Generator& gen) {
 }
 
 TEST_F(Cuda, CrossEntropyMatchesCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (const CrossEntropyCase& c : kCrossEntropyCases) {
     const std::string name = "cross_entropy T=" + std::to_string(c.T) + " V=" + std::to_string(c.V) +
@@ -200,8 +200,8 @@ TEST_F(Cuda, CrossEntropyMatchesCpu) {
 }
 
 TEST_F(Cuda, CrossEntropyRepeatsBitForBit) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (int64_t V : {1000, 50257}) {
     const int64_t T = V == 1000 ? 5000 : 40;
@@ -219,7 +219,7 @@ TEST_F(Cuda, CrossEntropyRepeatsBitForBit) {
 }
 
 TEST_F(Cuda, CrossEntropyWithAllTokensIgnoredIsZero) {
-  Generator gen(fresh_seed());
+  Generator gen(test_seed());
   for (DType dt : {DType::f32, DType::f64}) {
     Tensor logits = randn({6, 9}, gen, dt, 0.0, 8.0).to(kGpu);
     Tensor targets = full({6}, static_cast<double>(kIgnore), DType::i64, kGpu);
@@ -234,7 +234,7 @@ TEST_F(Cuda, CrossEntropyWithAllTokensIgnoredIsZero) {
 }
 
 TEST_F(Cuda, CrossEntropyReportsBadTargetsAndWeightsAsTheCpu) {
-  Generator gen(fresh_seed());
+  Generator gen(test_seed());
   const int64_t T = 3000, V = 8;
   Tensor logits = randn({T, V}, gen);
   std::vector<int64_t> t = randint({T}, 0, V, gen).to_vector<int64_t>();
@@ -264,7 +264,7 @@ TEST_F(Cuda, CrossEntropyReportsBadTargetsAndWeightsAsTheCpu) {
 }
 
 TEST_F(Cuda, CrossEntropyRejectsMixedDevices) {
-  Generator gen(fresh_seed());
+  Generator gen(test_seed());
   Tensor logits = randn({4, 5}, gen).to(kGpu);
   Tensor targets = randint({4}, 0, 5, gen);
   expect_error([&] { kernels::cross_entropy_forward(logits, targets, kIgnore, Tensor()); },
@@ -283,8 +283,8 @@ const std::vector<Shape> kRmsShapes = {{5, 1},    {9, 7},      {13, 33},   {37, 
                                        {1000, 64}, {3000, 16}, {4, 12288}, {3, 50257}, {7}};
 
 TEST_F(Cuda, RmsNormMatchesCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (const Shape& shape : kRmsShapes) {
     const int64_t D = shape.back(), rows = shape_numel(shape) / D;
@@ -316,8 +316,8 @@ TEST_F(Cuda, RmsNormMatchesCpu) {
 }
 
 TEST_F(Cuda, RmsNormRepeatsBitForBit) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (const Shape& shape : std::vector<Shape>{{4096, 2048}, {20000, 64}, {9, 12288}}) {
     SCOPED_TRACE(shape_str(shape));
@@ -334,7 +334,7 @@ TEST_F(Cuda, RmsNormRepeatsBitForBit) {
 }
 
 TEST_F(Cuda, RmsNormRejectsMixedDevices) {
-  Generator gen(fresh_seed());
+  Generator gen(test_seed());
   Tensor x = randn({3, 8}, gen).to(kGpu);
   expect_error([&] { kernels::rms_norm_forward(x, ones({8}), 1e-5); }, "[rms_norm] weight is on cpu but x is on cuda:0");
   Tensor w = ones({8}, DType::f32, kGpu);

@@ -23,7 +23,7 @@ using kernels::SelectiveScanResult;
 using test::Cuda;
 using test::same_bits;
 using test::expect_error;
-using test::fresh_seed;
+using test::test_seed;
 using test::rel_error;
 
 const Device kGpu = Device::cuda(0);
@@ -113,8 +113,8 @@ std::pair<double, double> compare_with_cpu(const Config& c, DType dt, uint64_t s
 }
 
 TEST_F(Cuda, ScanMatchesCpuOverLengths) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   const Config configs[] = {
       {3, 1, 5, 3},   {2, 9, 1, 1},  {2, 7, 5, 3},    {3, 128, 37, 16}, {4, 1000, 19, 13}, {2, 2049, 33, 16},
       {1, 4096, 21, 7}, {16, 33, 9, 5}, {2, 300, 11, 40}, {1, 17, 130, 64},  {5, 64, 129, 2},
@@ -129,8 +129,8 @@ TEST_F(Cuda, ScanMatchesCpuOverLengths) {
 }
 
 TEST_F(Cuda, ScanEveryOptionalInputOnAndOff) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   for (int mask = 0; mask < 32; ++mask) {
     Config c{3, 37, 23, 11};
     c.D = mask & 1;
@@ -145,8 +145,8 @@ TEST_F(Cuda, ScanEveryOptionalInputOnAndOff) {
 }
 
 TEST_F(Cuda, ScanDoubleMatchesCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   for (const Config& c : {Config{2, 19, 13, 5}, Config{1, 130, 70, 16}, Config{3, 9, 3, 33}}) {
     SCOPED_TRACE(describe(c));
     auto [out_err, grad_err] = compare_with_cpu(c, DType::f64, seed++);
@@ -156,8 +156,8 @@ TEST_F(Cuda, ScanDoubleMatchesCpu) {
 
 // A missing dout or dlast_state means a zero gradient there, on both devices.
 TEST_F(Cuda, ScanBackwardWithoutDoutOrDlast) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const Config c{2, 45, 17, 6};
   SelectiveScanParams p = random_params(c, gen, DType::f32);
@@ -179,8 +179,8 @@ TEST_F(Cuda, ScanBackwardWithoutDoutOrDlast) {
 // Two calls chained through last_state -> initial_state equal one call over the whole sequence, and
 // the backward chained through dinitial_state -> dlast_state gives the same gradients.
 TEST_F(Cuda, ScanChainedCallsEqualOneCall) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const Config c{2, 301, 29, 16};
   const int64_t L1 = 123, L2 = c.L - L1;
@@ -217,8 +217,8 @@ TEST_F(Cuda, ScanChainedCallsEqualOneCall) {
 // A row order (the routing's grouped order) reads and writes the same values at other rows: every
 // output and gradient equals the plain scan's, permuted, bit for bit.
 TEST_F(Cuda, ScanRowsInGroupedOrderEqualPermutedPlainScan) {
-  const uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   for (const Config& c : {Config{3, 300, 67, 16}, Config{2, 37, 130, 5, false, true, false, false, true}}) {
     const int64_t T = c.B * c.L;
@@ -265,8 +265,8 @@ TEST_F(Cuda, ScanRowsInGroupedOrderEqualPermutedPlainScan) {
 // dz written over dout (what the autograd node does when it owns dout): the same gradients, bit for
 // bit, through both backward paths, and no new buffer for dz.
 TEST_F(Cuda, ScanDzOverDoutGivesTheSameGradients) {
-  const uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const Config c{3, 300, 67, 16};
   SelectiveScanParams p = moved(random_params(c, gen, DType::f32), kGpu, DType::f32);
@@ -282,8 +282,8 @@ TEST_F(Cuda, ScanDzOverDoutGivesTheSameGradients) {
 }
 
 TEST_F(Cuda, ScanRepeatsBitForBit) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const Config c{3, 517, 300, 16};
   SelectiveScanParams p = moved(random_params(c, gen, DType::f32), kGpu, DType::f32);
@@ -307,7 +307,7 @@ TEST_F(Cuda, ScanRepeatsBitForBit) {
 }
 
 TEST_F(Cuda, ScanRejectsMixedDevicesAndLargeN) {
-  Generator gen(fresh_seed());
+  Generator gen(test_seed());
   SelectiveScanParams p = moved(random_params(Config{1, 5, 4, 3}, gen, DType::f32), kGpu, DType::f32);
   SelectiveScanParams mixed = p;
   mixed.A = p.A.to(kCpu);
@@ -328,8 +328,8 @@ Tensor tiled_randn(int64_t rows, int64_t cols, Generator& gen) {
 
 // B * L * E > 2^31: the last channel of a long single-row scan against the CPU scan of that channel alone.
 TEST_F(Cuda, ScanBeyondTwoToThe31Elements) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const int64_t E = 64, N = 4, L = (int64_t(1) << 31) / E + 5;
   SelectiveScanParams p;

@@ -29,7 +29,7 @@ namespace {
 
 using test::Cuda;
 using test::same_bits;
-using test::fresh_seed;
+using test::test_seed;
 using test::rel_error;
 
 const Device kGpu = Device::cuda(0);
@@ -91,8 +91,8 @@ struct Pair {
 
 // (a) One training step: loss, every gradient, and the parameters after one AdamW step.
 TEST_F(Cuda, MambaLMStepMatchesCpu) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   for (bool mom : {false, true}) {
     SCOPED_TRACE(mom ? "mom" : "dense");
     Pair m(tiny_lm(mom, 2, 32, 16), seed);
@@ -136,8 +136,8 @@ TEST_F(Cuda, MambaLMStepMatchesCpu) {
 
 // (b) 30 steps of the trainer's loop on both devices from one seed: the loss curves agree.
 TEST_F(Cuda, ShortRunFollowsTheCpuLossCurve) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   const int64_t steps = 30;
   std::vector<double> curves[2];
   for (int side = 0; side < 2; ++side) {
@@ -185,8 +185,8 @@ std::map<std::string, Tensor> strip_prefix(const std::string& prefix, const std:
 
 // Module::to keeps every handle (a parameter's TensorImpl) and moves its data and gradient.
 TEST_F(Cuda, ModuleToMovesDataAndGradsInPlace) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   nn::MambaLM model(tiny_lm(true, 1, 16, 4), gen);
   auto params = model.named_parameters();
@@ -211,8 +211,8 @@ TEST_F(Cuda, ModuleToMovesDataAndGradsInPlace) {
 // A checkpoint written from the GPU (model and optimiser through safetensors) and loaded into a fresh
 // GPU model and optimiser continues bit for bit like the run that was not interrupted.
 TEST_F(Cuda, CheckpointFromTheGpuResumesBitExactly) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   const nn::LMConfig config = tiny_lm(true, 2, 16, 4);
   const std::string path = ::testing::TempDir() + "mom_gpu_resume.safetensors";
   auto run_steps = [&](nn::MambaLM& model, optim::AdamW& opt, Generator& data, int n) {
@@ -254,8 +254,8 @@ TEST_F(Cuda, CheckpointFromTheGpuResumesBitExactly) {
 
 // (c) A modality absent from the batch: its experts keep undefined gradients on the GPU as on the CPU.
 TEST_F(Cuda, AbsentModalityExpertsGetNoGradient) {
-  uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
   Pair m(tiny_lm(true, 2, 32, 16), seed);
   Generator gen(seed + 3);
   HostBatch hb = random_batch(2, 37, gen, {0, 2});  // no image token
