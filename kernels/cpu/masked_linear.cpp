@@ -3,17 +3,18 @@
 // Also the argument checks of both devices and the dispatch to kernels/cuda/masked_linear.cu.
 #include "kernels/masked_linear.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <string>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/elementwise.h"
 #include "kernels/index.h"
 
 namespace mom::kernels {
 
 namespace {
+
+using cpu::gemm;
 
 constexpr const char* kOp = "masked_linear";
 
@@ -68,19 +69,6 @@ LinearDims check_linear_inputs(const Tensor& x, const Routing& routing, const st
     check_shape(bias[m], {d.Out}, kOp, name.c_str());
   }
   return d;
-}
-
-// C (m, n) = op(A) @ op(B), row-major; op transposes when the flag says so.
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-          int64_t ldb, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f,
-              a, lda, b, ldb, 0.0f, c, ldc);
-}
-
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
-          int64_t ldb, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0,
-              a, lda, b, ldb, 0.0, c, ldc);
 }
 
 // The row moves are memory-bound. They run on every OpenMP thread when OpenBLAS is its OpenMP build

@@ -1,12 +1,12 @@
 // CPU version of kernels/matmul.h: one CBLAS GEMM per batch matrix (OpenBLAS threads each GEMM), or
 // one GEMM in all when a 2-D b lets the batch dims of a fold into the rows. Also the argument checks
 // of both devices, the dispatch to kernels/cuda/matmul.cu, and the TF32 switch.
-#include <cblas.h>
 
 #include <algorithm>
 #include <atomic>
 #include <limits>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 #include "kernels/reduce.h"
@@ -15,19 +15,9 @@ namespace mom::kernels {
 
 namespace {
 
+using cpu::gemm;
+
 std::atomic<bool> tf32_allowed{false};
-
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-          int64_t ldb, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda,
-              b, ldb, 0.0f, c, ldc);
-}
-
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
-          int64_t ldb, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0, a, lda,
-              b, ldb, 0.0, c, ldc);
-}
 
 void check_operand(const Tensor& t, const char* name) {
   check_floating(t, "matmul", name);
