@@ -109,8 +109,10 @@ struct GradcheckCase {
   std::function<GradcheckProblem(Generator&)> make;
 };
 
-// Every case of every op family registered so far; families add theirs through the functions in
-// autograd/gradcheck_cases.cpp (and nn/ adds module-level cases through add_cases).
+// Every case of every op family registered so far. cases() adds the op families' own cases on first
+// use, through the add_*_gradcheck_cases functions below (autograd/gradcheck.cpp calls them); the
+// module-level cases of nn/gradcheck_cases.cpp (nn::module_gradcheck_cases) come in through add_cases,
+// which `mom gradcheck` calls.
 class GradcheckRegistry {
  public:
   static GradcheckRegistry& instance();

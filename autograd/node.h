@@ -1,11 +1,12 @@
 // The autograd graph: a Node per recorded op, with edges to the nodes that produced its inputs.
 //
-// Writing a differentiable function (see autograd/ops.cpp for many):
-//     Tensor y = kernels::exp(x);                       // compute, no graph
+// Writing a differentiable function (record_unary in autograd/elementwise.cpp; every op family of
+// autograd/ follows the same pattern):
+//     Tensor y = kernels::unary(UnaryOp::exp, x);                // compute, no graph
 //     if (needs_grad({x})) {
-//       auto node = make_node<ExpBackward>({x});        // edges to x's producer (or its leaf)
-//       node->y = SavedTensor(y);                       // saved tensors are detached + versioned
-//       set_history(node, {&y});                        // y.grad_fn = node
+//       auto node = make_node<UnaryBackward>({x}, UnaryOp::exp);  // edges to x's producer (or its leaf)
+//       node->y = SavedTensor(y);                                // saved tensors are detached + versioned
+//       set_history(node, {&y});                                 // y.grad_fn = node
 //     }
 // A Node's apply() receives one gradient per output (undefined when none reached that output; use
 // grad_or_zeros) and returns one gradient per input, in the order given to make_node, undefined

@@ -12,8 +12,11 @@
 // training gives the outputs of one call on the whole sequence, and gradients flow back through the
 // chain. Gradients reach every input that requires one, from both outputs.
 //
-// The node saves the inputs themselves (detached, contiguous) and nothing else: the backward
-// recomputes the states (see the kernel header for its scratch memory).
+// The node saves the inputs themselves (detached, contiguous) and, on CUDA, the forward's chunk
+// checkpoints (the state at the start of every chunk of time steps, (B, ceil(L / chunk), E, N) in the
+// accumulation type: the size of u at N = 16), from which the backward recomputes the other states
+// (kernels/cuda/selective_scan.cu). On the CPU nothing else is saved and the backward recomputes every
+// state (kernels/selective_scan.h has its scratch memory).
 #pragma once
 
 #include "core/tensor.h"

@@ -2,7 +2,7 @@
 //
 // Every user-caused problem (bad shape, dtype, device, index, file, flag) throws mom::Error whose
 // message starts with the op or component in brackets:
-//     [masked_linear] x has 96 columns, W expects 128
+//     [masked_linear] x has 96 columns, weight[0] expects 128
 // MOM_CHECK(cond, "op", a << b << ...) builds that message with a stream only when cond is false.
 #pragma once
 

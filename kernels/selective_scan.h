@@ -33,14 +33,15 @@
 //   ddelta_bias = sum_{b,t} ddelta_t
 //   g_{t-1}  = g_t * exp(dt_t * A)              dinitial_state = g_{-1}
 //
-// Saved for the backward: only the inputs (the autograd node keeps them). No h_t is stored; the
+// Saved for the backward: the inputs (the autograd node keeps them) and, on CUDA, the state at the start
+// of every time chunk (SelectiveScanResult::checkpoints). On the CPU no h_t is stored; the
 // backward recomputes the states of one (b, e) at a time into a per-thread scratch buffer of (L+1) x N
 // accumulators (h_{-1} .. h_{L-1}) plus L outputs y_t, with the same code as the forward, so the
 // recomputed states equal the forward's bit for bit (68 KiB per thread at L = 1024, N = 16, float).
 // Nothing accumulates into existing tensors: every gradient is a fresh tensor (=, not +=).
 //
 // Precision: state and every accumulation use acc_t = the wider of float32 and the input type (float
-// for float32 inputs, as DESIGN.md fixes for the CUDA kernel; double for float64). Because the state
+// for float32 inputs, as docs/design.md states for the CUDA kernel; double for float64). Because the state
 // is stored in its own precision, a chunked forward (last_state fed back as initial_state) equals the
 // unchunked one bit for bit.
 //
@@ -117,7 +118,7 @@ SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, bool sa
 // the forward's (CUDA). dz_over_dout: dz may be written over dout, which the caller gives up (the
 // autograd node does when it holds the only reference): each element of dout is read before dz is
 // written there, by the same thread, so the backward needs no (B, L, E) buffer for dz (the block's
-// peak memory during the scan's backward, 96 MiB at the issue-8 layer).
+// peak memory during the scan's backward, 96 MiB at B=8 L=2048 E=1536 f32).
 SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const Tensor& dout, const Tensor& dlast_state,
                                            const Tensor& checkpoints = Tensor(), bool dz_over_dout = false);
 

@@ -63,9 +63,9 @@ struct Projection {
   std::shared_ptr<Linear> shared;
   std::shared_ptr<ModalityLinear> split;
   Tensor forward(const Tensor& x, const Routing& routing) const;  // x (T, In) -> (T, Out)
-  // The output's columns in parts of split[i], without a copy to cut them (forward_split above), and
-  // the rows of x and of the parts in token or grouped order (a shared Linear is row-wise: it takes
-  // and gives one order).
+  // The output's columns in parts of split[i], without a copy to cut them (the forward_split of Linear
+  // and of ModalityLinear, nn/layers.h), and the rows of x and of the parts in token or grouped order
+  // (a shared Linear is row-wise: it takes and gives one order).
   std::vector<Tensor> forward_split(const Tensor& x, const Routing& routing, const std::vector<int64_t>& split,
                                     kernels::RowOrder order = {}) const;
   std::vector<std::shared_ptr<Linear>> linears() const;  // the expert(s)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Downloads (never installs) the Debian packages that the GPU machine lacks into .deps/, so that they
-# travel with the working tree: that machine has CUDA, cmake and ninja but no GoogleTest, CLI11,
-# nlohmann-json or OpenBLAS, and no network. scripts/gpu-check.sh unpacks them into a private prefix.
-# Run here, on a Debian 12 machine that reaches Debian's archive:  bash scripts/fetch-gpu-deps.sh
+# Downloads (never installs) into .deps/ the Debian packages of GoogleTest, CLI11, nlohmann-json and
+# OpenBLAS, for a GPU machine that has CUDA and cmake but not these packages, and no network: .deps/
+# goes there with the working tree, and scripts/gpu-check.sh unpacks it into a private prefix.
+# Run on a Debian 12 machine that reaches Debian's archive:  bash scripts/fetch-gpu-deps.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,30 +1,33 @@
 #!/usr/bin/env bash
-# The GPU machine's one script: builds the CUDA tests and benchmarks for sm_90, runs the `gpu`-labelled
+# The one GPU script: builds the CUDA tests and benchmarks for sm_90, runs the `gpu`-labelled
 # ctest suite, compute-sanitizer (memcheck, racecheck) over the GPU test binary where the sanitizer
 # works, `mom gradcheck --device cuda` (every registered case on the GPU against the CPU), a short
 # `mom train --device cuda` run of each model, then every kernel benchmark
 # (examples/bench/bench_cuda_*.cpp), and prints a short table last. Full logs go to $OUT when it is set
 # (else build-gpu/logs). Exits non-zero when the build fails, a test fails or a sanitizer finds errors.
 #
-#   bash scripts/gpu-check.sh                  from the repository root, with .deps/ carried
+#   bash scripts/gpu-check.sh
 #
-# That machine has CUDA, cmake and ninja but not GoogleTest, CLI11, nlohmann-json or OpenBLAS, and no
-# network: scripts/fetch-gpu-deps.sh downloads their Debian packages into .deps/ beforehand, and this
-# script unpacks them into a private prefix (never into /) when the system lacks any of them.
-# Environment knobs (for trying the script elsewhere):
+# It needs CUDA, cmake (and ninja, when there is one), and GoogleTest, CLI11, nlohmann-json and
+# OpenBLAS. A machine that lacks the Debian packages of the last four and has no network gets them
+# from .deps/: scripts/fetch-gpu-deps.sh downloads the packages there beforehand, on a machine that
+# reaches Debian's archive, and this script unpacks them into a private prefix (never into /) when the
+# system lacks any of them.
+# Environment knobs:
 #   MOM_FORCE_LOCAL_DEPS=1       use the unpacked .deps even when the system has the packages
 #   MOM_GPU_CHECK_BUILD_ONLY=1   stop after configure and build (a machine without a GPU)
 #   MOM_GPU_BUILD_DIR=dir        build folder (default build-gpu); MOM_JOBS=n build jobs (default nproc)
 #   MOM_DEPS_DIR=dir             where .deps are unpacked (default /tmp/momdeps)
-#   MOM_GPU_CHECK_BUDGET=s       seconds the whole script may take (default 540; a device call allows
-#                                600): the sanitizer runs get what is left, so the table always prints
+#   MOM_GPU_CHECK_BUDGET=s       seconds the whole script may take (default 0: no limit, the sanitizers
+#                                run to completion); with a limit, the sanitizer runs get what is left
+#                                after the other steps' share, so the table always prints
 #   MOM_GPU_CHECK_SANITIZE=0     skip compute-sanitizer (a quicker run while iterating on a kernel)
 #   MOM_GPU_BENCHES="a b"        run only these benchmarks (default: every bench_cuda_*)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 build_dir="${MOM_GPU_BUILD_DIR:-build-gpu}"
-budget="${MOM_GPU_CHECK_BUDGET:-540}"
+budget="${MOM_GPU_CHECK_BUDGET:-0}"  # 0: no limit
 jobs="${MOM_JOBS:-$(nproc)}"
 logs="${OUT:-$build_dir/logs}"
 mkdir -p "$logs" "$build_dir"
@@ -62,7 +65,7 @@ cmake_args=()
 if [ "${MOM_FORCE_LOCAL_DEPS:-0}" = 1 ] || ! have_system_deps; then
   prefix="${MOM_DEPS_DIR:-/tmp/momdeps}"
   if ! ls .deps/*.deb >/dev/null 2>&1; then
-    note "deps" "MISSING: the system lacks packages and .deps/ is empty (run scripts/fetch-gpu-deps.sh, carry .deps)"
+    note "deps" "MISSING: the system lacks packages and .deps/ is empty (run scripts/fetch-gpu-deps.sh)"
     finish 2
   fi
   rm -rf "$prefix"
@@ -128,15 +131,19 @@ fi
 sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)"
 tests_bin="$build_dir/tests/mom_tests_gpu"
 filter="--gtest_filter=-*TwoToThe31*"
-run_sanitizer() {  # tool, log, at most this many seconds, clean-pattern, seconds to keep for what follows
+run_sanitizer() {  # tool, log, at most this many seconds (with a budget), clean-pattern, seconds to keep
   local tool="$1" log="$2" limit="$3" clean="$4" keep="$5"
-  local left=$((budget - SECONDS - keep))
-  [ $left -lt $limit ] && limit=$left
-  if [ $limit -lt 20 ]; then
-    note "$tool" "skipped: the time budget is spent"
-    return
+  local limiter=()
+  if [ "$budget" -gt 0 ]; then
+    local left=$((budget - SECONDS - keep))
+    [ $left -lt $limit ] && limit=$left
+    if [ $limit -lt 20 ]; then
+      note "$tool" "skipped: the time budget is spent"
+      return
+    fi
+    limiter=(timeout "$limit")
   fi
-  timeout "$limit" "$sanitizer" --tool "$tool" --error-exitcode 1 "$tests_bin" "$filter" >"$log" 2>&1
+  "${limiter[@]}" "$sanitizer" --tool "$tool" --error-exitcode 1 "$tests_bin" "$filter" >"$log" 2>&1
   local rc=$?
   if [ $rc -eq 124 ]; then
     note "$tool" "timed out after ${limit}s ($(basename "$log"))"
@@ -151,14 +158,14 @@ run_sanitizer() {  # tool, log, at most this many seconds, clean-pattern, second
 # fails after ~27 tests (at the gather test, which passes alone with no hazard), so the groups keep
 # each process short. racecheck looks at shared memory only, so the tests of the kernels that use it
 # (conv, scan, reductions, softmax, cross-entropy, rms_norm, routing, masked_linear, and the training
-# step over all of them) go first; the others follow while time is left. It takes all the budget
-# that is left but `keep` seconds, and says how many tests it covered (all of them on the H200 take
-# about 8 minutes: MOM_GPU_CHECK_BUDGET=900 where a call may run that long).
+# step over all of them) go first; the others follow. Without a budget it runs every test (about 8
+# minutes on an H200); with one, it takes what is left but `keep` seconds and says how many tests it
+# covered.
 shared_memory_tests="Cuda.*Conv*:Cuda.Scan*:Cuda.SumAndMean*:Cuda.LongReductions*:Cuda.EmptyInputs*:Cuda.Max*"
 shared_memory_tests+=":Cuda.BadInputsGiveTheCpuErrors:Cuda.Softmax*:Cuda.CrossEntropy*:Cuda.RmsNorm*:Cuda.Routing*"
 shared_memory_tests+=":Cuda.MaskedLinear*:Cuda.SumOfSquares*:Cuda.ClipGradNorm*:Cuda.SumToShape*:Cuda.MambaLM*"
 shared_memory_tests+=":Cuda.AbsentModality*:Cuda.ShortRun*"
-run_racecheck_groups() {  # log, seconds to keep for what follows
+run_racecheck_groups() {  # log, seconds to keep for what follows (with a budget)
   local log="$1" keep="$2" group=4
   local end=$((budget - keep))
   local tests=() suite="" line
@@ -172,10 +179,14 @@ run_racecheck_groups() {  # log, seconds to keep for what follows
   : >"$log"
   local done_tests=0 failed=0 i rc names
   for ((i = 0; i < ${#tests[@]}; i += group)); do
-    local now_left=$((end - SECONDS))
-    [ $now_left -lt 20 ] && break
+    local limiter=()
+    if [ "$budget" -gt 0 ]; then
+      local now_left=$((end - SECONDS))
+      [ $now_left -lt 20 ] && break
+      limiter=(timeout "$now_left")
+    fi
     names="$(IFS=:; echo "${tests[*]:i:group}")"
-    timeout "$now_left" "$sanitizer" --tool racecheck --error-exitcode 1 "$tests_bin" --gtest_filter="$names" \
+    "${limiter[@]}" "$sanitizer" --tool racecheck --error-exitcode 1 "$tests_bin" --gtest_filter="$names" \
       >>"$log" 2>&1
     rc=$?
     [ $rc -eq 124 ] && break

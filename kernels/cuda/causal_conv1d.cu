@@ -20,9 +20,10 @@
 //             (the CPU's order), stored with the streaming cache hint; f32's SiLU uses the hardware
 //             exp2 and a fast divide (silu_forward). The thread whose chunk holds t = L-1 writes the
 //             final window from its xw, which reaches into the initial window when L < W-1.
-//             Measured on the H200 at the benchmark's shape (bench_cuda_conv), session 5: 0.0621
-//             ms with expf and the division, 0.0587 with the fast SiLU, 0.0568-0.0572 with the
-//             ring; a copy of x takes 0.0511-0.0515 (docs/architecture.md has the variants tried).
+//             Measured on an H200 at the benchmark's shape (bench_cuda_conv): 0.0568-0.0572 ms;
+//             0.0587 with a register prefetch of the next 4 steps instead of the ring, 0.0621 with
+//             that prefetch and expf and an IEEE division instead of the fast SiLU; a copy of x
+//             takes 0.0511-0.0515 (docs/architecture.md has the variants tried).
 //   backward: kStep = 4 steps at a time. A second window dp holds dpre = dy * silu'(pre), pre
 //             recomputed from the x window. dx[s] needs dpre[s .. s+W-1], so the thread also reads the
 //             W-1 steps after its chunk (x has a halo on both sides, dy on the right) and emits dx[s]

@@ -22,8 +22,8 @@
 // grouped order, one cuBLAS GEMM with its bias added by the GEMM (with the algorithm of the whole
 // T-row GEMM), then scatter its grouped rows of y into token order in a second buffer. The lanes run
 // side by side, so one modality's row moves overlap the others' GEMMs; they are joined at the end.
-// The CPU moves rows in place by following the permutation's cycles, a sequential walk; on the GPU a
-// second (T, Out) buffer makes the move one parallel pass. Backward, per modality on lane m: gather
+// As on the CPU, the GEMMs write a grouped-order buffer and the scatter moves its rows into y, a second
+// (T, Out) buffer, so that the move is one parallel pass. Backward, per modality on lane m: gather
 // its rows of dy (and of x for the weight gradients), dx_m = dy_m W_m into grouped order, scatter dx_m
 // to token order, dW_m = dy_m^T x_m, db_m = column sums of dy_m.
 // With perm the identity (ids already sorted), or a side already in grouped order (RowOrder), that

@@ -19,10 +19,13 @@
 //     h = exp2(dt * A * log2 e) * h + (dt * u) * B_t;   y += C_t . h   (summed over the kLanes lanes by
 //     shuffles); the block then writes out = (y + D u) silu(z) for the chunk, coalesced.
 //
-// Backward (recompute, nothing stored by the forward): a first pass reruns the forward without
-// outputs and saves the state at the start of every chunk (B, L/kChunk, E, N); the backward kernel walks
-// chunks from last to first: it recomputes the chunk's kChunk states from its checkpoint into registers
-// (fully unrolled, compile-time indices), then walks the chunk backward with g = dL/dh:
+// Backward (recompute from checkpoints): the state at the start of every chunk, (B, ceil(L/kChunk), E, N)
+// in the accumulation type, is a checkpoint. A forward asked for them (save_checkpoints: the autograd
+// function asks when it records a node) writes them beside its outputs, and the backward takes them;
+// without them, a first pass of the backward reruns the forward without outputs to make them. The
+// backward kernel walks chunks from last to first: it recomputes the chunk's kChunk states from its
+// checkpoint into registers (fully unrolled, compile-time indices), then walks the chunk backward with
+// g = dL/dh:
 //     g += dy_t C_t; dC_t += dy_t h_t; dB_t += g dt u; ddt = sum_n g (A dA h_{t-1} + B u);
 //     du = dy D + dt sum_n g B; dA += g dt dA h_{t-1}; g *= dA.
 // dB_t and dC_t sum over channels: each step's per-thread contributions go to shared memory and are
@@ -55,7 +58,7 @@ template <typename acc> constexpr int chunk_steps() { return sizeof(acc) == 4 ? 
 // Steps between two flushes of the dB / dC contributions in the backward.
 constexpr int kWalk = 8;
 
-// exp(x * A) as decay(x * scaled(A)): exp2 with A pre-multiplied by log2(e) for float, exp for double.
+// exp(x * A) as decay(x * A * decay_scale): exp2 with A pre-multiplied by log2(e) for float, exp for double.
 // The float one is the bare MUFU.EX2 (ex2.approx.ftz: 2 ulp; a result below 2^-126 flushes to 0, where
 // a decayed state is negligible anyway); exp2f would add a denormal fix-up of three more instructions
 // around every one of the B*L*E*N exponentials.
