@@ -5,8 +5,8 @@
 // Decomposition. Channel-last (B, L, E): a row of E channels is contiguous, so a thread owns a pack
 // of N adjacent channels and one chunk of time steps of one batch row (kForwardChunk = 16 in the
 // forward, kChunk = 64 in the backward). Packs are 16 bytes in the forward (float4, double2) and 8
-// bytes in the backward (float2, double; its two windows need twice the registers), when E and every
-// pointer allow it, else one channel. A block is 32 packs (threadIdx.x: a warp reads 256 or 512
+// bytes in the backward (float2, double: with 16-byte packs its two windows and the weight sums take
+// 122 registers, 4 blocks per multiprocessor), when E and every pointer allow it, else one channel. A block is 32 packs (threadIdx.x: a warp reads 256 or 512
 // contiguous bytes of a row) by 4 consecutive chunks (threadIdx.y): 128 threads. The thread slides a
 // register window over its chunk:
 //   forward:  one step at a time; xw holds xe[t - (W-1) .. t]. The W-1 steps before the chunk (the
@@ -24,10 +24,13 @@
 //             0.0587 with a register prefetch of the next 4 steps instead of the ring, 0.0621 with
 //             that prefetch and expf and an IEEE division instead of the fast SiLU; a copy of x
 //             takes 0.0511-0.0515 (docs/architecture.md has the variants tried).
-//   backward: kStep = 4 steps at a time. A second window dp holds dpre = dy * silu'(pre), pre
-//             recomputed from the x window. dx[s] needs dpre[s .. s+W-1], so the thread also reads the
-//             W-1 steps after its chunk (x has a halo on both sides, dy on the right) and emits dx[s]
-//             W-1 steps behind the dpre it computes; dpre is 0 outside [0, L) (dy is read as 0 there).
+//   backward: one step at a time, x and dy streaming through two per-thread rings of kRing
+//             shared-memory slots filled by cp.async, as the forward's x. A second window dp holds
+//             dpre = dy * silu'(pre), pre recomputed from the x window; f32's sigmoid takes the
+//             forward's hardware exp2 and fast divide (sigmoid_fast). dx[s] needs dpre[s .. s+W-1],
+//             so the thread also reads the W-1 steps after its chunk (x has a halo on both sides, dy
+//             on the right) and emits dx[s] W-1 steps behind the dpre it computes, with the streaming
+//             store; dpre is 0 outside [0, L) (dy is read as 0 there).
 //             The chunk at t0 = 0 emits the dinitial_window rows s in [-(W-1), 0) the same way.
 //             dfinal_window[j] is added to row s = L-(W-1)+j, whether that row is in dx or in
 //             dinitial_window (L < W-1).
@@ -53,7 +56,11 @@
 // Traffic at B=8, L=2048, E=1536, W=4, f32 (the benchmark): the forward reads x and writes y, 201 MB
 // (the 3-step halo per chunk is read again, from L1/L2); the backward reads x and dy and writes dx,
 // 302 MB, plus 3.9 MB of partials. Registers (ptxas, sm_90): forward 64 (8 blocks of 128 per SM and
-// 16 KB of ring each; the benchmark's 3072 blocks are 2.9 waves), backward 96 (5 blocks per SM).
+// 16 KB of ring each; the benchmark's 3072 blocks are 2.9 waves), backward 72 (7 blocks per SM and
+// 21 KB of rings each). The backward on an H100 at the benchmark's shape (a standalone harness timing
+// the variants side by side): 0.124 ms with the rings and the fast sigmoid, 0.127 ms with the rings and
+// expf, 0.136 ms loading 4 steps at a time into registers (its reads then come in bursts between the
+// arithmetic); rings of 4 or 8 slots tie, 16 slots (0.128) and 16-byte packs (0.126-0.129) lose.
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
@@ -74,10 +81,8 @@ constexpr int kRing = 8;            // forward: steps of x in flight per thread 
 // The forward's register budget up to W = 4: 8 blocks of 128 threads per multiprocessor in f32 (64
 // registers), 6 in f64 (80; 64 spilled). Wider windows keep what they need (they would spill).
 template <typename T> constexpr int forward_blocks_per_sm(int W) { return W > 4 ? 1 : sizeof(T) == 4 ? 8 : 6; }
-constexpr int kStep = 4;            // backward: steps loaded, then computed, per unrolled step
 constexpr int kBlockThreads = kLanes * kChunksPerBlock;
 constexpr int kReduceSlices = 8;    // tile slices per channel in param_reduce_kernel
-static_assert(kChunk % kStep == 0, "a chunk is a whole number of steps");
 
 template <typename T, int N> struct alignas(sizeof(T) * N) Pack {
   T v[N];
@@ -133,9 +138,7 @@ template <int kPending> __device__ inline void copy_async_wait() {
 #endif
 }
 
-__device__ inline float d_exp(float v) { return expf(v); }
-__device__ inline double d_exp(double v) { return exp(v); }
-template <typename T> __device__ inline T sigmoid(T v) { return T(1) / (T(1) + d_exp(-v)); }
+__device__ inline double sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
 
 // The forward's SiLU, v / (1 + exp(-v)). In f32 this is the kernel's costliest arithmetic: expf and
 // an IEEE division are about 20 instructions per channel, and the forward is short of issue slots
@@ -285,8 +288,22 @@ __global__ void __launch_bounds__(kBlockThreads, forward_blocks_per_sm<T>(W)) fo
   }
 }
 
+// f32's sigmoid for the backward, the forward's way: the hardware exp2 with a first-order correction
+// and a fast divide (0 once 1 + exp(-v) passes 2^126). f64 keeps exp and the division.
+__device__ inline float sigmoid_fast(float v) {
+  const float kLog2e = 1.44269502f, kLog2eTail = 1.92596303e-08f, kLn2 = 0.693147182f;
+  const float p = -v * kLog2e;
+  const float r = fmaf(-v, kLog2e, -p) + -v * kLog2eTail;
+  return __fdividef(1.f, 1.f + exp2_approx(p) * fmaf(r, kLn2, 1.f));
+}
+__device__ inline double sigmoid_fast(double v) { return sigmoid(v); }
+
 template <typename T, int W, int N, bool kSilu, bool kRows>
 __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) {
+  // xring / gring[j % kRing][thread]: x and dy of step j, kRing steps ahead of the one computed; each
+  // thread owns its slots, as in the forward.
+  __shared__ Pack<T, N> xring[kRing][kBlockThreads];
+  __shared__ Pack<T, N> gring[kRing][kBlockThreads];
   const Tile tl = tile_of<T, N, kChunk>(a);
   T dw[W][N], db[N];  // this thread's dweight, dbias over its chunk
 #pragma unroll
@@ -296,95 +313,98 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
     for (int k = 0; k < W; ++k) dw[k][n] = T(0);
   }
   if (tl.active) {
+    const int thread = threadIdx.y * kLanes + threadIdx.x;
+    const int own = static_cast<int>(min(int64_t(kChunk), a.L - tl.t0));          // dx rows t0 .. t0+own-1
+    const int loads = static_cast<int>(min(int64_t(kChunk + W - 1), a.L - tl.t0));  // x, dy steps read
+    const int steps = own + W - 1;  // step j computes dpre[t0 + j] and emits row t0 + j - (W-1)
+    const int64_t* idx = kRows ? a.rows + tl.b * a.L + tl.t0 : nullptr;
+    const int64_t first = tl.b * a.L + tl.t0;
+    auto at = [&](int j) { return (kRows ? idx[j] : first + j) * a.E + tl.e0; };
+#pragma unroll
+    for (int j = 0; j < kRing; ++j) {
+      if (j < loads) {
+        copy_async(&xring[j][thread], a.x + at(j));
+        copy_async(&gring[j][thread], a.dy + at(j));
+      }
+      copy_async_commit();
+    }
     T w[W][N], bias[N];
     load_weights<T, W, N>(a, tl.e0, w, bias);
-    Pack<T, N> xw[W - 1 + kStep];  // xw[i] = xe[base - (W-1) + i]
-    Pack<T, N> dp[W - 1 + kStep];  // dp[i] = dpre[base - (W-1) + i]; 0 before the chunk and from L on
-    int64_t off[kStep];  // grouped: element offsets of this step's rows in x and dy
+    Pack<T, N> xw[W];  // xw[i] = xe[t0 + j - (W-1) + i] at step j
+    Pack<T, N> dp[W];  // dp[i] = dpre[t0 + j - (W-1) + i]; 0 before the chunk (not needed there)
 #pragma unroll
     for (int i = 0; i < W - 1; ++i) {
       xw[i] = load_xe<T, N, W, kRows>(a, tl.b, tl.t0 - (W - 1) + i, tl.e0);
       dp[i] = zero_pack<T, N>();
     }
-    const int64_t t0 = tl.t0;
-    const int64_t tend = min(t0 + kChunk, a.L);               // dx rows [t0, tend) are this thread's
-    const int64_t load_end = min(t0 + kChunk + W - 1, a.L);   // x and dy rows [t0, load_end) are read
-    const int64_t fw_start = a.L - (W - 1);                   // row s gets dfinal[s - fw_start] from here on
-    const int64_t row0 = tl.b * a.L * a.E + tl.e0;            // element (b, 0, e0)
-    const T* xrow = a.x + row0 + t0 * a.E;  // rows base + i of x, dy
-    const T* grow = a.dy + row0 + t0 * a.E;
-    T* dxp = a.dx + row0;
-    const int64_t* idx = kRows ? a.rows + tl.b * a.L : nullptr;  // grouped: token b*L + s is at row idx[s]
-    // Row s is emitted by the step that computes dpre[s + W-1]; the steps run until row tend - 1.
-    for (int64_t base = t0; base < tend + (W - 1); base += kStep) {
-      // Rows from load_end on are zero (dy = 0 there makes dpre = 0).
-      const int64_t rows = load_end - base;
-      const int valid = static_cast<int>(rows < 0 ? 0 : rows < kStep ? rows : kStep);
-      if constexpr (kRows) {
+    const int64_t fw_start = a.L - (W - 1);
+    for (int base = 0; base < steps; base += kRing) {
 #pragma unroll
-        for (int i = 0; i < kStep; ++i) off[i] = i < valid ? idx[base + i] * a.E + tl.e0 : 0;
-      }
-#pragma unroll
-      for (int i = 0; i < kStep; ++i) {
-        xw[W - 1 + i] = i < valid ? load_pack<T, N>(kRows ? a.x + off[i] : xrow + i * a.E) : zero_pack<T, N>();
-        dp[W - 1 + i] = i < valid ? load_pack<T, N>(kRows ? a.dy + off[i] : grow + i * a.E) : zero_pack<T, N>();
-      }
-      xrow += kStep * a.E;
-      grow += kStep * a.E;
-      if (kSilu) {
-#pragma unroll
-        for (int i = 0; i < kStep; ++i)
+      for (int jj = 0; jj < kRing; ++jj) {
+        const int j = base + jj;
+        copy_async_wait<kRing - 1>();
+        if (j < steps) {
+          Pack<T, N> g = zero_pack<T, N>();
+          if (j < loads) {
+            xw[W - 1] = xring[jj][thread];
+            g = gring[jj][thread];
+          } else {
+            xw[W - 1] = zero_pack<T, N>();
+          }
+          if (j + kRing < loads) {
+            copy_async(&xring[jj][thread], a.x + at(j + kRing));
+            copy_async(&gring[jj][thread], a.dy + at(j + kRing));
+          }
 #pragma unroll
           for (int n = 0; n < N; ++n) {
-            const T pre = pre_at(w, bias, xw, i, n);
-            const T s = sigmoid(pre);
-            dp[W - 1 + i].v[n] = dp[W - 1 + i].v[n] * s * (T(1) + pre * (T(1) - s));
+            if (kSilu) {
+              const T pre = pre_at(w, bias, xw, 0, n);
+              const T sg = sigmoid_fast(pre);
+              dp[W - 1].v[n] = g.v[n] * sg * (T(1) + pre * (T(1) - sg));
+            } else {
+              dp[W - 1].v[n] = g.v[n];
+            }
           }
-      }
-      if (base < t0 + kChunk) {  // a step of the chunk itself (not the right halo): parameter sums
+          if (j < own) {
 #pragma unroll
-        for (int i = 0; i < kStep; ++i)
+            for (int n = 0; n < N; ++n) {
+              const T gg = dp[W - 1].v[n];
+              db[n] += gg;
 #pragma unroll
-          for (int n = 0; n < N; ++n) {
-            const T g = dp[W - 1 + i].v[n];
-            db[n] += g;
-#pragma unroll
-            for (int k = 0; k < W; ++k) dw[k][n] += g * xw[i + k].v[n];
+              for (int k = 0; k < W; ++k) dw[k][n] += gg * xw[k].v[n];
+            }
           }
-      }
+          const int64_t s = tl.t0 + j - (W - 1);
+          const bool mine = j >= W - 1;
+          if (mine || (s < 0 && a.dinit)) {
+            Pack<T, N> out;
 #pragma unroll
-      for (int i = 0; i < kStep; ++i) {
-        // Row s = base - (W-1) + i of xe: dxe[s] = sum_k w[k] dpre[s + W-1 - k] = sum_k w[k] dp[i + W-1 - k].
-        const int64_t s = base - (W - 1) + i;
-        const bool own = s >= t0 && s < tend;
-        const bool init_row = s < 0 && a.dinit;  // s < 0 only in the chunk at t0 = 0
-        if (!own && !init_row) continue;
-        Pack<T, N> out;
+            for (int n = 0; n < N; ++n) {
+              T acc = T(0);
 #pragma unroll
-        for (int n = 0; n < N; ++n) {
-          T acc = T(0);
+              for (int k = 0; k < W; ++k) acc += w[k][n] * dp[W - 1 - k].v[n];
+              out.v[n] = acc;
+            }
+            if (a.dfinal && s >= fw_start) {
+              const Pack<T, N> f = load_pack<T, N>(a.dfinal + (tl.b * (W - 1) + s - fw_start) * a.E + tl.e0);
 #pragma unroll
-          for (int k = 0; k < W; ++k) acc += w[k][n] * dp[i + W - 1 - k].v[n];
-          out.v[n] = acc;
+              for (int n = 0; n < N; ++n) out.v[n] += f.v[n];
+            }
+            if (mine)
+              store_pack_streaming(a.dx + at(j - (W - 1)), out);
+            else
+              store_pack(a.dinit + (tl.b * (W - 1) + s + W - 1) * a.E + tl.e0, out);
+          }
+#pragma unroll
+          for (int i = 0; i < W - 1; ++i) {
+            xw[i] = xw[i + 1];
+            dp[i] = dp[i + 1];
+          }
         }
-        if (a.dfinal && s >= fw_start) {
-          const Pack<T, N> g = load_pack<T, N>(a.dfinal + (tl.b * (W - 1) + s - fw_start) * a.E + tl.e0);
-#pragma unroll
-          for (int n = 0; n < N; ++n) out.v[n] += g.v[n];
-        }
-        if (own)  // grouped: this thread read idx[s] when it loaded row s (W-1 rows ago; L1)
-          store_pack(kRows ? a.dx + idx[s] * a.E + tl.e0 : dxp + s * a.E, out);
-        else
-          store_pack(a.dinit + (tl.b * (W - 1) + s + W - 1) * a.E + tl.e0, out);
-      }
-#pragma unroll
-      for (int i = 0; i < W - 1; ++i) {
-        xw[i] = xw[i + kStep];
-        dp[i] = dp[i + kStep];
+        copy_async_commit();
       }
     }
   }
-  // The block's 4 chunks, added in order in double: partial[tile][k][e] (k = W: the bias).
   __shared__ T red[kChunksPerBlock][W + 1][kLanes * N];
 #pragma unroll
   for (int n = 0; n < N; ++n) {
@@ -394,8 +414,8 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
   }
   __syncthreads();
   const int64_t e_first = tl.channel_block * kLanes * N;
-  for (int idx = threadIdx.y * kLanes + threadIdx.x; idx < (W + 1) * kLanes * N; idx += kBlockThreads) {
-    const int k = idx / (kLanes * N), c = idx % (kLanes * N);
+  for (int i = threadIdx.y * kLanes + threadIdx.x; i < (W + 1) * kLanes * N; i += kBlockThreads) {
+    const int k = i / (kLanes * N), c = i % (kLanes * N);
     const int64_t e = e_first + c;
     if (e >= a.E) continue;
     double acc = 0.0;
