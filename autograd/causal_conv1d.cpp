@@ -26,6 +26,7 @@ struct CausalConv1dBackward : Node {
   bool silu;
   std::optional<kernels::Routing> order;  // the forward's grouped row order, if any
   SavedTensor x, weight, bias, initial_window;
+  SavedTensor doc_start;  // not an input of make_node: no gradient
   CausalConv1dBackward(bool s, const kernels::Routing* o) : silu(s) {
     if (o) order = *o;
   }
@@ -34,7 +35,7 @@ struct CausalConv1dBackward : Node {
     // dy (zeros when only the final window got a gradient) is in x's row order, like out.
     kernels::CausalConv1dGrads grads = kernels::causal_conv1d_backward(
         kernel_input(grad_or_zeros(g, 0)), kernel_input(g[1]), x.unpack(*this), weight.unpack(*this),
-        bias.unpack(*this), initial_window.unpack(*this), silu, order ? &*order : nullptr);
+        bias.unpack(*this), initial_window.unpack(*this), doc_start.unpack(*this), silu, order ? &*order : nullptr);
     std::vector<Tensor> result{grads.dx, grads.dweight, grads.dbias, grads.dinitial_window};
     static const char* const names[] = {"x", "weight", "bias", "initial_window"};
     autograd::perturb_grads("causal_conv1d", names, result);  // test-only; off: one relaxed load
@@ -45,6 +46,7 @@ struct CausalConv1dBackward : Node {
     weight.reset();
     bias.reset();
     initial_window.reset();
+    doc_start.reset();
     order.reset();
   }
 };
@@ -54,8 +56,9 @@ struct CausalConv1dBackward : Node {
 CausalConv1dResult causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const CausalConv1dOptions& opts) {
   Tensor x = kernel_input(x_in), weight = kernel_input(weight_in);
   Tensor bias = kernel_input(opts.bias), initial_window = kernel_input(opts.initial_window);
+  Tensor doc_start = kernel_input(opts.doc_start);
   kernels::CausalConv1dOutput fwd =
-      kernels::causal_conv1d_forward(x, weight, bias, initial_window, opts.silu, opts.order);
+      kernels::causal_conv1d_forward(x, weight, bias, initial_window, doc_start, opts.silu, opts.order);
   CausalConv1dResult result{fwd.y, fwd.final_window};
   if (needs_grad({x_in, weight_in, opts.bias, opts.initial_window})) {
     auto node = make_node<CausalConv1dBackward>({x_in, weight_in, opts.bias, opts.initial_window}, opts.silu,
@@ -64,6 +67,7 @@ CausalConv1dResult causal_conv1d(const Tensor& x_in, const Tensor& weight_in, co
     node->weight = SavedTensor(weight);
     node->bias = SavedTensor(bias);
     node->initial_window = SavedTensor(initial_window);
+    node->doc_start = SavedTensor(doc_start);
     set_history(node, {&result.out, &result.final_window});
   }
   return result;
@@ -134,6 +138,53 @@ void add_causal_conv1d_gradcheck_cases(std::vector<GradcheckCase>& cases) {
                        };
                        return p;
                      }});
+  }
+  // Packed rows (gradcheck_doc_starts: length-1 documents, boundaries at 0 and L-1, a whole-row
+  // document), with documents shorter than the window (W = 8), L < W-1 (the final window zeroed before
+  // the last document, the initial window's gradient from the first one only), and grouped rows.
+  static const ConvCase documents[] = {{2, 6, 2, 4, true, true, true},  {3, 13, 5, 4, true, true, true},
+                                       {3, 11, 4, 8, true, true, false}, {3, 2, 3, 4, true, true, true},
+                                       {3, 9, 3, 2, false, true, true},  {2, 10, 3, 3, false, false, true}};
+  for (const ConvCase& c : documents) {
+    cases.push_back({"causal_conv1d", conv_variant(c) + ", docs", [c](Generator& gen) {
+                       GradcheckProblem p;
+                       p.inputs = {randn({c.B, c.L, c.E}, gen, DType::f64), randn({c.E, c.W}, gen, DType::f64, 0, 0.5),
+                                   c.bias ? randn({c.E}, gen, DType::f64) : Tensor(),
+                                   c.initial_window ? randn({c.B, c.W - 1, c.E}, gen, DType::f64) : Tensor(),
+                                   gradcheck_doc_starts(c.B, c.L)};
+                       p.names = {"x", "weight", "bias", "initial_window", "doc_start"};
+                       bool silu = c.silu;
+                       p.fn = [silu](const std::vector<Tensor>& in) {
+                         CausalConv1dOptions opts{in[2], in[3], silu};
+                         opts.doc_start = in[4];
+                         CausalConv1dResult r = causal_conv1d(in[0], in[1], opts);
+                         return std::vector<Tensor>{r.out, r.final_window};
+                       };
+                       return p;
+                     }});
+    cases.back().on_cuda = false;
+  }
+  static const ConvCase grouped_documents[] = {{3, 7, 3, 4, true, true, true}};
+  for (const ConvCase& c : grouped_documents) {
+    cases.push_back({"causal_conv1d", conv_variant(c) + ", grouped rows, docs", [c](Generator& gen) {
+                       constexpr int64_t M = 3;
+                       GradcheckProblem p;
+                       p.inputs = {randn({c.B, c.L, c.E}, gen, DType::f64), randn({c.E, c.W}, gen, DType::f64, 0, 0.5),
+                                   c.bias ? randn({c.E}, gen, DType::f64) : Tensor(),
+                                   c.initial_window ? randn({c.B, c.W - 1, c.E}, gen, DType::f64) : Tensor(),
+                                   randint({c.B * c.L}, 0, M, gen), gradcheck_doc_starts(c.B, c.L)};
+                       p.names = {"x", "weight", "bias", "initial_window", "ids", "doc_start"};
+                       bool silu = c.silu;
+                       p.fn = [silu](const std::vector<Tensor>& in) {
+                         kernels::Routing routing = kernels::Routing::from_modalities(in[4], M);
+                         CausalConv1dOptions opts{in[2], in[3], silu, &routing};
+                         opts.doc_start = in[5];
+                         CausalConv1dResult r = causal_conv1d(in[0], in[1], opts);
+                         return std::vector<Tensor>{r.out, r.final_window};
+                       };
+                       return p;
+                     }});
+    cases.back().on_cuda = false;
   }
 }
 

@@ -11,13 +11,19 @@
 // same outputs and gradients as one call on the whole sequence. Gradients flow to x, weight, bias and
 // initial_window, from both outputs.
 //
+// With opts.doc_start ((B, L) bool, true at the first token of each document of a packed row), an
+// output's window reads nothing from before its document: each document runs as if alone, the row's
+// first one from initial_window, and final_window holds only the row's last document (zeros before it).
+// initial_window gets its gradient from the first document only (kernels/causal_conv1d.h has the math).
+// doc_start stays in token order with opts.order, is not differentiable, and the node saves it.
+//
 // With opts.order (a Routing over the B*L tokens), x and out hold their rows in the routing's grouped
 // order (row inverse[b*L + t] holds token (b, t); kernels/causal_conv1d.h), and so do their gradients:
 // the routed projections around the conv then need no row moves.
 //
-// The node saves x, weight, bias and initial_window (the inputs themselves, detached) and a copy of
-// the Routing (host vectors and tensor handles, no data copied), and recomputes the pre-activation in
-// backward.
+// The node saves x, weight, bias, initial_window and doc_start (the inputs themselves, detached) and a
+// copy of the Routing (host vectors and tensor handles, no data copied), and recomputes the
+// pre-activation in backward.
 #pragma once
 
 #include "core/tensor.h"
@@ -31,6 +37,7 @@ struct CausalConv1dOptions {
   bool silu = false;      // fused SiLU on the output
   const kernels::Routing* order = nullptr;  // optional: x and out in this routing's grouped row order;
                                             // only read during the call (the node keeps its own copy)
+  Tensor doc_start{};  // (B, L) bool, optional: true at each document's first token; token order
 };
 
 struct CausalConv1dResult {

@@ -382,6 +382,20 @@ std::vector<GradcheckRow> device_check(const GradcheckFn& fn, const std::vector<
   return rows;
 }
 
+Tensor gradcheck_doc_starts(int64_t B, int64_t L) {
+  std::vector<uint8_t> flags(B * L, 0);
+  for (int64_t b = 0; b < B; ++b) {
+    uint8_t* row = flags.data() + b * L;
+    if (b % 3 == 0) {
+      for (int64_t t : {int64_t(0), int64_t(1), int64_t(4), int64_t(5), L - 1})
+        if (t < L) row[t] = 1;
+    } else if (b % 3 == 2 && L >= 2) {
+      row[L / 2] = 1;
+    }
+  }
+  return from_vector<uint8_t>(flags, {B, L}).to(DType::boolean);
+}
+
 GradcheckRegistry& GradcheckRegistry::instance() {
   static GradcheckRegistry registry;
   return registry;

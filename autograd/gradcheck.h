@@ -107,6 +107,9 @@ struct GradcheckCase {
   std::string op;       // "selective_scan"
   std::string variant;  // "B=2 L=7 E=5 N=3, z, D"
   std::function<GradcheckProblem(Generator&)> make;
+  // false: the CUDA kernels do not take this case's inputs yet (the scan's and the conv's doc_start),
+  // so `mom gradcheck --device cuda` lists it as skipped instead of running it.
+  bool on_cuda = true;
 };
 
 // Every case of every op family registered so far. cases() adds the op families' own cases on first
@@ -124,6 +127,12 @@ class GradcheckRegistry {
   std::vector<GradcheckCase> cases_;
   bool builtin_added_ = false;
 };
+
+// The document starts of the packed-row cases of the scan and the conv: (B, L) bool. Row b % 3 == 0
+// holds documents starting at 0, 1, 4, 5 and L-1 (those below L): a flagged position 0, documents of
+// length 1 at both ends and inside; row b % 3 == 1 is one document over the whole row, unflagged; row
+// b % 3 == 2 has one boundary, at L / 2 (when L >= 2).
+Tensor gradcheck_doc_starts(int64_t B, int64_t L);
 
 // The op families of autograd/ (one function per family, defined beside each family's code).
 void add_elementwise_gradcheck_cases(std::vector<GradcheckCase>& cases);

@@ -25,6 +25,7 @@ namespace {
 // Inputs in the order of make_node (and of the gradients apply returns).
 struct SelectiveScanBackward : Node {
   SavedTensor u, delta, A, B_ssm, C_ssm, D, z, delta_bias, initial_state;
+  SavedTensor doc_start;  // not an input of make_node: no gradient
   Tensor checkpoints;  // the CUDA forward's chunk-start states (private to this node), or undefined
   bool delta_softplus = false;
   std::optional<kernels::Routing> order;  // a copy of the forward's row order, if it had one
@@ -42,6 +43,7 @@ struct SelectiveScanBackward : Node {
     p.z = z.unpack(*this);
     p.delta_bias = delta_bias.unpack(*this);
     p.initial_state = initial_state.unpack(*this);
+    p.doc_start = doc_start.unpack(*this);
     p.delta_softplus = delta_softplus;
     p.order = order ? &*order : nullptr;
     // dz goes over dout when this node holds the only reference to dout's memory (the engine hands
@@ -60,7 +62,8 @@ struct SelectiveScanBackward : Node {
   }
 
   void release_saved() override {
-    for (SavedTensor* s : {&u, &delta, &A, &B_ssm, &C_ssm, &D, &z, &delta_bias, &initial_state}) s->reset();
+    for (SavedTensor* s : {&u, &delta, &A, &B_ssm, &C_ssm, &D, &z, &delta_bias, &initial_state, &doc_start})
+      s->reset();
     checkpoints = Tensor();
   }
 };
@@ -78,6 +81,7 @@ SelectiveScanResult selective_scan(const SelectiveScanInputs& in) {
   p.z = kernel_input(in.z);
   p.delta_bias = kernel_input(in.delta_bias);
   p.initial_state = kernel_input(in.initial_state);
+  p.doc_start = kernel_input(in.doc_start);
   p.delta_softplus = in.delta_softplus;
   p.order = in.order;
   const std::vector<Tensor> inputs = {in.u, in.delta, in.A, in.B_ssm, in.C_ssm,
@@ -99,6 +103,7 @@ SelectiveScanResult selective_scan(const SelectiveScanInputs& in) {
     node->z = SavedTensor(p.z);
     node->delta_bias = SavedTensor(p.delta_bias);
     node->initial_state = SavedTensor(p.initial_state);
+    node->doc_start = SavedTensor(p.doc_start);
     node->checkpoints = r.checkpoints;
     node->delta_softplus = in.delta_softplus;
     if (in.order) node->order = *in.order;
@@ -118,6 +123,7 @@ struct ScanCaseConfig {
   bool D, z, delta_bias, initial_state, softplus;
   bool last_state_only = false;  // check the gradient reaching the inputs from last_state alone
   bool grouped = false;          // rows in the grouped order of a 3-modality routing
+  bool documents = false;        // packed rows: doc_start of gradcheck_doc_starts
 };
 
 std::string describe(const ScanCaseConfig& c) {
@@ -134,6 +140,7 @@ std::string describe(const ScanCaseConfig& c) {
   if (c.softplus) s += " sp";
   if (c.last_state_only) s += " state-only";
   if (c.grouped) s += " grouped rows";
+  if (c.documents) s += " docs";
   return s;
 }
 
@@ -153,6 +160,8 @@ GradcheckProblem make_scan_problem(const ScanCaseConfig& c, Generator& gen) {
   if (c.z) add("z", randn({c.B, c.L, c.E}, gen, f64));
   if (c.delta_bias) add("delta_bias", rand({c.E}, gen, f64, -0.3, 0.3));
   if (c.initial_state) add("initial_state", randn({c.B, c.E, c.N}, gen, f64));
+  // An input (not differentiated), so that a device check moves it with the others.
+  if (c.documents) add("doc_start", gradcheck_doc_starts(c.B, c.L));
   p.fn = [c](const std::vector<Tensor>& in) {
     size_t next = 0;
     SelectiveScanInputs s;
@@ -165,6 +174,7 @@ GradcheckProblem make_scan_problem(const ScanCaseConfig& c, Generator& gen) {
     if (c.z) s.z = in[next++];
     if (c.delta_bias) s.delta_bias = in[next++];
     if (c.initial_state) s.initial_state = in[next++];
+    if (c.documents) s.doc_start = in[next++];
     s.delta_softplus = c.softplus;
     kernels::Routing routing;
     if (c.grouped) {
@@ -186,7 +196,9 @@ void add_selective_scan_gradcheck_cases(std::vector<GradcheckCase>& cases) {
   // Tiny shapes take the full Jacobian; the others random projections. L = 7 and 13 and E = 5, N = 3
   // avoid every power of two; each optional input appears alone, all together and not at all.
   // Variant names: "all" = D, z, delta_bias and initial_state (h0); "sp" = delta_softplus; "state-only"
-  // differentiates last_state alone. Every other case differentiates out and last_state together.
+  // differentiates last_state alone; "docs" packs documents into the rows (gradcheck_doc_starts: length-1
+  // documents, boundaries at 0 and L-1, a whole-row document, one row per pattern). Every other case
+  // differentiates out and last_state together.
   static const ScanCaseConfig configs[] = {
       {1, 3, 2, 2, true, true, true, true, true},
       {1, 1, 3, 2, false, false, false, false, false},
@@ -200,9 +212,16 @@ void add_selective_scan_gradcheck_cases(std::vector<GradcheckCase>& cases) {
       {1, 13, 5, 4, true, true, true, true, false},
       {2, 7, 5, 3, true, true, true, true, true, true},
       {2, 7, 5, 3, true, true, true, true, true, false, true},
+      {2, 6, 2, 2, true, true, true, true, true, false, false, true},
+      {3, 9, 5, 3, true, true, true, true, true, false, false, true},
+      {3, 8, 4, 3, false, false, false, false, false, false, false, true},
+      {3, 9, 5, 3, true, true, true, true, true, true, false, true},
+      {3, 9, 5, 3, true, true, true, true, true, false, true, true},
   };
-  for (const ScanCaseConfig& c : configs)
+  for (const ScanCaseConfig& c : configs) {
     cases.push_back({"selective_scan", describe(c), [c](Generator& gen) { return make_scan_problem(c, gen); }});
+    cases.back().on_cuda = !c.documents;
+  }
 }
 
 }  // namespace autograd

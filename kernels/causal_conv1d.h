@@ -6,6 +6,7 @@
 //   weight          (E, W)        one filter per channel, 2 <= W <= 8
 //   bias            (E)           optional
 //   initial_window  (B, W-1, E)   optional: the W-1 inputs that precede t = 0 (zeros when absent)
+//   doc_start       (B, L)        optional, bool: true at the first token of a document (packed rows)
 //   y               (B, L, E)
 //   final_window    (B, W-1, E)   the last W-1 inputs of each row, to be passed as the next call's
 //                                 initial_window
@@ -18,6 +19,21 @@
 //     final_window[b, j, e] = xe[b, L - (W-1) + j, e]           j in [0, W-1)
 // When L < W-1 the final window reaches back into the initial window. Batch rows never mix.
 //
+// Document boundaries (doc_start defined; a row packs several documents): with start(b, t) the largest
+// s in (0, t] with doc_start[b, s] (-infinity when there is none), output t reads nothing from before its
+// document:
+//     pre[b, t, e] = bias[e] + sum_k weight[e, k] * xd[b, t, t - (W-1) + k, e]
+//     xd[b, t, s, e] = 0 if s < start(b, t), else xe[b, s, e]
+// doc_start[b, 0] changes nothing: the row's first document reads the initial window (or zeros), every
+// later one zeros. The final window keeps only the row's last document, so that it continues that
+// document when fed to the next call:
+//     final_window[b, j, e] = 0 if L - (W-1) + j < start(b, L-1), else xe[b, L - (W-1) + j, e]
+// Every output of a packed row equals that of one call per document (the first with the row's initial
+// window, the others without), bit for bit on the CPU: the taps before a start are skipped, as a call
+// skips the absent initial window. Undefined doc_start means no boundaries (the same code path and bits).
+// Where the next call's row begins a new document, its row of initial_window must be zero (a flag at
+// t = 0 cuts nothing).
+//
 // Backward, given dy (B, L, E) and optionally dfinal_window (B, W-1, E) (absent = zeros):
 //     dpre = dy * silu'(pre) (pre is recomputed from the saved inputs), or dy without silu
 //     dxe[b, s, e] = sum_k weight[e, k] * dpre[b, s + (W-1) - k, e]  (terms with t in [0, L))
@@ -25,9 +41,14 @@
 //     dx = dxe[s >= 0], dinitial_window = dxe[s < 0]
 //     dweight[e, k] = sum_b sum_t dpre[b, t, e] * xe[b, t - (W-1) + k, e]
 //     dbias[e]      = sum_b sum_t dpre[b, t, e]
+// With doc_start it is the adjoint of the masked read: dxe[b, s] takes only the terms of outputs t with
+// start(b, t) <= s (t in s's own document; s < 0 counts as the first document), dfinal_window only where
+// the final window is not zeroed (the last document's positions), and dweight sums dpre * xd. So
+// dinitial_window receives only from the row's first document. dx equals that of one call per document
+// bit for bit; dweight and dbias are the documents' sums to rounding (one pass over each row's t).
 //
-// The forward saves nothing itself; the autograd function saves x, weight, bias and initial_window (all
-// inputs, no extra memory) and the backward recomputes pre. Every gradient is written (=), nothing
+// The forward saves nothing itself; the autograd function saves x, weight, bias, initial_window and
+// doc_start (all inputs, no extra memory) and the backward recomputes pre. Every gradient is written (=), nothing
 // accumulates into an input. Determinism: each output element is written by one thread; dweight and
 // dbias sum over b then t in that fixed order, in double, whatever the thread count. The W-term sums
 // run in the input type, starting from the bias, k = 0 .. W-1.
@@ -39,11 +60,14 @@
 // gradients are unaffected. The results equal, bit for bit, the plain op on the un-permuted tensors,
 // permuted afterwards (same arithmetic in the same order). order->inverse must be a permutation of
 // [0, B*L) on x's device, as Routing::from_modalities builds it (not re-checked: that would need a
-// device sync); a routing of another length or device is an error.
+// device sync); a routing of another length or device is an error. doc_start is not reordered: it stays
+// in token order, (b, t) at doc_start[b, t], like the routing's token index.
 //
-// Inputs must be contiguous, on one device, of one floating dtype (f32 or f64); outputs are fresh.
+// Inputs must be contiguous, on one device, of one floating dtype (f32 or f64), except doc_start: bool,
+// (B, L), contiguous, on x's device. Outputs are fresh; errors are mom::Error "[causal_conv1d] ...".
 // The CUDA version (kernels/cuda/causal_conv1d.cu) runs the same math; its dweight and dbias sum
-// per-tile partials in a fixed order instead (see there), equally deterministic.
+// per-tile partials in a fixed order instead (see there), equally deterministic. It implements no
+// document boundaries: doc_start with CUDA tensors is an error.
 #pragma once
 
 #include "core/tensor.h"
@@ -63,18 +87,19 @@ struct CausalConv1dGrads {
   Tensor dinitial_window;  // (B, W-1, E); undefined when the forward had no initial window
 };
 
-// bias and initial_window may be undefined Tensors; order: null for the plain row layout, else the
-// Routing whose grouped order x and y are stored in.
+// bias, initial_window and doc_start may be undefined Tensors; order: null for the plain row layout,
+// else the Routing whose grouped order x and y are stored in.
 CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, bool silu, const Routing* order = nullptr);
+                                         const Tensor& initial_window, const Tensor& doc_start, bool silu,
+                                         const Routing* order = nullptr);
 
-// dfinal_window may be undefined (no gradient reached the final window). order: as in the forward (x,
-// dy and dx in its grouped order).
+// dfinal_window may be undefined (no gradient reached the final window). doc_start and order: as in
+// the forward (x, dy and dx in order's grouped order; doc_start in token order).
 CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
                                          const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
-                                         bool silu, const Routing* order = nullptr);
+                                         const Tensor& doc_start, bool silu, const Routing* order = nullptr);
 
-// CUDA versions, called by the functions above after their checks (CUDA builds only).
+// CUDA versions, called by the functions above after their checks (CUDA builds only; without doc_start).
 namespace cuda {
 CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                          const Tensor& initial_window, bool silu, const Routing* order = nullptr);

@@ -74,13 +74,14 @@ int main(int argc, char** argv) {
   const double fwd_bytes = 2 * x_bytes + param_bytes + double(B) * (W - 1) * E * 4;
   const double bwd_bytes = 3 * x_bytes + 2 * param_bytes;
 
-  const double fwd_ms = median_ms(runs, [&] { kernels::causal_conv1d_forward(x, weight, bias, Tensor(), true); });
-  const double bwd_ms =
-      median_ms(runs, [&] { kernels::causal_conv1d_backward(dy, Tensor(), x, weight, bias, Tensor(), true); });
+  const double fwd_ms =
+      median_ms(runs, [&] { kernels::causal_conv1d_forward(x, weight, bias, Tensor(), Tensor(), true); });
+  const double bwd_ms = median_ms(
+      runs, [&] { kernels::causal_conv1d_backward(dy, Tensor(), x, weight, bias, Tensor(), Tensor(), true); });
   // Training: the forward, then the backward (which recomputes pre from x), as the autograd function runs them.
   const double both_ms = median_ms(runs, [&] {
-    kernels::causal_conv1d_forward(x, weight, bias, Tensor(), true);
-    kernels::causal_conv1d_backward(dy, Tensor(), x, weight, bias, Tensor(), true);
+    kernels::causal_conv1d_forward(x, weight, bias, Tensor(), Tensor(), true);
+    kernels::causal_conv1d_backward(dy, Tensor(), x, weight, bias, Tensor(), Tensor(), true);
   });
 
   const Row rows[] = {

@@ -47,6 +47,22 @@ ConvDims check_conv_inputs(const Tensor& x, const Tensor& weight, const Tensor& 
   return d;
 }
 
+// doc_start, when there is one: bool flags in token order, one per (b, t), on x's device.
+void check_doc_start(const Tensor& doc_start, const Tensor& x, const ConvDims& d) {
+  if (!doc_start.defined()) return;
+  MOM_CHECK(doc_start.dtype() == DType::boolean, kOp, "doc_start must be bool, got " << dtype_name(doc_start.dtype()));
+  check_shape(doc_start, {d.B, d.L}, kOp, "doc_start");
+  check_contiguous(doc_start, kOp, "doc_start");
+  check_same_device(doc_start, x, kOp, "doc_start", "x");
+}
+
+#ifdef MOM_WITH_CUDA
+// The CUDA kernels (kernels/cuda/causal_conv1d.cu) implement no document boundaries: refused, not ignored.
+constexpr const char* kNoCudaDocuments =
+    "doc_start (document boundaries) is given with CUDA tensors, but the CUDA conv takes none; run packed "
+    "documents on the CPU";
+#endif
+
 // The grouped row order, when there is one: inverse (B*L) int64 on x's device, one index per token.
 // Its values are trusted (Routing::from_modalities built and checked the permutation).
 void check_order(const Routing* order, const Tensor& x, const ConvDims& d) {
@@ -69,14 +85,15 @@ template <typename T> struct ConvData {
   const T* x;     // (B, L, E), token (b, t) at row at(b*L + t)
   const T* init;  // (B, W-1, E) or null
   const T* bias;  // (E) or null
+  const bool* starts;   // (B, L) doc_start in token order, or null (no document boundaries)
   const int64_t* rows;  // (B*L) the grouped row of each token, or null for the plain layout
   std::vector<T> wt;  // weight transposed to (W, E), so the inner loops over e are contiguous
 
   ConvData(const ConvDims& dims, const Tensor& xt, const Tensor& weight, const Tensor& b, const Tensor& iw,
-           const Routing* order)
+           const Tensor& doc_start, const Routing* order)
       : d(dims), x(xt.data<T>()), init(iw.defined() ? iw.data<T>() : nullptr),
-        bias(b.defined() ? b.data<T>() : nullptr), rows(order ? order->inverse.data<int64_t>() : nullptr),
-        wt(dims.W * dims.E) {
+        bias(b.defined() ? b.data<T>() : nullptr), starts(doc_start.defined() ? doc_start.data<bool>() : nullptr),
+        rows(order ? order->inverse.data<int64_t>() : nullptr), wt(dims.W * dims.E) {
     const T* w = weight.data<T>();
     for (int64_t e = 0; e < d.E; ++e)
       for (int64_t k = 0; k < d.W; ++k) wt[k * d.E + e] = w[e * d.W + k];
@@ -91,10 +108,32 @@ template <typename T> struct ConvData {
     return init ? init + (b * (d.W - 1) + s + d.W - 1) * d.E : nullptr;
   }
 
-  // pre[b, t, :] = bias + sum_k weight[:, k] * xe[b, t - (W-1) + k, :], summed from the bias, k ascending.
+  // The first tap k that output t reads: the taps at positions before the start of t's document (a
+  // start s in (t - (W-1), t], s > 0) read zero and are skipped. At most W-1 flags per output.
+  int64_t first_tap(int64_t b, int64_t t) const {
+    if (!starts) return 0;
+    const bool* row_starts = starts + b * d.L;
+    for (int64_t s = t; s > 0 && s > t - (d.W - 1); --s)
+      if (row_starts[s]) return s - (t - (d.W - 1));
+    return 0;
+  }
+
+  // One past the last output that reads position s (s in [-(W-1), L)), capped at `end` <= min(s + W, L):
+  // the first start in (max(s, 0), end), where s's document ends, else end. Position s < 0, in the
+  // initial window, belongs to the row's first document (doc_start[b, 0] is not a boundary).
+  int64_t document_end(int64_t b, int64_t s, int64_t end) const {
+    if (!starts) return end;
+    const bool* row_starts = starts + b * d.L;
+    for (int64_t t = std::max<int64_t>(s, 0) + 1; t < end; ++t)
+      if (row_starts[t]) return t;
+    return end;
+  }
+
+  // pre[b, t, :] = bias + sum_k weight[:, k] * xe[b, t - (W-1) + k, :], summed from the bias, k ascending,
+  // over the taps within t's document.
   void pre_row(int64_t b, int64_t t, T* out) const {
     for (int64_t e = 0; e < d.E; ++e) out[e] = bias ? bias[e] : T(0);
-    for (int64_t k = 0; k < d.W; ++k) {
+    for (int64_t k = first_tap(b, t); k < d.W; ++k) {
       const T* xr = row(b, t - (d.W - 1) + k);
       if (!xr) continue;
       const T* wk = wt.data() + k * d.E;
@@ -103,18 +142,21 @@ template <typename T> struct ConvData {
   }
 };
 
+// The last W-1 positions of each row, zero where they precede the row's last document.
 template <typename T> void write_final_window(const ConvData<T>& c, T* fw) {
   const ConvDims& d = c.d;
   for (int64_t b = 0; b < d.B; ++b)
     for (int64_t j = 0; j < d.W - 1; ++j) {
-      const T* src = c.row(b, d.L - (d.W - 1) + j);
+      const int64_t s = d.L - (d.W - 1) + j;
+      const T* src = c.document_end(b, s, d.L) == d.L ? c.row(b, s) : nullptr;
       T* dst = fw + (b * (d.W - 1) + j) * d.E;
       for (int64_t e = 0; e < d.E; ++e) dst[e] = src ? src[e] : T(0);
     }
 }
 
 // dxe for every row s in [-(W-1), L) of every batch row; rows of the initial window only when it exists.
-// dpre and dx are stored like x (rows through c.at).
+// dpre and dx are stored like x (rows through c.at). Row s takes the terms of the outputs of its own
+// document, and dfinal only when that document is the row's last.
 template <typename T>
 void input_gradients(const ConvData<T>& c, const T* dpre, const T* dfinal, T* dx, T* dinit) {
   const ConvDims& d = c.d;
@@ -125,16 +167,18 @@ void input_gradients(const ConvData<T>& c, const T* dpre, const T* dfinal, T* dx
     const int64_t b = r / rows_per_b, s = r % rows_per_b - (d.W - 1);
     T* out = s >= 0 ? dx + c.at(b * d.L + s) * d.E : (dinit ? dinit + (b * (d.W - 1) + s + d.W - 1) * d.E : nullptr);
     if (!out) continue;
+    // Outputs t in [s, t_end) read s; t_end = L means s's document runs to the end of the row.
+    const int64_t t_end = c.document_end(b, s, std::min(s + d.W, d.L));
     for (int64_t e = 0; e < d.E; ++e) out[e] = T(0);
     for (int64_t k = 0; k < d.W; ++k) {
       const int64_t t = s + (d.W - 1) - k;
-      if (t < 0 || t >= d.L) continue;
+      if (t < 0 || t >= t_end) continue;
       const T* g = dpre + c.at(b * d.L + t) * d.E;
       const T* wk = c.wt.data() + k * d.E;
       for (int64_t e = 0; e < d.E; ++e) out[e] += wk[e] * g[e];
     }
     const int64_t j = s - d.L + (d.W - 1);
-    if (dfinal && j >= 0) {
+    if (dfinal && j >= 0 && t_end == d.L) {
       const T* g = dfinal + (b * (d.W - 1) + j) * d.E;
       for (int64_t e = 0; e < d.E; ++e) out[e] += g[e];
     }
@@ -154,7 +198,7 @@ template <typename T> void parameter_gradients(const ConvData<T>& c, const T* dp
       for (int64_t t = 0; t < d.L; ++t) {
         const T* g = dpre + c.at(b * d.L + t) * d.E + e0;
         for (int64_t i = 0; i < ne; ++i) acc_b[i] += g[i];
-        for (int64_t k = 0; k < d.W; ++k) {
+        for (int64_t k = c.first_tap(b, t); k < d.W; ++k) {
           const T* xr = c.row(b, t - (d.W - 1) + k);
           if (!xr) continue;
           xr += e0;
@@ -172,17 +216,22 @@ template <typename T> void parameter_gradients(const ConvData<T>& c, const T* dp
 }  // namespace
 
 CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, bool silu, const Routing* order) {
+                                         const Tensor& initial_window, const Tensor& doc_start, bool silu,
+                                         const Routing* order) {
   ConvDims d = check_conv_inputs(x, weight, bias, initial_window);
+  check_doc_start(doc_start, x, d);
   check_order(order, x, d);
 #ifdef MOM_WITH_CUDA
-  if (x.device().is_cuda()) return cuda::causal_conv1d_forward(x, weight, bias, initial_window, silu, order);
+  if (x.device().is_cuda()) {
+    MOM_CHECK(!doc_start.defined(), kOp, kNoCudaDocuments);
+    return cuda::causal_conv1d_forward(x, weight, bias, initial_window, silu, order);
+  }
 #endif
   check_cpu(x, kOp, "x");
   CausalConv1dOutput out{empty_like(x), empty({d.B, d.W - 1, d.E}, x.dtype())};
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    ConvData<scalar_t> c(d, x, weight, bias, initial_window, order);
+    ConvData<scalar_t> c(d, x, weight, bias, initial_window, doc_start, order);
     scalar_t* y = out.y.data<scalar_t>();
     const int64_t n = d.B * d.L;
 #pragma omp parallel for schedule(static) if (n * d.E * d.W > 32768)
@@ -199,7 +248,7 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, 
 
 CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
                                          const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
-                                         bool silu, const Routing* order) {
+                                         const Tensor& doc_start, bool silu, const Routing* order) {
   ConvDims d = check_conv_inputs(x, weight, bias, initial_window);
   check_input(dy, x, "dy");
   check_shape(dy, x.shape(), kOp, "dy");
@@ -207,10 +256,13 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_
     check_input(dfinal_window, x, "dfinal_window");
     check_shape(dfinal_window, {d.B, d.W - 1, d.E}, kOp, "dfinal_window");
   }
+  check_doc_start(doc_start, x, d);
   check_order(order, x, d);
 #ifdef MOM_WITH_CUDA
-  if (x.device().is_cuda())
+  if (x.device().is_cuda()) {
+    MOM_CHECK(!doc_start.defined(), kOp, kNoCudaDocuments);
     return cuda::causal_conv1d_backward(dy, dfinal_window, x, weight, bias, initial_window, silu, order);
+  }
 #endif
   check_cpu(x, kOp, "x");
   CausalConv1dGrads grads;
@@ -220,7 +272,7 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_
   if (initial_window.defined()) grads.dinitial_window = empty_like(initial_window);
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    ConvData<scalar_t> c(d, x, weight, bias, initial_window, order);
+    ConvData<scalar_t> c(d, x, weight, bias, initial_window, doc_start, order);
     const scalar_t* g = dy.data<scalar_t>();
     // dpre = dy * silu'(pre), pre recomputed row by row, stored in dy's row order; without silu dpre
     // is dy itself.

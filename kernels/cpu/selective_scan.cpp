@@ -14,6 +14,12 @@ namespace mom::kernels {
 namespace {
 
 constexpr const char* kOp = "selective_scan";
+#ifdef MOM_WITH_CUDA
+// The CUDA kernels (kernels/cuda/selective_scan.cu) implement no document boundaries: refused, not ignored.
+constexpr const char* kNoCudaDocuments =
+    "doc_start (document boundaries) is given with CUDA tensors, but the CUDA scan takes none; run packed "
+    "documents on the CPU";
+#endif
 
 // ---- argument checks ----
 
@@ -30,6 +36,15 @@ void check_input(const Tensor& t, const char* name, const char* layout, const Sh
 
 void check_optional(const Tensor& t, const char* name, const char* layout, const Shape& expected, const Tensor& u) {
   if (t.defined()) check_input(t, name, layout, expected, u);
+}
+
+// doc_start: bool flags in token order, one per (b, t).
+void check_doc_start(const Tensor& t, const SelectiveScanDims& d, const Tensor& u) {
+  MOM_CHECK(t.dtype() == DType::boolean, kOp, "doc_start must be bool, got " << dtype_name(t.dtype()));
+  MOM_CHECK(t.shape() == Shape({d.B, d.L}), kOp,
+            "doc_start has shape " << shape_str(t.shape()) << ", expected (B, L) = " << shape_str({d.B, d.L}));
+  check_contiguous(t, kOp, "doc_start");
+  check_same_device(t, u, kOp, "doc_start", "u");
 }
 
 // ---- math shared by the forward and the backward ----
@@ -78,6 +93,7 @@ template <typename scalar_t> struct ScanData {
   const scalar_t* z;              // (B, L, E)
   const scalar_t* delta_bias;     // (E)
   const scalar_t* initial_state;  // (B, E, N)
+  const bool* doc_start;          // (B, L) in token order, or null (no document boundaries)
   const int64_t* rows;            // (B*L): where the (b, t) row of the sequence tensors is, or null
   bool delta_softplus;
   SelectiveScanDims dims;
@@ -102,6 +118,7 @@ template <typename scalar_t> ScanData<scalar_t> scan_data(const SelectiveScanPar
   s.z = optional_data<scalar_t>(p.z);
   s.delta_bias = optional_data<scalar_t>(p.delta_bias);
   s.initial_state = optional_data<scalar_t>(p.initial_state);
+  s.doc_start = optional_data<bool>(p.doc_start);
   s.rows = p.order ? p.order->inverse.data<int64_t>() : nullptr;
   s.delta_softplus = p.delta_softplus;
   s.dims = d;
@@ -119,6 +136,13 @@ acc_t step_input(const ScanData<scalar_t>& s, int64_t b, int64_t t, int64_t e) {
 
 template <typename acc_t, typename scalar_t> acc_t step_size(const ScanData<scalar_t>& s, acc_t x) {
   return s.delta_softplus ? softplus(x) : x;
+}
+
+// Whether step t of row b starts a document after the first: its h_{t-1} is then taken as zero (the
+// carry is cut) and its gradient does not flow back to t-1. kDocs: the call has doc_start (one byte read
+// per step); without it the check compiles away, and the loops are those of a scan without documents.
+template <bool kDocs, typename scalar_t> bool cuts_carry(const ScanData<scalar_t>& s, int64_t b, int64_t t) {
+  return kDocs && t > 0 && s.doc_start[b * s.dims.L + t];
 }
 
 // Loads h_{-1} of (b, e) into h (N).
@@ -151,7 +175,7 @@ acc_t scan_step(const ScanData<scalar_t>& s, int64_t b, int64_t t, int64_t e, ac
 
 // ---- forward ----
 
-template <typename scalar_t>
+template <bool kDocs, typename scalar_t>
 void forward_cpu(const ScanData<scalar_t>& s, scalar_t* out, scalar_t* last_state) {
   using acc_t = acc_type<scalar_t>;
   const SelectiveScanDims d = s.dims;
@@ -164,6 +188,8 @@ void forward_cpu(const ScanData<scalar_t>& s, scalar_t* out, scalar_t* last_stat
       const int64_t b = be / d.E, e = be % d.E;
       load_initial_state(s, b, e, h.data());
       for (int64_t t = 0; t < d.L; ++t) {
+        // A document's first step starts from zero, as a call's first step without initial_state does.
+        if (cuts_carry<kDocs>(s, b, t)) std::fill(h.begin(), h.end(), acc_t(0));
         const acc_t dt = step_size(s, step_input<acc_t>(s, b, t, e));
         const acc_t y = scan_step(s, b, t, e, dt, h.data(), h.data());
         const int64_t i = row_of(s, b, t) * d.E + e;
@@ -201,19 +227,20 @@ template <typename scalar_t> struct BackwardBuffers {
 
 // Scratch of one backward task, reused for each channel it owns.
 template <typename acc_t> struct ChannelScratch {
-  std::vector<acc_t> states;  // (L+1, N): row 0 holds h_{-1}, row t+1 holds h_t
+  std::vector<acc_t> states;  // (L+2, N): row 0 holds h_{-1}, row t+1 holds h_t, row L+1 stays zero
   std::vector<acc_t> ys;      // (L)       y_t before the gate
   std::vector<acc_t> grad_h;  // (N)       dL/dh_t
   std::vector<acc_t> decay;      // (N)    exp(dt_t A) of the current step
   std::vector<acc_t> ddt_terms;  // (N)    the terms of dL/d(dt_t), summed after the loop over n
   std::vector<acc_t> du_terms;   // (N)    the terms of dL/du_t from the state
+  // Row L+1 of states is the h_{t-1} of a step that starts a document (zero, never written).
   explicit ChannelScratch(const SelectiveScanDims& d)
-      : states((d.L + 1) * d.N), ys(d.L), grad_h(d.N), decay(d.N), ddt_terms(d.N), du_terms(d.N) {}
+      : states((d.L + 2) * d.N), ys(d.L), grad_h(d.N), decay(d.N), ddt_terms(d.N), du_terms(d.N) {}
 };
 
 // The backward of one (b, e) of channel group `group`: recomputes its states, then walks t from L-1
 // down to 0 (see the header for the formulas).
-template <typename scalar_t>
+template <bool kDocs, typename scalar_t>
 void backward_channel(const ScanData<scalar_t>& s, const BackwardBuffers<scalar_t>& g, int64_t b, int64_t e,
                       int64_t group, ChannelScratch<acc_type<scalar_t>>& w) {
   using acc_t = acc_type<scalar_t>;
@@ -222,10 +249,14 @@ void backward_channel(const ScanData<scalar_t>& s, const BackwardBuffers<scalar_
   acc_t* states = w.states.data();
   acc_t* grad_h = w.grad_h.data();
 
+  // Row t of states keeps the true h_{t-1} (dC_{t-1} needs it) also where step t starts a document;
+  // that step reads the zero row L+1 instead.
+  const acc_t* zero_state = states + (d.L + 1) * N;
   load_initial_state(s, b, e, states);
   for (int64_t t = 0; t < d.L; ++t) {
     const acc_t dt = step_size(s, step_input<acc_t>(s, b, t, e));
-    w.ys[t] = scan_step(s, b, t, e, dt, states + t * N, states + (t + 1) * N);
+    const acc_t* h_prev = cuts_carry<kDocs>(s, b, t) ? zero_state : states + t * N;
+    w.ys[t] = scan_step(s, b, t, e, dt, h_prev, states + (t + 1) * N);
   }
 
   for (int64_t n = 0; n < N; ++n)
@@ -238,6 +269,7 @@ void backward_channel(const ScanData<scalar_t>& s, const BackwardBuffers<scalar_
   acc_t dD_sum = 0, ddelta_bias_sum = 0;
 
   for (int64_t t = d.L - 1; t >= 0; --t) {
+    const bool cut = cuts_carry<kDocs>(s, b, t);
     const int64_t r = row_of(s, b, t), i = r * d.E + e;
     const acc_t x = step_input<acc_t>(s, b, t, e);
     const acc_t dt = step_size(s, x);
@@ -252,7 +284,7 @@ void backward_channel(const ScanData<scalar_t>& s, const BackwardBuffers<scalar_
     dD_sum += dy * u_t;
     acc_t du = dy * D_e;
     acc_t ddt = 0;
-    const acc_t* h_prev = states + t * N;        // h_{t-1}
+    const acc_t* h_prev = cut ? zero_state : states + t * N;  // h_{t-1} as step t used it
     const acc_t* h_t = states + (t + 1) * N;     // h_t
     const scalar_t* B_t = s.B_ssm + r * N;
     const scalar_t* C_t = s.C_ssm + r * N;
@@ -277,6 +309,9 @@ void backward_channel(const ScanData<scalar_t>& s, const BackwardBuffers<scalar_
       du_terms[n] = grad_h[n] * dt * B_n;
       grad_h[n] *= decay[n];  // now dL/dh_{t-1}
     }
+    // At a document's first step nothing flows back into the previous document: its last token starts
+    // from a zero gradient, as the last token of a call without dlast_state does.
+    if (cut) std::fill(grad_h, grad_h + N, acc_t(0));
     for (int64_t n = 0; n < N; ++n) ddt += ddt_terms[n];
     for (int64_t n = 0; n < N; ++n) du += du_terms[n];
     const acc_t ddelta = s.delta_softplus ? ddt * softplus_grad(x) : ddt;
@@ -302,7 +337,7 @@ void sum_partials(const acc_t* part, int64_t parts, int64_t stride, int64_t coun
   }
 }
 
-template <typename scalar_t>
+template <bool kDocs, typename scalar_t>
 void backward_cpu(const ScanData<scalar_t>& s, BackwardBuffers<scalar_t> g, scalar_t* dA, scalar_t* dD,
                   scalar_t* ddelta_bias, scalar_t* dB_ssm, scalar_t* dC_ssm) {
   using acc_t = acc_type<scalar_t>;
@@ -325,7 +360,7 @@ void backward_cpu(const ScanData<scalar_t>& s, BackwardBuffers<scalar_t> g, scal
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t b = task / G, group = task % G;
       const int64_t e_begin = group * d.E / G, e_end = (group + 1) * d.E / G;
-      for (int64_t e = e_begin; e < e_end; ++e) backward_channel(s, g, b, e, group, scratch);
+      for (int64_t e = e_begin; e < e_end; ++e) backward_channel<kDocs>(s, g, b, e, group, scratch);
     }
   }
 
@@ -369,6 +404,7 @@ SelectiveScanDims check_selective_scan(const SelectiveScanParams& p) {
   check_optional(p.z, "z", "(B, L, E)", {d.B, d.L, d.E}, u);
   check_optional(p.delta_bias, "delta_bias", "(E)", {d.E}, u);
   check_optional(p.initial_state, "initial_state", "(B, E, N)", {d.B, d.E, d.N}, u);
+  if (p.doc_start.defined()) check_doc_start(p.doc_start, d, u);
   if (p.order) {
     MOM_CHECK(p.order->num_tokens() == d.B * d.L && p.order->inverse.defined(), kOp,
               "the row order's routing has " << p.order->num_tokens() << " tokens, u has B*L = " << d.B * d.L);
@@ -381,14 +417,21 @@ SelectiveScanDims check_selective_scan(const SelectiveScanParams& p) {
 SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, bool save_checkpoints) {
   const SelectiveScanDims d = check_selective_scan(p);
 #ifdef MOM_WITH_CUDA
-  if (p.u.device().is_cuda()) return cuda::selective_scan_forward(p, d, save_checkpoints);
+  if (p.u.device().is_cuda()) {
+    MOM_CHECK(!p.doc_start.defined(), kOp, kNoCudaDocuments);
+    return cuda::selective_scan_forward(p, d, save_checkpoints);
+  }
 #endif
   (void)save_checkpoints;
   check_cpu(p.u, kOp, "u");
   SelectiveScanResult r{empty({d.B, d.L, d.E}, p.u.dtype()), empty({d.B, d.E, d.N}, p.u.dtype()), Tensor()};
   dispatch_float(p.u.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    forward_cpu(scan_data<scalar_t>(p, d), r.out.data<scalar_t>(), r.last_state.data<scalar_t>());
+    const ScanData<scalar_t> s = scan_data<scalar_t>(p, d);
+    if (s.doc_start)
+      forward_cpu<true>(s, r.out.data<scalar_t>(), r.last_state.data<scalar_t>());
+    else
+      forward_cpu<false>(s, r.out.data<scalar_t>(), r.last_state.data<scalar_t>());
   });
   return r;
 }
@@ -400,8 +443,10 @@ SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const T
   check_optional(dout, "dout", "(B, L, E)", {d.B, d.L, d.E}, p.u);
   check_optional(dlast_state, "dlast_state", "(B, E, N)", {d.B, d.E, d.N}, p.u);
 #ifdef MOM_WITH_CUDA
-  if (p.u.device().is_cuda())
+  if (p.u.device().is_cuda()) {
+    MOM_CHECK(!p.doc_start.defined(), kOp, kNoCudaDocuments);
     return cuda::selective_scan_backward(p, d, dout, dlast_state, checkpoints, dz_over_dout);
+  }
 #endif
   MOM_CHECK(!checkpoints.defined(), kOp, "checkpoints come only from a CUDA forward");
   check_cpu(p.u, kOp, "u");
@@ -426,8 +471,14 @@ SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const T
     g.ddelta = r.ddelta.data<scalar_t>();
     g.dz = optional_data<scalar_t>(r.dz);
     g.dinitial_state = optional_data<scalar_t>(r.dinitial_state);
-    backward_cpu(scan_data<scalar_t>(p, d), g, r.dA.data<scalar_t>(), optional_data<scalar_t>(r.dD),
-                 optional_data<scalar_t>(r.ddelta_bias), r.dB_ssm.data<scalar_t>(), r.dC_ssm.data<scalar_t>());
+    const ScanData<scalar_t> s = scan_data<scalar_t>(p, d);
+    scalar_t *dA = r.dA.data<scalar_t>(), *dD = optional_data<scalar_t>(r.dD);
+    scalar_t *ddelta_bias = optional_data<scalar_t>(r.ddelta_bias), *dB = r.dB_ssm.data<scalar_t>();
+    scalar_t* dC = r.dC_ssm.data<scalar_t>();
+    if (s.doc_start)
+      backward_cpu<true>(s, g, dA, dD, ddelta_bias, dB, dC);
+    else
+      backward_cpu<false>(s, g, dA, dD, ddelta_bias, dB, dC);
   });
   return r;
 }

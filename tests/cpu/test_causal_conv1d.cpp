@@ -114,8 +114,8 @@ TEST(CausalConv1d, ForwardAndBackwardMatchBandedReference) {
       Tensor init = s.init ? randn({s.B, s.W - 1, s.E}, gen, dt) : Tensor();
       Tensor dy = randn({s.B, s.L, s.E}, gen, dt), dfinal = randn({s.B, s.W - 1, s.E}, gen, dt);
       Reference r = reference(s, x, w, b, init, dy, dfinal);
-      kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward(x, w, b, init, s.silu);
-      kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, s.silu);
+      kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward(x, w, b, init, Tensor(), s.silu);
+      kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, Tensor(), s.silu);
       std::vector<std::pair<const char*, double>> errs = {
           {"y", rel_error_vec(out.y, r.y)},        {"final_window", rel_error_vec(out.final_window, r.final_window)},
           {"dx", rel_error_vec(g.dx, r.dx)},      {"dweight", rel_error_vec(g.dweight, r.dweight)}};
@@ -139,7 +139,7 @@ TEST(CausalConv1d, BackwardWithoutFinalWindowGradient) {
   Tensor x = randn({2, 9, 5}, gen, DType::f64), w = randn({5, 4}, gen, DType::f64), b = randn({5}, gen, DType::f64);
   Tensor init = randn({2, 3, 5}, gen, DType::f64), dy = randn({2, 9, 5}, gen, DType::f64);
   Reference r = reference(s, x, w, b, init, dy, zeros({2, 3, 5}, DType::f64));
-  kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dy, Tensor(), x, w, b, init, true);
+  kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dy, Tensor(), x, w, b, init, Tensor(), true);
   EXPECT_LT(rel_error_vec(g.dx, r.dx), 1e-12);
   EXPECT_LT(rel_error_vec(g.dinitial_window, r.dinit), 1e-12);
   EXPECT_LT(rel_error_vec(g.dweight, r.dweight), 1e-12);
@@ -219,10 +219,10 @@ TEST(CausalConv1d, StepByStepEqualsWholeSequence) {
 TEST(CausalConv1d, RowsDoNotLeakAcrossBatch) {
   Generator gen(5);
   Tensor x = randn({3, 8, 4}, gen, DType::f64), w = randn({4, 4}, gen, DType::f64);
-  Tensor y0 = kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), false).y;
+  Tensor y0 = kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), Tensor(), false).y;
   Tensor x2 = x.clone();
   x2.narrow(0, 1, 1).fill_(100.0);
-  Tensor y1 = kernels::causal_conv1d_forward(x2, w, Tensor(), Tensor(), false).y;
+  Tensor y1 = kernels::causal_conv1d_forward(x2, w, Tensor(), Tensor(), Tensor(), false).y;
   EXPECT_EQ(test::max_abs_diff(y0.narrow(0, 0, 1), y1.narrow(0, 0, 1)), 0.0);
   EXPECT_EQ(test::max_abs_diff(y0.narrow(0, 2, 1), y1.narrow(0, 2, 1)), 0.0);
 }
@@ -230,7 +230,7 @@ TEST(CausalConv1d, RowsDoNotLeakAcrossBatch) {
 TEST(CausalConv1d, GradientsAreBitwiseRepeatable) {
   Generator gen(9);
   Tensor x = randn({3, 64, 80}, gen), w = randn({80, 4}, gen), b = randn({80}, gen), dy = randn({3, 64, 80}, gen);
-  auto run = [&] { return kernels::causal_conv1d_backward(dy, Tensor(), x, w, b, Tensor(), true); };
+  auto run = [&] { return kernels::causal_conv1d_backward(dy, Tensor(), x, w, b, Tensor(), Tensor(), true); };
   kernels::CausalConv1dGrads g0 = run(), g1 = run();
   EXPECT_EQ(g0.dweight.to_vector<float>(), g1.dweight.to_vector<float>());
   EXPECT_EQ(g0.dbias.to_vector<float>(), g1.dbias.to_vector<float>());
@@ -240,7 +240,7 @@ TEST(CausalConv1d, GradientsAreBitwiseRepeatable) {
 TEST(CausalConv1d, BadInput) {
   Tensor x = zeros({2, 5, 3}), w = zeros({3, 4});
   auto fwd = [](const Tensor& xx, const Tensor& ww, const Tensor& bb = Tensor(), const Tensor& ii = Tensor()) {
-    return [=] { kernels::causal_conv1d_forward(xx, ww, bb, ii, false); };
+    return [=] { kernels::causal_conv1d_forward(xx, ww, bb, ii, Tensor(), false); };
   };
   expect_error(fwd(x, zeros({3, 1})), "[causal_conv1d] conv width W = 1 is outside [2, 8]");
   expect_error(fwd(x, zeros({3, 9})), "[causal_conv1d] conv width W = 9 is outside [2, 8]");
@@ -255,7 +255,7 @@ TEST(CausalConv1d, BadInput) {
                "[causal_conv1d] initial_window has shape (2, 4, 3), expected (2, 3, 3)");
   expect_error(fwd(zeros({2, 3, 5}).transpose(1, 2), w), "[causal_conv1d] x must be contiguous");
   auto bwd = [&](const Tensor& dy, const Tensor& dfinal) {
-    return [=] { kernels::causal_conv1d_backward(dy, dfinal, x, w, Tensor(), Tensor(), false); };
+    return [=] { kernels::causal_conv1d_backward(dy, dfinal, x, w, Tensor(), Tensor(), Tensor(), false); };
   };
   expect_error(bwd(zeros({2, 4, 3}), Tensor()), "[causal_conv1d] dy has shape (2, 4, 3), expected (2, 5, 3)");
   expect_error(bwd(zeros({2, 5, 3}), zeros({2, 2, 3})),
@@ -299,17 +299,18 @@ TEST(CausalConv1d, RowsInGroupedOrderEqualPermutedPlainOp) {
         Tensor dy = randn({s.B, s.L, s.E}, gen, dt);
         Tensor dfinal = flags % 3 ? randn({s.B, s.W - 1, s.E}, gen, dt) : Tensor();
 
-        kernels::CausalConv1dOutput plain = kernels::causal_conv1d_forward(x, w, b, init, s.silu);
-        kernels::CausalConv1dOutput rows = kernels::causal_conv1d_forward(grouped(x, r), w, b, init, s.silu, &r);
+        kernels::CausalConv1dOutput plain = kernels::causal_conv1d_forward(x, w, b, init, Tensor(), s.silu);
+        kernels::CausalConv1dOutput rows =
+            kernels::causal_conv1d_forward(grouped(x, r), w, b, init, Tensor(), s.silu, &r);
         EXPECT_EQ(rows.y.shape(), x.shape());
         EXPECT_TRUE(same_bits(rows.y, grouped(plain.y, r)));
         EXPECT_TRUE(same_bits(rows.final_window, plain.final_window));
         // The layouts do differ: the grouped y is not the plain one.
         EXPECT_GT(test::max_abs_diff(rows.y, plain.y), 0.0);
 
-        kernels::CausalConv1dGrads pg = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, s.silu);
+        kernels::CausalConv1dGrads pg = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, Tensor(), s.silu);
         kernels::CausalConv1dGrads rg =
-            kernels::causal_conv1d_backward(grouped(dy, r), dfinal, grouped(x, r), w, b, init, s.silu, &r);
+            kernels::causal_conv1d_backward(grouped(dy, r), dfinal, grouped(x, r), w, b, init, Tensor(), s.silu, &r);
         EXPECT_TRUE(same_bits(rg.dx, grouped(pg.dx, r)));
         EXPECT_TRUE(same_bits(rg.dweight, pg.dweight));
         EXPECT_TRUE(same_bits(rg.dbias, pg.dbias));
@@ -350,12 +351,13 @@ TEST(CausalConv1d, GroupedRowsRejectAnotherRouting) {
   Generator gen(6);
   Tensor x = zeros({2, 5, 3}), w = zeros({3, 4}), dy = zeros({2, 5, 3});
   kernels::Routing longer = kernels::Routing::from_modalities(randint({11}, 0, 2, gen), 2);
-  expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), false, &longer); },
+  expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), Tensor(), false, &longer); },
                "[causal_conv1d] the routing has 11 tokens, x has B*L = 10");
-  expect_error([&] { kernels::causal_conv1d_backward(dy, Tensor(), x, w, Tensor(), Tensor(), false, &longer); },
-               "[causal_conv1d] the routing has 11 tokens, x has B*L = 10");
+  expect_error(
+      [&] { kernels::causal_conv1d_backward(dy, Tensor(), x, w, Tensor(), Tensor(), Tensor(), false, &longer); },
+      "[causal_conv1d] the routing has 11 tokens, x has B*L = 10");
   kernels::Routing empty;
-  expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), false, &empty); },
+  expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), Tensor(), false, &empty); },
                "[causal_conv1d] the routing is empty or inconsistent");
   // Through the differentiable function.
   CausalConv1dOptions opts;
