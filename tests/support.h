@@ -42,6 +42,15 @@ inline double rel_error(const Tensor& a, const Tensor& b) {
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-300);
 }
 
+// A path in the test temporary directory that no other test uses: ctest runs the tests in parallel, one
+// process per test, so the running test's full name is part of the path.
+inline std::string scratch_path(const std::string& name) {
+  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string test = info ? std::string(info->test_suite_name()) + "." + info->name() : "no_test";
+  std::replace(test.begin(), test.end(), '/', '_');
+  return ::testing::TempDir() + "mom_" + test + "_" + name;
+}
+
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
   double m = 0;

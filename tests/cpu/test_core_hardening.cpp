@@ -38,7 +38,7 @@ std::string error_of(F&& f) {
 }
 
 std::string temp_dir(const std::string& name) {
-  std::string dir = ::testing::TempDir() + "mom_hardening_" + name;
+  std::string dir = test::scratch_path(name);
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;

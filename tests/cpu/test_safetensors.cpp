@@ -15,7 +15,7 @@ namespace mom {
 namespace {
 
 std::string temp_path(const std::string& name) {
-  return ::testing::TempDir() + "mom_safetensors_" + name + ".safetensors";
+  return test::scratch_path(name + ".safetensors");
 }
 
 // Writes a file from a raw header string and data bytes.

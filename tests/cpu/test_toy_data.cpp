@@ -21,7 +21,7 @@ namespace {
 
 using mom::test::expect_error;
 
-std::string temp_path(const std::string& name) { return ::testing::TempDir() + "toy_data_" + name; }
+std::string temp_path(const std::string& name) { return test::scratch_path(name); }
 
 std::vector<int32_t> generate_stream(uint64_t seed, int n_docs) {
   ToyWorld world(seed);

@@ -16,7 +16,7 @@ namespace mom {
 namespace {
 
 toy::TrainConfig tiny(const std::string& name) {
-  return test::tiny_train_config(::testing::TempDir() + "mom_trainer_" + name);
+  return test::tiny_train_config(test::scratch_path(name));
 }
 
 std::vector<nlohmann::json> read_log(const std::string& dir) {

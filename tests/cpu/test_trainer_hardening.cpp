@@ -28,7 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 
 toy::TrainConfig tiny(const std::string& name) {
-  return test::tiny_train_config(::testing::TempDir() + "mom_hardening_" + name);
+  return test::tiny_train_config(test::scratch_path(name));
 }
 
 std::string read_bytes(const std::string& path) {
