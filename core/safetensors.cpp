@@ -20,9 +20,9 @@ constexpr const char* kOp = "safetensors";
 constexpr size_t kExcerptBytes = 48;  // of an untrusted name or value quoted in an error message
 
 bool parse_dtype(const std::string& s, DType& out) {
-  static const std::pair<const char*, DType> table[] = {{"F32", DType::f32}, {"F64", DType::f64},
-                                                        {"I32", DType::i32}, {"I64", DType::i64},
-                                                        {"U8", DType::u8},   {"BOOL", DType::boolean}};
+  static const std::pair<const char*, DType> table[] = {
+      {"F32", DType::f32}, {"F64", DType::f64}, {"BF16", DType::bf16}, {"I32", DType::i32},
+      {"I64", DType::i64}, {"U8", DType::u8},   {"BOOL", DType::boolean}};
   for (const auto& [name, dt] : table)
     if (s == name) {
       out = dt;
@@ -138,7 +138,7 @@ Entry parse_entry(const std::string& path, const std::string& name, const nlohma
   const nlohmann::json& dtype = v["dtype"];
   MOM_CHECK(dtype.is_string() && parse_dtype(dtype.get<std::string>(), e.dtype), kOp,
             path << ": " << quoted << " has unsupported dtype " << excerpt(dtype)
-                 << " (expected F32, F64, I32, I64, U8 or BOOL)");
+                 << " (expected F32, F64, BF16, I32, I64, U8 or BOOL)");
   const nlohmann::json& shape = v["shape"];
   MOM_CHECK(shape.is_array(), kOp, path << ": " << quoted << " has shape " << excerpt(shape) << ", not a list");
   for (const auto& s : shape) {
@@ -182,6 +182,7 @@ const char* safetensors_dtype_name(DType dtype) {
     case DType::i64: return "I64";
     case DType::u8: return "U8";
     case DType::boolean: return "BOOL";
+    case DType::bf16: return "BF16";
   }
   return "?";
 }

@@ -424,6 +424,7 @@ template std::vector<double> Tensor::to_vector<double>() const;
 template std::vector<int32_t> Tensor::to_vector<int32_t>() const;
 template std::vector<int64_t> Tensor::to_vector<int64_t>() const;
 template std::vector<uint8_t> Tensor::to_vector<uint8_t>() const;
+template std::vector<bf16> Tensor::to_vector<bf16>() const;
 
 // ---- printing, in PyTorch's style ----
 
@@ -501,12 +502,13 @@ std::string Tensor::str() const {
   for (double v : vals) fmt.width = std::max<int>(fmt.width, static_cast<int>(fmt.format(v).size()));
   std::ostringstream os;
   os << "tensor(";
-  if (dim() == 0) {
+  if (numel() == 0) {
+    os << "[]";
+  } else if (dim() == 0) {
     os << fmt.format(vals[0]);
   } else {
     print_rec(os, vals, shape(), 0, 0, fmt, 7, numel() > kSummarizeAbove);
   }
-  if (numel() == 0) os.str("tensor([]");
   if (dtype() != DType::f32 && dtype() != DType::i64) os << ", dtype=" << dtype_name(dtype());
   if (device().is_cuda()) os << ", device='" << device().str() << "'";
   if (impl_->grad_fn) os << ", grad_fn=<" << "Node" << ">";
@@ -609,6 +611,7 @@ template Tensor from_vector<double>(const std::vector<double>&, const Shape&);
 template Tensor from_vector<int32_t>(const std::vector<int32_t>&, const Shape&);
 template Tensor from_vector<int64_t>(const std::vector<int64_t>&, const Shape&);
 template Tensor from_vector<uint8_t>(const std::vector<uint8_t>&, const Shape&);
+template Tensor from_vector<bf16>(const std::vector<bf16>&, const Shape&);
 
 Tensor scalar_tensor(double value, DType dtype) { return full({}, value, dtype); }
 Tensor empty_like(const Tensor& t) { return empty(t.shape(), t.dtype(), t.device()); }

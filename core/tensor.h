@@ -87,12 +87,16 @@ class Tensor {
   Tensor detach() const;      // same storage, no autograd history, requires_grad false
 
   // In-place writes (bump the version).
-  Tensor& copy_(const Tensor& src);  // same shape; dtype converted; src may be strided
-  Tensor& fill_(double value);
+  // Same shape; src may be strided; the dtype converted as static_cast does, to and from bf16 by the
+  // rounding of core/bf16.h (the same on both devices).
+  Tensor& copy_(const Tensor& src);
+  Tensor& fill_(double value);  // value cast to the dtype (to bf16: rounded once, from the double)
 
   // Values.
   double item() const;  // one element, as double
-  template <typename T> std::vector<T> to_vector() const;  // logical order, any strides
+  // Logical order, any strides; T is float, double, int32_t, int64_t, uint8_t or bf16, and each element
+  // is cast to it as copy_ casts (a bf16 tensor's values are exact as float or double).
+  template <typename T> std::vector<T> to_vector() const;
   std::string str() const;  // printed like PyTorch
 
  private:

@@ -48,7 +48,7 @@ Tensor sum_to_shape(const Tensor& g, const Shape& shape);
 // Shared precondition checks for kernels (used by every op family).
 void check_defined(const Tensor& t, const char* op, const char* name);
 void check_contiguous(const Tensor& t, const char* op, const char* name);
-void check_floating(const Tensor& t, const char* op, const char* name);
+void check_floating(const Tensor& t, const char* op, const char* name);  // float32 or float64 (not bf16)
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op, const char* name_a, const char* name_b);
 void check_same_device(const Tensor& a, const Tensor& b, const char* op, const char* name_a, const char* name_b);
 void check_shape(const Tensor& t, const Shape& expected, const char* op, const char* name);

@@ -34,6 +34,7 @@ TEST(Safetensors, RoundTripIsBitExact) {
   std::map<std::string, Tensor> tensors = {
       {"layers.0.mixer.A_log", randn({6, 4}, gen, DType::f32)},
       {"layers.0.mixer.D", randn({6}, gen, DType::f64)},
+      {"layers.0.norm.weight", randn({5}, gen, DType::f32).to(DType::bf16)},
       {"step", from_vector<int64_t>({123456789012345}, {1})},
       {"ids", from_vector<int32_t>({-1, 7, 3}, {3})},
       {"bytes", from_vector<uint8_t>({0, 255}, {2})},

@@ -100,6 +100,7 @@ TEST(Tensor, PrintsLikePyTorch) {
   EXPECT_EQ(from_vector<float>({1, 2, 3, 4}, {2, 2}).str(), "tensor([[1., 2.],\n        [3., 4.]])");
   EXPECT_EQ(from_vector<int32_t>({1, 2}, {2}).str(), "tensor([1, 2], dtype=int32)");
   EXPECT_EQ(scalar_tensor(3.0, DType::f64).str(), "tensor(3., dtype=float64)");
+  EXPECT_EQ(empty({0}).str(), "tensor([])");
 }
 
 TEST(Tensor, BadInputGivesBracketedErrors) {

@@ -36,6 +36,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -475,6 +476,8 @@ std::vector<Seed> make_seeds(const std::string& work) {
         {"g.scalar", mom::scalar_tensor(1.5)},
         {"h.empty", mom::empty({0})},
         {"i.empty", mom::empty({2, 0, 3}, mom::DType::i64)},
+        // A BF16 tensor: a normal value, -0, a subnormal, inf, a NaN, a value near the largest finite.
+        {"j.bf16", mom::from_vector<float>({1.5f, -0.0f, 1e-40f, INFINITY, NAN, 3e38f}, {2, 3}).to(mom::DType::bf16)},
     };
     const std::string path = work + "/seed.safetensors";
     mom::save_safetensors(path, t, {{"note", "seed"}});
@@ -645,6 +648,11 @@ int structured_cases(Harness& h, const std::vector<Seed>& seeds) {
       safetensors_bytes(
           "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16],\"x\":" + nested("[", "]", 6) + "}}", two),
       {{"w", {1, 2, 3, 4}}});
+  // BF16 little-endian: 0x3F80 = 1, 0xC000 = -2, 0x4040 = 3, 0x4080 = 4.
+  accept("bf16-values",
+         safetensors_bytes("{" + entry("w", "\"BF16\"", "[2,2]", "[0,8]") + "}",
+                           std::string("\x80\x3f\x00\xc0\x40\x40\x80\x40", 8)),
+         {{"w", {1, -2, 3, 4}}});
   failures += h.run_case("safetensors", Kind::safetensors, seeds[0].bytes, "seed-safetensors", {});
 
   // Token files.

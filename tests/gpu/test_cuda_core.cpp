@@ -1,5 +1,6 @@
 // CUDA runtime: host <-> device round trips, strided device copies and casts, fill, memory stats,
-// out-of-memory and device-mismatch errors.
+// out-of-memory and device-mismatch errors; bf16 casts, copies and fills against the CPU's bits.
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -18,11 +19,12 @@ using test::expect_error;
 using test::test_seed;
 
 const Device kGpu = Device::cuda(0);
-const DType kAllDtypes[] = {DType::f32, DType::f64, DType::i32, DType::i64, DType::u8, DType::boolean};
+const DType kAllDtypes[] = {DType::f32, DType::f64, DType::i32, DType::i64, DType::u8, DType::boolean, DType::bf16};
 
-// Random values of any dtype, never all zeros: floats N(0, 10), integers in [-1000, 1000) (u8: [1, 256)),
-// bools a random mix of 0 and 1.
+// Random values of any dtype, never all zeros: floats N(0, 10) (bf16: float32's rounded), integers in
+// [-1000, 1000) (u8: [1, 256)), bools a random mix of 0 and 1.
 Tensor random_tensor(const Shape& shape, DType dt, Generator& gen) {
+  if (dt == DType::bf16) return randn(shape, gen, DType::f32, 0.0, 10.0).to(DType::bf16);
   if (is_floating(dt)) return randn(shape, gen, dt, 0.0, 10.0);
   if (dt == DType::i32 || dt == DType::i64) return randint(shape, -1000, 1000, gen, dt);
   Tensor ids = randint(shape, dt == DType::u8 ? 1 : 0, dt == DType::u8 ? 256 : 2, gen, DType::i64);
@@ -93,7 +95,7 @@ TEST_F(Cuda, CastsMatchTheCpuForEveryPairOfDtypes) {
   for (DType from : kAllDtypes) {
     // Values every target type holds (floats in (-120, 120) cast to u8 would wrap differently).
     Tensor h = random_tensor({1000003}, from, gen);
-    if (is_floating(from)) h = rand({1000003}, gen, from, 0.0, 250.0);
+    if (is_floating(from)) h = rand({1000003}, gen, from == DType::bf16 ? DType::f32 : from, 0.0, 250.0).to(from);
     if (from == DType::i32 || from == DType::i64) h = randint({1000003}, 0, 256, gen, from);
     Tensor d = h.to(kGpu);
     for (DType to : kAllDtypes) {
@@ -103,6 +105,163 @@ TEST_F(Cuda, CastsMatchTheCpuForEveryPairOfDtypes) {
           << dtype_name(from) << " -> " << dtype_name(to) << " strided";
     }
   }
+}
+
+// ---- bf16: the device rounds as the CPU does (the same integer code, core/bf16.h) ----
+
+Tensor floats_from_bits(const std::vector<uint32_t>& bits) {
+  Tensor t = empty({static_cast<int64_t>(bits.size())}, DType::f32);
+  std::memcpy(t.raw_data(), bits.data(), bits.size() * sizeof(uint32_t));
+  return t;
+}
+
+Tensor bf16_from_bits(const std::vector<uint16_t>& bits) {
+  Tensor t = empty({static_cast<int64_t>(bits.size())}, DType::bf16);
+  std::memcpy(t.raw_data(), bits.data(), bits.size() * sizeof(uint16_t));
+  return t;
+}
+
+std::vector<uint16_t> bf16_bits(const Tensor& t) {
+  Tensor c = t.to(Device::cpu()).contiguous();
+  std::vector<uint16_t> out(static_cast<size_t>(c.numel()));
+  std::memcpy(out.data(), c.raw_data(), out.size() * sizeof(uint16_t));
+  return out;
+}
+
+// Floats that reach every rounding case: every bf16 pattern's upper half with lower halves at and
+// around the tie (0x8000) and the ends, and one random (ties, subnormals, the largest finite and the
+// overflow to inf, signed zeros, infs and NaNs of every payload among them), then random bits.
+std::vector<uint32_t> rounding_floats(Generator& gen) {
+  std::vector<uint32_t> bits;
+  for (uint32_t hi = 0; hi <= 0xffff; ++hi) {
+    const uint32_t random_lo = static_cast<uint32_t>(gen.randint(0x10000));
+    for (uint32_t lo : {0x0000u, 0x0001u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu, random_lo}) bits.push_back(hi << 16 | lo);
+  }
+  for (int i = 0; i < 1000003; ++i) bits.push_back(static_cast<uint32_t>(gen.next_u64() >> 32));
+  return bits;
+}
+
+TEST_F(Cuda, Bf16FromFloatMatchesTheCpuBitForBit) {
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
+  Generator gen(seed);
+  Tensor h = floats_from_bits(rounding_floats(gen));
+  Tensor d = h.to(kGpu);
+  const std::vector<uint16_t> cpu = bf16_bits(h.to(DType::bf16)), gpu = bf16_bits(d.to(DType::bf16));
+  ASSERT_EQ(gpu.size(), cpu.size());
+  const uint32_t* f = static_cast<const uint32_t*>(h.raw_data());
+  for (size_t i = 0; i < cpu.size(); ++i) ASSERT_EQ(gpu[i], cpu[i]) << "float bits 0x" << std::hex << f[i];
+  // Named cases, so that a shared mistake of both devices shows too: ties to even (0x3F808000 down,
+  // 0x3F818000 up), the tie above the largest finite (to inf), float's largest finite (inf), the tie at
+  // half the smallest subnormal (to 0), just above it, signed zero, a signalling NaN whose payload lies
+  // in the dropped bits (a quiet NaN, not inf), a negative NaN.
+  const std::vector<uint32_t> named = {0x3f808000, 0x3f818000, 0x7f7f8000, 0x7f7fffff, 0x00008000,
+                                       0x00008001, 0x80000000, 0x7f800001, 0xffc00000};
+  EXPECT_EQ(bf16_bits(floats_from_bits(named).to(kGpu).to(DType::bf16)),
+            (std::vector<uint16_t>{0x3f80, 0x3f82, 0x7f80, 0x7f80, 0x0000, 0x0001, 0x8000, 0x7fc0, 0xffc0}));
+  // Strided: every third float into every other bf16 of a destination, on each device.
+  const int64_t n = h.numel(), m = (n + 2) / 3;
+  Tensor hd = zeros({2 * m}, DType::bf16), dd = zeros({2 * m}, DType::bf16, kGpu);
+  hd.slice(0, 0, 2 * m, 2).copy_(h.slice(0, 0, n, 3));
+  dd.slice(0, 0, 2 * m, 2).copy_(d.slice(0, 0, n, 3));
+  EXPECT_EQ(bf16_bits(dd), bf16_bits(hd));
+}
+
+TEST_F(Cuda, Bf16FromDoubleAndIntegersMatchesTheCpuBitForBit) {
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
+  Generator gen(seed);
+  // Doubles: random significands at exponents from below the subnormals to past the overflow, the
+  // midpoints between neighbouring bf16 values one double step either side, and the cases where a
+  // conversion through float would round twice.
+  std::vector<double> v;
+  for (int i = 0; i < 1000003; ++i) {
+    const double significand = 1.0 + std::ldexp(static_cast<double>(gen.next_u64() >> 12), -52);
+    const int e = static_cast<int>(gen.randint(276)) - 140;  // [-140, 135]
+    v.push_back(std::ldexp(gen.randint(2) ? -significand : significand, e));
+  }
+  for (uint32_t p = 0; p < 0x7f7f; ++p) {
+    const double mid = (static_cast<double>(bf16::from_bits(static_cast<uint16_t>(p))) +
+                        static_cast<double>(bf16::from_bits(static_cast<uint16_t>(p + 1)))) / 2;
+    for (double x : {mid, std::nextafter(mid, 0.0), std::nextafter(mid, INFINITY)}) v.push_back(x);
+  }
+  const double up = 1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -30);
+  const double down = 1.0 + 3 * std::ldexp(1.0, -8) - std::ldexp(1.0, -30);
+  for (double x : std::initializer_list<double>{up, down, -up, INFINITY, -INFINITY, NAN, -0.0, std::ldexp(1.0, -134),
+                                                std::ldexp(255.5, 120)})
+    v.push_back(x);
+  Tensor h = from_vector<double>(v, {static_cast<int64_t>(v.size())});
+  const std::vector<uint16_t> cpu = bf16_bits(h.to(DType::bf16)), gpu = bf16_bits(h.to(kGpu).to(DType::bf16));
+  ASSERT_EQ(gpu.size(), cpu.size());
+  for (size_t i = 0; i < cpu.size(); ++i) ASSERT_EQ(gpu[i], cpu[i]) << std::hexfloat << v[i];
+  const size_t n = v.size();
+  EXPECT_EQ(gpu[n - 9], 0x3f81);  // up, rounded once
+  EXPECT_EQ(gpu[n - 8], 0x3f81);  // down, rounded once
+  EXPECT_EQ(gpu[n - 1], 0x7f80);  // the tie above the largest finite
+  // Integers: int32 over its whole range, int64 of every magnitude (the round-to-odd path above 2^53).
+  std::vector<int32_t> i32;
+  std::vector<int64_t> i64;
+  for (int i = 0; i < 1000003; ++i) {
+    i32.push_back(static_cast<int32_t>(static_cast<uint32_t>(gen.next_u64())));
+    const uint64_t bits = gen.next_u64();
+    i64.push_back(static_cast<int64_t>(bits >> gen.randint(64)));
+  }
+  i64.push_back((int64_t(1) << 62) + (int64_t(1) << 54) + 1);
+  for (const Tensor& t : {from_vector<int32_t>(i32, {1000003}), from_vector<int64_t>(i64, {1000004})})
+    EXPECT_EQ(bf16_bits(t.to(kGpu).to(DType::bf16)), bf16_bits(t.to(DType::bf16))) << dtype_name(t.dtype());
+  EXPECT_EQ(bf16_bits(from_vector<int64_t>({i64.back()}, {1}).to(kGpu).to(DType::bf16)),
+            (std::vector<uint16_t>{0x5e81}));  // 2^62 + 2^55
+}
+
+TEST_F(Cuda, Bf16ToWiderTypesAndRoundTripsAreExact) {
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
+  Generator gen(seed);
+  // Every pattern, NaNs (signalling ones too) included.
+  std::vector<uint16_t> all(0x10000);
+  for (uint32_t p = 0; p <= 0xffff; ++p) all[p] = static_cast<uint16_t>(p);
+  Tensor h = bf16_from_bits(all);
+  Tensor d = h.to(kGpu);
+  EXPECT_EQ(bf16_bits(d), all);  // host -> device -> host
+  EXPECT_EQ(bf16_bits(d.clone()), all);
+  EXPECT_TRUE(test::same_bits(d.to(DType::f32), h.to(DType::f32)));
+  EXPECT_TRUE(test::same_bits(d.to(DType::f64), h.to(DType::f64)));
+  std::vector<uint32_t> f(0x10000);
+  std::memcpy(f.data(), d.to(DType::f32).to(Device::cpu()).raw_data(), f.size() * sizeof(uint32_t));
+  for (uint32_t p = 0; p <= 0xffff; ++p) ASSERT_EQ(f[p], p << 16) << std::hex << p;
+  // float -> bf16 -> float on the device: exact for every bf16 value; NaNs quieted.
+  std::vector<uint16_t> back = bf16_bits(d.to(DType::f32).to(DType::bf16));
+  for (uint32_t p = 0; p <= 0xffff; ++p) {
+    const bool nan = (p & 0x7fff) > 0x7f80;
+    ASSERT_EQ(back[p], nan ? (p | 0x0040) : p) << std::hex << p;
+  }
+  // Strided bf16 -> bf16 and bf16 -> float32 copies on the device, sources and destinations permuted.
+  Tensor x = randn({6, 5, 7}, gen, DType::f32).to(DType::bf16), xd = x.to(kGpu);
+  EXPECT_EQ(bf16_bits(xd.permute({2, 0, 1}).contiguous()), bf16_bits(x.permute({2, 0, 1}).contiguous()));
+  EXPECT_EQ(bf16_bits(xd.permute({2, 0, 1}).to(Device::cpu())), bf16_bits(x.permute({2, 0, 1})));
+  EXPECT_EQ(bf16_bits(x.slice(1, 1, 5, 2).to(kGpu)), bf16_bits(x.slice(1, 1, 5, 2)));
+  Tensor hf = zeros({7, 5, 6}, DType::f32), df = zeros({7, 5, 6}, DType::f32, kGpu);
+  hf.permute({2, 1, 0}).copy_(x);
+  df.permute({2, 1, 0}).copy_(xd);
+  EXPECT_TRUE(test::same_bits(df, hf));
+  Tensor hb = zeros({6, 10, 7}, DType::bf16), db = zeros({6, 10, 7}, DType::bf16, kGpu);
+  hb.slice(1, 0, 10, 2).copy_(x);
+  db.slice(1, 0, 10, 2).copy_(xd);
+  EXPECT_TRUE(test::same_bits(db, hb));
+}
+
+TEST_F(Cuda, Bf16FillItemAndPrinting) {
+  // fill_ rounds the double once, on the host, for both devices.
+  EXPECT_EQ(bf16_bits(full({7, 1000003}, 0.1, DType::bf16, kGpu)), std::vector<uint16_t>(7 * 1000003, 0x3dcd));
+  const double up = 1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -30);
+  Tensor d = zeros({3, 4}, DType::bf16, kGpu);
+  d.slice(1, 1, 4, 2).fill_(up);
+  EXPECT_EQ(bf16_bits(d), (std::vector<uint16_t>{0, 0x3f81, 0, 0x3f81, 0, 0x3f81, 0, 0x3f81, 0, 0x3f81, 0, 0x3f81}));
+  EXPECT_EQ(full({}, 0.1, DType::bf16, kGpu).item(), 0.10009765625);
+  EXPECT_EQ(from_vector<float>({0.1f, 1.5f}, {2}).to(DType::bf16).to(kGpu).str(),
+            "tensor([0.1001, 1.5000], dtype=bfloat16, device='cuda:0')");
+  EXPECT_EQ(from_vector<float>({0.1f, 1.5f}, {2}).to(kGpu).to(DType::bf16).to_vector<float>(),
+            (std::vector<float>{0.10009765625f, 1.5f}));
 }
 
 TEST_F(Cuda, FillAnyValueAnyLayout) {

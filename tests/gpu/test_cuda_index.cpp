@@ -25,11 +25,12 @@ using test::rel_error;
 
 const Device kGpu = Device::cuda(0);
 const Device kCpu = Device::cpu();
-const DType kAllTypes[] = {DType::f32, DType::f64, DType::i32, DType::i64, DType::u8, DType::boolean};
+const DType kAllTypes[] = {DType::f32, DType::f64, DType::i32, DType::i64, DType::u8, DType::boolean, DType::bf16};
 
-// Random values of any dtype (bool as 0/1 bytes).
+// Random values of any dtype (bool as 0/1 bytes, bf16 as float32's rounded).
 Tensor random_of(const Shape& shape, DType dt, Generator& gen) {
   if (dt == DType::f32 || dt == DType::f64) return randn(shape, gen, dt);
+  if (dt == DType::bf16) return randn(shape, gen).to(DType::bf16);
   if (dt == DType::boolean) {
     Tensor t = empty(shape, DType::boolean);
     uint8_t* p = static_cast<uint8_t*>(t.raw_data());
@@ -103,7 +104,7 @@ TEST_F(Cuda, IndexSelectAndItsBackwardMatchCpuBitForBit) {
           if (count == 5) idx = randint({2 * count}, 0, n, gen, it).slice(0, 0, 2 * count, 2);
           SCOPED_TRACE(shape_str(shape) + " dim " + std::to_string(d) + " " + dtype_name(it) + " count " +
                        std::to_string(count));
-          for (DType dt : {DType::f32, DType::f64, DType::i64, DType::u8}) {
+          for (DType dt : {DType::f32, DType::f64, DType::i64, DType::u8, DType::bf16}) {
             Tensor x = random_of(shape, dt, gen);
             EXPECT_TRUE(same_bits(kernels::index_select(x.to(kGpu), d, idx.to(kGpu)), kernels::index_select(x, d, idx)))
                 << dtype_name(dt);
@@ -146,7 +147,7 @@ TEST_F(Cuda, GatherAndItsBackwardMatchCpuBitForBit) {
         SCOPED_TRACE("x " + shape_str(xs) + " index " + shape_str(ishape) + " dim " + std::to_string(d) + " " +
                      dtype_name(it));
         Tensor idx = randint(ishape, 0, xs[wd], gen, it), idxd = idx.to(kGpu);
-        for (DType dt : {DType::f32, DType::f64, DType::i32, DType::u8}) {
+        for (DType dt : {DType::f32, DType::f64, DType::i32, DType::u8, DType::bf16}) {
           Tensor x = random_of(xs, dt, gen);
           EXPECT_TRUE(same_bits(kernels::gather(x.to(kGpu), d, idxd), kernels::gather(x, d, idx))) << dtype_name(dt);
         }
