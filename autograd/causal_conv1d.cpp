@@ -162,7 +162,6 @@ void add_causal_conv1d_gradcheck_cases(std::vector<GradcheckCase>& cases) {
                        };
                        return p;
                      }});
-    cases.back().on_cuda = false;
   }
   static const ConvCase grouped_documents[] = {{3, 7, 3, 4, true, true, true}};
   for (const ConvCase& c : grouped_documents) {
@@ -184,7 +183,6 @@ void add_causal_conv1d_gradcheck_cases(std::vector<GradcheckCase>& cases) {
                        };
                        return p;
                      }});
-    cases.back().on_cuda = false;
   }
 }
 

@@ -107,9 +107,6 @@ struct GradcheckCase {
   std::string op;       // "selective_scan"
   std::string variant;  // "B=2 L=7 E=5 N=3, z, D"
   std::function<GradcheckProblem(Generator&)> make;
-  // false: the CUDA kernels do not take this case's inputs yet (the scan's and the conv's doc_start),
-  // so `mom gradcheck --device cuda` lists it as skipped instead of running it.
-  bool on_cuda = true;
 };
 
 // Every case of every op family registered so far. cases() adds the op families' own cases on first

@@ -220,7 +220,6 @@ void add_selective_scan_gradcheck_cases(std::vector<GradcheckCase>& cases) {
   };
   for (const ScanCaseConfig& c : configs) {
     cases.push_back({"selective_scan", describe(c), [c](Generator& gen) { return make_scan_problem(c, gen); }});
-    cases.back().on_cuda = !c.documents;
   }
 }
 

@@ -66,8 +66,10 @@
 // Inputs must be contiguous, on one device, of one floating dtype (f32 or f64), except doc_start: bool,
 // (B, L), contiguous, on x's device. Outputs are fresh; errors are mom::Error "[causal_conv1d] ...".
 // The CUDA version (kernels/cuda/causal_conv1d.cu) runs the same math; its dweight and dbias sum
-// per-tile partials in a fixed order instead (see there), equally deterministic. It implements no
-// document boundaries: doc_start with CUDA tensors is an error.
+// per-tile partials in a fixed order instead (see there), equally deterministic. With doc_start its y and
+// final_window equal one call per document bit for bit as well (the same taps read zeros), dx up to
+// the sign of a zero (a skipped term, where one call per document adds a +0), dweight and dbias to
+// rounding.
 #pragma once
 
 #include "core/tensor.h"
@@ -99,13 +101,14 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_
                                          const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
                                          const Tensor& doc_start, bool silu, const Routing* order = nullptr);
 
-// CUDA versions, called by the functions above after their checks (CUDA builds only; without doc_start).
+// CUDA versions, called by the functions above after their checks (CUDA builds only).
 namespace cuda {
 CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, bool silu, const Routing* order = nullptr);
+                                         const Tensor& initial_window, const Tensor& doc_start, bool silu,
+                                         const Routing* order);
 CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
                                          const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
-                                         bool silu, const Routing* order = nullptr);
+                                         const Tensor& doc_start, bool silu, const Routing* order);
 }  // namespace cuda
 
 }  // namespace mom::kernels

@@ -78,7 +78,8 @@
 // Inputs must be contiguous, on one device, of one floating dtype (float32 or float64), except doc_start:
 // bool, (B, L), contiguous, on u's device. Errors are mom::Error starting with "[selective_scan]". On
 // CUDA (kernels/cuda/selective_scan.cu) the same API runs one thread group per channel; N is limited to
-// 64 there, and document boundaries are refused with an error (the CUDA scan implements none).
+// 64 there. Its outputs with document boundaries equal one call per document to f32 rounding (the
+// CPU's equality is bitwise).
 #pragma once
 
 #include <cstdint>

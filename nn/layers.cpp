@@ -92,8 +92,10 @@ CausalConv1d::CausalConv1d(int64_t E, int64_t W, bool with_bias, Generator& gen,
   if (with_bias) bias = register_parameter("bias", uniform({E}, -k, k, gen, dtype), /*weight_decay=*/false);
 }
 
-CausalConv1dResult CausalConv1d::forward(const Tensor& x, const Tensor& window, bool silu, const Routing* order) const {
+CausalConv1dResult CausalConv1d::forward(const Tensor& x, const Tensor& window, bool silu, const Routing* order,
+                                         const Tensor& doc_start) const {
   CausalConv1dOptions opts;
+  opts.doc_start = doc_start;
   opts.bias = bias;
   opts.initial_window = window;
   opts.silu = silu;

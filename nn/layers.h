@@ -58,7 +58,9 @@ class CausalConv1d : public Module {
   CausalConv1d(int64_t E, int64_t W, bool bias, Generator& gen, DType dtype = DType::f32);
   // x (B, L, E); window (B, W-1, E) or undefined; returns the output and the final window.
   // order: the rows of x and of the output in that routing's grouped order (causal_conv1d's order).
-  CausalConv1dResult forward(const Tensor& x, const Tensor& window, bool silu, const Routing* order = nullptr) const;
+  // doc_start (B, L) bool or undefined: document starts in token order (causal_conv1d's doc_start).
+  CausalConv1dResult forward(const Tensor& x, const Tensor& window, bool silu, const Routing* order = nullptr,
+                             const Tensor& doc_start = Tensor()) const;
   Tensor weight, bias;
 };
 

@@ -22,8 +22,9 @@ ResidualBlock::ResidualBlock(const LMConfig& config, Generator& gen, DType dtype
   norm = register_module("norm", std::make_shared<RMSNorm>(config.mixer.d_model, config.norm_eps, dtype));
 }
 
-Tensor ResidualBlock::forward(const Tensor& x, const Routing& routing, MambaLayerState* state) const {
-  return add(x, mixer->forward(norm->forward(x), routing, state));
+Tensor ResidualBlock::forward(const Tensor& x, const Routing& routing, MambaLayerState* state,
+                              const Tensor& doc_start) const {
+  return add(x, mixer->forward(norm->forward(x), routing, state, doc_start));
 }
 
 MambaLM::MambaLM(const LMConfig& config, Generator& gen, DType dtype) : config_(config) {
@@ -45,21 +46,44 @@ MambaLM::MambaLM(const LMConfig& config, Generator& gen, DType dtype) : config_(
       kernels::scale_inplace(lin->weight, 1.0 / std::sqrt(static_cast<double>(config_.n_layers)));
 }
 
-Tensor MambaLM::run(const Tensor& tokens, const Tensor& modalities, LMState* state) const {
+Tensor MambaLM::run(const Tensor& tokens, const Tensor& modalities, const Tensor& doc_start, LMState* state) const {
   MOM_CHECK(tokens.dim() == 2 && modalities.shape() == tokens.shape(), "MambaLM",
             "tokens and modalities must both be (B, L), got " << shape_str(tokens.shape()) << " and "
                                                              << shape_str(modalities.shape()));
+  const int64_t B = tokens.size(0);
+  Tensor starts;  // contiguous bool on the tokens' device, as the kernels take it
+  if (doc_start.defined()) {
+    MOM_CHECK(doc_start.dtype() == DType::boolean && doc_start.shape() == tokens.shape(), "MambaLM",
+              "doc_start must be bool of the tokens' shape " << shape_str(tokens.shape()) << ", got "
+                                                              << dtype_name(doc_start.dtype()) << " "
+                                                              << shape_str(doc_start.shape()));
+    starts = doc_start.to(tokens.device()).contiguous();
+  }
+  if (state && starts.defined() && tokens.size(1) > 0) {
+    // Rows whose first token starts a document continue no state: zero theirs (a flag at t = 0 cuts
+    // nothing in the kernels).
+    const DType dt = (*state)[0].ssm.dtype();
+    Tensor keep = sub(scalar_tensor(1.0, dt).to(tokens.device()), starts.narrow(1, 0, 1).contiguous().to(dt));
+    keep = reshape(keep, {B, 1, 1});
+    for (MambaLayerState& s : *state) {
+      s.conv_window = mul(s.conv_window, keep);
+      s.ssm = mul(s.ssm, keep);
+    }
+  }
   Routing routing = Routing::from_modalities(modalities.contiguous().reshape({-1}), config_.mixer.n_modalities);
   Tensor h = embedding->forward(tokens);
-  for (size_t i = 0; i < layers.size(); ++i) h = layers[i]->forward(h, routing, state ? &(*state)[i] : nullptr);
+  for (size_t i = 0; i < layers.size(); ++i)
+    h = layers[i]->forward(h, routing, state ? &(*state)[i] : nullptr, starts);
   h = norm_f->forward(h);
   if (lm_head) return lm_head->forward(h);
-  const int64_t B = tokens.size(0), L = tokens.size(1), D = config_.mixer.d_model;
+  const int64_t L = tokens.size(1), D = config_.mixer.d_model;
   Tensor logits = matmul(reshape(h, {B * L, D}), transpose(embedding->weight, 0, 1));
   return reshape(logits, {B, L, config_.vocab_size});
 }
 
-Tensor MambaLM::forward(const Tensor& tokens, const Tensor& modalities) const { return run(tokens, modalities, nullptr); }
+Tensor MambaLM::forward(const Tensor& tokens, const Tensor& modalities, const Tensor& doc_start) const {
+  return run(tokens, modalities, doc_start, nullptr);
+}
 
 LMState MambaLM::allocate_state(int64_t batch) const {
   LMState s;
@@ -67,12 +91,15 @@ LMState MambaLM::allocate_state(int64_t batch) const {
   return s;
 }
 
-Tensor MambaLM::step(const Tensor& token, const Tensor& modality, LMState& state) const {
+Tensor MambaLM::step(const Tensor& token, const Tensor& modality, LMState& state, const Tensor& doc_start) const {
   MOM_CHECK(token.dim() == 1 && modality.shape() == token.shape(), "MambaLM::step",
             "token and modality must both be (B), got " << shape_str(token.shape()) << " and " << shape_str(modality.shape()));
   MOM_CHECK(state.size() == layers.size(), "MambaLM::step", "state has " << state.size() << " layers, the model " << layers.size());
   const int64_t B = token.size(0);
-  Tensor logits = run(token.reshape({B, 1}), modality.reshape({B, 1}), &state);
+  MOM_CHECK(!doc_start.defined() || doc_start.shape() == token.shape(), "MambaLM::step",
+            "doc_start must be (B) like the token, got " << shape_str(doc_start.shape()));
+  Tensor logits = run(token.reshape({B, 1}), modality.reshape({B, 1}),
+                      doc_start.defined() ? doc_start.reshape({B, 1}) : Tensor(), &state);
   return logits.detach().reshape({B, config_.vocab_size});
 }
 

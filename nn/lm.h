@@ -8,6 +8,11 @@
 // Recurrent inference: allocate_state(batch), then step(token, modality, state) -> logits per token;
 // each layer carries its conv window and SSM state, for dense and MoM alike, and the logits equal the
 // parallel forward's.
+//
+// Packed documents: doc_start (B, L) bool marks the first token of each document (the trainer sets it
+// at every <bos>); no state crosses a start, in every layer, so each document's logits are those of the
+// document alone. With a carried state, a row whose first token starts a document begins from a zero
+// state: step(token, modality, state, doc_start) resets the rows whose token starts a document.
 #pragma once
 
 #include <memory>
@@ -29,7 +34,8 @@ struct LMConfig {
 class ResidualBlock : public Module {
  public:
   ResidualBlock(const LMConfig& config, Generator& gen, DType dtype);
-  Tensor forward(const Tensor& x, const Routing& routing, MambaLayerState* state) const;  // x + mixer(norm(x))
+  // x + mixer(norm(x))
+  Tensor forward(const Tensor& x, const Routing& routing, MambaLayerState* state, const Tensor& doc_start) const;
   std::shared_ptr<RMSNorm> norm;
   std::shared_ptr<MambaBlock> mixer;
 };
@@ -40,11 +46,12 @@ class MambaLM : public Module {
  public:
   MambaLM(const LMConfig& config, Generator& gen, DType dtype = DType::f32);
 
-  // tokens, modalities (B, L) int32/int64 -> logits (B, L, V).
-  Tensor forward(const Tensor& tokens, const Tensor& modalities) const;
+  // tokens, modalities (B, L) int32/int64, doc_start (B, L) bool or undefined -> logits (B, L, V).
+  Tensor forward(const Tensor& tokens, const Tensor& modalities, const Tensor& doc_start = Tensor()) const;
   LMState allocate_state(int64_t batch) const;
-  // token, modality (B) -> logits (B, V); advances state by one token.
-  Tensor step(const Tensor& token, const Tensor& modality, LMState& state) const;
+  // token, modality (B), doc_start (B) bool or undefined -> logits (B, V); advances state by one token,
+  // from a zero state in the rows whose token starts a document.
+  Tensor step(const Tensor& token, const Tensor& modality, LMState& state, const Tensor& doc_start = Tensor()) const;
 
   // One line per component: name, parameter count, share of the total.
   std::string parameter_summary() const;
@@ -56,7 +63,7 @@ class MambaLM : public Module {
   std::shared_ptr<Linear> lm_head;  // null when tied
 
  private:
-  Tensor run(const Tensor& tokens, const Tensor& modalities, LMState* state) const;
+  Tensor run(const Tensor& tokens, const Tensor& modalities, const Tensor& doc_start, LMState* state) const;
   LMConfig config_;
 };
 

@@ -78,7 +78,8 @@ MambaLayerState MambaBlock::allocate_state(int64_t batch) const {
           zeros({batch, config_.d_inner(), config_.d_state}, dtype_, A_log.device())};
 }
 
-Tensor MambaBlock::forward(const Tensor& x, const Routing& routing, MambaLayerState* state) const {
+Tensor MambaBlock::forward(const Tensor& x, const Routing& routing, MambaLayerState* state,
+                           const Tensor& doc_start) const {
   MOM_CHECK(x.dim() == 3 && x.size(2) == config_.d_model, "MambaBlock",
             "input must be (B, L, " << config_.d_model << "), got " << shape_str(x.shape()));
   const int64_t B = x.size(0), L = x.size(1), T = B * L;
@@ -93,7 +94,7 @@ Tensor MambaBlock::forward(const Tensor& x, const Routing& routing, MambaLayerSt
   const kernels::RowOrder in_order{false, grouped}, inner{grouped, grouped}, out_order{grouped, false};
   std::vector<Tensor> xz = in_proj.forward_split(reshape(x, {T, config_.d_model}), routing, {E, E}, in_order);
   CausalConv1dResult conv =
-      conv1d->forward(reshape(xz[0], {B, L, E}), state ? state->conv_window : Tensor(), true, order);
+      conv1d->forward(reshape(xz[0], {B, L, E}), state ? state->conv_window : Tensor(), true, order, doc_start);
   std::vector<Tensor> dbc = x_proj.forward_split(reshape(conv.out, {T, E}), routing, {R, N, N}, inner);
   Tensor dt = dt_proj.forward_split(dbc[0], routing, {E}, inner)[0];
 
@@ -108,6 +109,7 @@ Tensor MambaBlock::forward(const Tensor& x, const Routing& routing, MambaLayerSt
   in.initial_state = state ? state->ssm : Tensor();
   in.delta_softplus = true;
   in.order = order;
+  in.doc_start = doc_start;
   SelectiveScanResult scan = selective_scan(in);
   if (state) {
     state->conv_window = conv.final_window.detach();

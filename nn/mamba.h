@@ -77,7 +77,12 @@ class MambaBlock : public Module {
 
   // x (B, L, D), routing over the B*L tokens in row-major order -> (B, L, D). With a state, the
   // sequence continues from it and the state is replaced by the one after the last token.
-  Tensor forward(const Tensor& x, const Routing& routing, MambaLayerState* state = nullptr) const;
+  // doc_start (B, L) bool, or undefined: true at the first token of each document of a packed row; the
+  // conv and the scan read nothing across it (kernels/selective_scan.h, kernels/causal_conv1d.h), so
+  // each document's outputs are those of the document alone. A flag at t = 0 cuts nothing: a row
+  // continuing a state that begins a new document must have that state zeroed (MambaLM does).
+  Tensor forward(const Tensor& x, const Routing& routing, MambaLayerState* state = nullptr,
+                 const Tensor& doc_start = Tensor()) const;
   MambaLayerState allocate_state(int64_t batch) const;
 
   const MambaConfig& config() const { return config_; }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,25 @@ inline std::string scratch_path(const std::string& name) {
   std::string test = info ? std::string(info->test_suite_name()) + "." + info->name() : "no_test";
   std::replace(test.begin(), test.end(), '/', '_');
   return ::testing::TempDir() + "mom_" + test + "_" + name;
+}
+
+// A document of a packed row: [begin, end).
+struct Span {
+  int64_t begin, end;
+};
+
+// The documents of row b of (B, L) start flags (one byte each): one begins at 0 and at every flagged
+// t > 0 (a flag at t = 0 changes nothing).
+inline std::vector<Span> document_spans(const std::vector<uint8_t>& flags, int64_t b, int64_t L) {
+  std::vector<Span> docs;
+  int64_t begin = 0;
+  for (int64_t t = 1; t < L; ++t)
+    if (flags[b * L + t]) {
+      docs.push_back({begin, t});
+      begin = t;
+    }
+  docs.push_back({begin, L});
+  return docs;
 }
 
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "examples/bench/documents.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/selective_scan.h"
 
@@ -77,20 +78,6 @@ std::pair<double, double> alternating_medians(int runs, const std::function<void
   return {tf[tf.size() / 2], tg[tg.size() / 2]};
 }
 
-// (B, L) bool: documents of random lengths in [64, 512] packed into each row, the last one cut at L.
-Tensor packed_documents(int64_t B, int64_t L, Generator& gen) {
-  std::vector<uint8_t> flags(B * L, 0);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < L; t += 64 + static_cast<int64_t>(gen.randint(512 - 64 + 1))) flags[b * L + t] = 1;
-  return from_vector<uint8_t>(flags, {B, L}).to(DType::boolean);
-}
-
-int64_t count_documents(const Tensor& doc_start) {
-  int64_t n = 0;
-  for (uint8_t f : doc_start.to(DType::u8).to_vector<uint8_t>()) n += f;
-  return n;
-}
-
 void print_row(const char* rows, const char* pass, double seconds, double elements, double floor, double plain) {
   std::printf("%-10s %-9s %10.2f %14.3f %14.3f %8.2f %10.3f\n", rows, pass, seconds * 1e3, seconds * 1e9 / elements,
               floor * 1e9 / elements, seconds / floor, seconds / plain);
@@ -120,7 +107,7 @@ int main(int argc, char** argv) {
   p.delta_softplus = true;
   Tensor dout = randn({B, L, E}, gen, dt);
   Tensor dlast = randn({B, E, N}, gen, dt);
-  const Tensor doc_start = packed_documents(B, L, gen);
+  const Tensor doc_start = bench::packed_documents(B, L, gen);
   kernels::SelectiveScanParams packed = p;
   packed.doc_start = doc_start;
 
@@ -137,7 +124,7 @@ int main(int argc, char** argv) {
               "median of %d runs; documents: %lld of 64-512 tokens\n",
               static_cast<long long>(B), static_cast<long long>(L), static_cast<long long>(E),
               static_cast<long long>(N), omp_get_max_threads(), runs,
-              static_cast<long long>(count_documents(doc_start)));
+              static_cast<long long>(bench::count_documents(doc_start)));
   print_header();
   print_row("plain", "forward", fwd, elements, fwd_floor, fwd);
   print_row("plain", "backward", bwd, elements, bwd_floor, bwd);

@@ -12,21 +12,28 @@ namespace mom::cli {
 void add_eval_command(CLI::App& app, int& exit_code) {
   auto path = std::make_shared<std::string>();
   auto batches = std::make_shared<int64_t>(0);
+  auto doc_token = std::make_shared<int64_t>(-2);
   CLI::App* cmd = app.add_subcommand("eval", "evaluate a run (or a model.safetensors) on its held-out set");
   cmd->add_option("checkpoint", *path, "run directory, its checkpoint.safetensors or its model.safetensors")->required();
   cmd->add_option("--batches", *batches, "held-out batches (default: the run's --eval-batches)")
       ->check(integer_in<int64_t>(1, 100000));
-  cmd->callback([path, batches, &exit_code] {
+  cmd->add_option("--doc-token", *doc_token,
+                  "token id where the state resets (default: the run's --doc-token); -1 reads across documents")
+      ->check(integer_in<int64_t>(-1, toy::kMaxVocabSize - 1));
+  cmd->callback([path, batches, doc_token, &exit_code] {
     toy::LoadedModel m = toy::load_model(*path);
     if (*batches > 0) m.config.eval_batches = *batches;
+    if (*doc_token >= -1) m.config.doc_token = *doc_token;
     m.config.validate();
     toy::Losses l = toy::evaluate(*m.model, toy::eval_set(m.config));
     MOM_CHECK(std::isfinite(l.total), "eval", *path << ": the held-out loss is " << l.total
                                                     << ": the model's outputs are not finite");
-    std::printf("%s (%s, %lld parameters) on %lld held-out batches of %lldx%lld tokens\n", path->c_str(),
+    std::printf("%s (%s, %lld parameters) on %lld held-out batches of %lldx%lld tokens, %s\n", path->c_str(),
                 m.config.model.c_str(), static_cast<long long>(m.model->num_parameters()),
                 static_cast<long long>(m.config.eval_batches), static_cast<long long>(m.config.batch),
-                static_cast<long long>(m.config.seq_len));
+                static_cast<long long>(m.config.seq_len),
+                m.config.doc_token >= 0 ? ("state reset at token " + std::to_string(m.config.doc_token)).c_str()
+                                        : "reading across documents");
     std::printf("loss %.4f | text %.4f | image %.4f | speech %.4f\n", l.total, l.by_modality[0], l.by_modality[1],
                 l.by_modality[2]);
     exit_code = 0;

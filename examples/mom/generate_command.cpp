@@ -69,7 +69,10 @@ int run_generate(const GenerateArgs& args) {
   auto feed = [&](int32_t token) {
     Tensor t = from_vector<int64_t>({token}, {1});
     Tensor mod = from_vector<int32_t>({vocab.modality_of(token)}, {1});
-    logits = m.model->step(t, mod, state).to_vector<float>();
+    // A document start resets the state, as in training (a no-op on the fresh state at <bos> here).
+    Tensor start = m.config.doc_token >= 0 ? from_vector<uint8_t>({token == m.config.doc_token}, {1}).to(DType::boolean)
+                                           : Tensor();
+    logits = m.model->step(t, mod, state, start).to_vector<float>();
     for (float v : logits)
       MOM_CHECK(std::isfinite(v), "generate", "the model's logits are not finite (its weights or state hold NaN or inf)");
   };

@@ -78,6 +78,9 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->check(non_empty());
   add("--batch", &TC::batch, "rows per batch B")->check(limit("--batch"))->capture_default_str();
   add("--seq-len", &TC::seq_len, "tokens per row L")->check(limit("--seq-len"))->capture_default_str();
+  add("--doc-token", &TC::doc_token,
+      "token id that starts a document: the state resets there (1 = the toy's <bos>); -1 reads across documents")
+      ->check(limit("--doc-token"))->capture_default_str();
   add("--steps", &TC::steps, "optimiser steps")->check(limit("--steps"))->capture_default_str();
   add("--lr", &TC::lr, "peak learning rate")->check(number_in(0, 1e30))->capture_default_str();
   add("--warmup", &TC::warmup, "linear warmup steps")->check(limit("--warmup"))->capture_default_str();

@@ -135,8 +135,11 @@ void TokenFileSource::load_state_dict(const std::map<std::string, Tensor>& state
   position_ = position;
 }
 
-Batcher::Batcher(std::shared_ptr<TokenSource> source, int64_t B, int64_t L) : source_(std::move(source)), B_(B), L_(L) {
+Batcher::Batcher(std::shared_ptr<TokenSource> source, int64_t B, int64_t L, int64_t doc_token)
+    : source_(std::move(source)), B_(B), L_(L), doc_token_(doc_token) {
   MOM_CHECK(source_ != nullptr, kOp, "no token source");
+  MOM_CHECK(doc_token >= -1 && doc_token < source_->vocab().size, kOp, "the document token " << doc_token
+            << " is outside the vocabulary [0, " << source_->vocab().size << ") (-1: no document starts)");
   MOM_CHECK(B > 0 && L > 0 && B <= kMaxBatchTokens && L <= kMaxBatchTokens && B * L <= kMaxBatchTokens, kOp,
             "batch size " << B << " and sequence length " << L << " must be positive, with at most " << kMaxBatchTokens
                           << " tokens per batch");
@@ -150,6 +153,7 @@ Batch Batcher::next() {
   const int64_t T = B_ * L_;
   std::vector<int64_t> tokens(T), targets(T);
   std::vector<int32_t> modalities(T), target_modalities(T);
+  std::vector<uint8_t> starts(doc_token_ >= 0 ? T : 0);
   for (int64_t b = 0; b < B_; ++b) {
     row_.clear();
     source_->read(L_, row_);
@@ -159,11 +163,13 @@ Batch Batcher::next() {
       targets[b * L_ + l] = target;
       modalities[b * L_ + l] = modality_[input];
       target_modalities[b * L_ + l] = modality_[target];
+      if (doc_token_ >= 0) starts[b * L_ + l] = input == doc_token_;
     }
     next_token_ = row_[L_ - 1];
   }
   return {from_vector(tokens, {B_, L_}), from_vector(targets, {B_, L_}), from_vector(modalities, {B_, L_}),
-          from_vector(target_modalities, {B_, L_})};
+          from_vector(target_modalities, {B_, L_}),
+          doc_token_ >= 0 ? from_vector(starts, {B_, L_}).to(DType::boolean) : Tensor()};
 }
 
 std::map<std::string, Tensor> Batcher::state_dict() const {
@@ -186,9 +192,9 @@ void Batcher::load_state_dict(const std::map<std::string, Tensor>& state) {
   next_token_ = static_cast<int32_t>(next_token);
 }
 
-std::vector<Batch> make_eval_set(uint64_t seed, int64_t n_batches, int64_t B, int64_t L) {
+std::vector<Batch> make_eval_set(uint64_t seed, int64_t n_batches, int64_t B, int64_t L, int64_t doc_token) {
   MOM_CHECK(n_batches > 0, kOp, "an eval set of " << n_batches << " batches");
-  Batcher batcher(std::make_shared<ToyWorldSource>(seed), B, L);
+  Batcher batcher(std::make_shared<ToyWorldSource>(seed), B, L, doc_token);
   std::vector<Batch> batches;
   for (int64_t i = 0; i < n_batches; ++i) batches.push_back(batcher.next());
   return batches;

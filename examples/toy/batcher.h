@@ -1,8 +1,11 @@
 // Batches of packed documents, as llm.c packs them: the token stream (documents end to end, each
 // delimited by its own <bos> ... <eos>) is cut into rows of L+1 consecutive tokens; a row's inputs
 // are its first L tokens and its targets its last L, and the next row starts where this row's inputs
-// ended (the stream advances by L per row, so every token is a target exactly once). Rows do not
-// respect document boundaries: a model reads across <eos> into the next document, as in llm.c.
+// ended (the stream advances by L per row, so every token is a target exactly once): no padding, and
+// a row holds the end of one document and the beginning of the next. Given the token that starts a
+// document (doc_token, the toy's <bos>), a batch flags every input equal to it in doc_start, and the
+// model resets its state there, so that no prediction depends on another document; without one (-1)
+// the flags are absent and a model reads across documents, as in llm.c.
 //
 // The stream comes from a TokenSource: the toy world (endless, seeded) or a token file (cycled).
 // state_dict() holds everything that decides the following batches (the source's position, for the
@@ -30,6 +33,7 @@ struct Batch {
   Tensor targets;            // (B, L) i64, the next token of each input
   Tensor modalities;         // (B, L) i32, modality of each input token (routes the experts)
   Tensor target_modalities;  // (B, L) i32, modality of each target token (per-modality losses)
+  Tensor doc_start;          // (B, L) bool, true where the input starts a document; undefined without doc_token
 };
 
 class TokenSource {
@@ -75,7 +79,8 @@ class TokenFileSource : public TokenSource {
 
 class Batcher {
  public:
-  Batcher(std::shared_ptr<TokenSource> source, int64_t B, int64_t L);
+  // doc_token: the id that starts a document (flagged in Batch::doc_start), or -1 for none.
+  Batcher(std::shared_ptr<TokenSource> source, int64_t B, int64_t L, int64_t doc_token = -1);
   Batch next();
   const Vocab& vocab() const { return source_->vocab(); }
   int64_t batch_size() const { return B_; }
@@ -87,14 +92,14 @@ class Batcher {
 
  private:
   std::shared_ptr<TokenSource> source_;
-  int64_t B_, L_;
+  int64_t B_, L_, doc_token_;
   std::vector<int32_t> modality_;  // by token id
   int32_t next_token_;             // the first input of the next row: the last target of the previous one
   std::vector<int32_t> row_;
 };
 
-// A fixed held-out set: the first n_batches batches of ToyWorldSource(seed). Give it a seed that no
-// training run uses.
-std::vector<Batch> make_eval_set(uint64_t seed, int64_t n_batches, int64_t B, int64_t L);
+// A fixed held-out set: the first n_batches batches of ToyWorldSource(seed), documents flagged at
+// doc_token as the Batcher does. Give it a seed that no training run uses.
+std::vector<Batch> make_eval_set(uint64_t seed, int64_t n_batches, int64_t B, int64_t L, int64_t doc_token = -1);
 
 }  // namespace mom::toy

@@ -91,7 +91,8 @@ Device resolve_device(const std::string& name) {
 // build their masks.
 Batch to_device(const Batch& b, Device d) {
   if (d.is_cpu()) return b;
-  return {b.tokens.to(d), b.targets.to(d), b.modalities.to(d), b.target_modalities};
+  return {b.tokens.to(d), b.targets.to(d), b.modalities.to(d), b.target_modalities,
+          b.doc_start.defined() ? b.doc_start.to(d) : Tensor()};
 }
 
 // Peak bytes held on a CUDA device since the run started (0 on the CPU).
@@ -271,7 +272,8 @@ std::string TrainConfig::to_json() const {
   json j = {{"model", model}, {"split_in_proj", split_in_proj}, {"split_x_proj", split_x_proj},
             {"split_dt_proj", split_dt_proj}, {"split_out_proj", split_out_proj}, {"n_layers", n_layers},
             {"d_model", d_model}, {"d_state", d_state}, {"expand", expand}, {"d_conv", d_conv}, {"data", data},
-            {"eval_data", eval_data}, {"batch", batch}, {"seq_len", seq_len}, {"steps", steps}, {"warmup", warmup},
+            {"eval_data", eval_data}, {"batch", batch}, {"seq_len", seq_len}, {"doc_token", doc_token},
+            {"steps", steps}, {"warmup", warmup},
             {"lr", lr}, {"min_lr_ratio", min_lr_ratio}, {"weight_decay", weight_decay}, {"beta1", beta1},
             {"beta2", beta2}, {"clip", clip}, {"seed", seed}, {"device", device}, {"out", out},
             {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"ckpt_every", ckpt_every},
@@ -326,6 +328,10 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
   text_field("eval_data", c.eval_data);
   integer("batch", c.batch);
   integer("seq_len", c.seq_len);
+  if (j.contains("doc_token"))
+    integer("doc_token", c.doc_token);
+  else
+    c.doc_token = -1;  // a config without the field was trained reading across documents
   integer("steps", c.steps);
   integer("warmup", c.warmup);
   real("lr", c.lr);
@@ -393,6 +399,7 @@ const std::vector<TrainConfig::Limit>& TrainConfig::limits() {
       {"--expand", 1, 16, [](const TrainConfig& c) { return c.expand; }},
       {"--batch", 1, 65535, [](const TrainConfig& c) { return c.batch; }},
       {"--seq-len", 1, int64_t{1} << 24, [](const TrainConfig& c) { return c.seq_len; }},
+      {"--doc-token", -1, kMaxVocabSize - 1, [](const TrainConfig& c) { return c.doc_token; }},
       {"--steps", 1, kMaxSteps, [](const TrainConfig& c) { return c.steps; }},
       {"--warmup", 0, kMaxSteps, [](const TrainConfig& c) { return c.warmup; }},
       {"--stop-at", 0, kMaxSteps, [](const TrainConfig& c) { return c.stop_at; }},
@@ -444,7 +451,7 @@ Losses evaluate(const nn::MambaLM& model, const std::vector<Batch>& batches) {
   double total = 0, n = 0;
   for (const Batch& host : batches) {
     Batch b = to_device(host, device);
-    Tensor logits = model.forward(b.tokens, b.modalities);
+    Tensor logits = model.forward(b.tokens, b.modalities, b.doc_start);
     double T = static_cast<double>(b.targets.numel());
     total += mean_loss(logits, b).item() * T;
     n += T;
@@ -455,7 +462,7 @@ Losses evaluate(const nn::MambaLM& model, const std::vector<Batch>& batches) {
 
 std::vector<Batch> eval_set(const TrainConfig& c) {
   if (c.eval_data.empty() && c.data == "toy")
-    return make_eval_set(c.seed + kEvalSeedOffset, c.eval_batches, c.batch, c.seq_len);
+    return make_eval_set(c.seed + kEvalSeedOffset, c.eval_batches, c.batch, c.seq_len, c.doc_token);
   const std::string& path = c.eval_data.empty() ? c.data : c.eval_data;
   TokenFile file = read_token_file(path);
   const Vocab train_vocab = c.data == "toy" ? toy_vocab() : (path == c.data ? file.vocab : read_token_file(c.data).vocab);
@@ -469,7 +476,7 @@ std::vector<Batch> eval_set(const TrainConfig& c) {
             path << " holds " << file.tokens.size() << " tokens; the held-out set (--eval-batches " << c.eval_batches
                  << " x --batch " << c.batch << " x --seq-len " << c.seq_len << ") needs " << needed
                  << "; lower --eval-batches or give a longer file");
-  Batcher b(std::make_shared<TokenFileSource>(std::move(file)), c.batch, c.seq_len);
+  Batcher b(std::make_shared<TokenFileSource>(std::move(file)), c.batch, c.seq_len, c.doc_token);
   std::vector<Batch> out;
   for (int64_t i = 0; i < c.eval_batches; ++i) out.push_back(b.next());
   return out;
@@ -532,13 +539,16 @@ std::shared_ptr<TokenSource> training_source(const TrainConfig& cfg) {
 TrainResult train(const TrainConfig& cfg) {
   cfg.validate();
   const Device device = resolve_device(cfg.device);
+  // The data is read and checked before the run directory is made.
+  auto source = training_source(cfg);
+  MOM_CHECK(cfg.doc_token < source->vocab().size, "train", "--doc-token " << cfg.doc_token << " is outside "
+            << cfg.data << "'s vocabulary [0, " << source->vocab().size << ") (-1: read across documents)");
   RunDirectory run_dir(cfg.out);
   const std::string log_path = (fs::path(cfg.out) / "log.jsonl").string();
   const std::string ckpt_path = (fs::path(cfg.out) / "checkpoint.safetensors").string();
   const std::string model_path = (fs::path(cfg.out) / "model.safetensors").string();
 
-  auto source = training_source(cfg);
-  Batcher batcher(source, cfg.batch, cfg.seq_len);
+  Batcher batcher(source, cfg.batch, cfg.seq_len, cfg.doc_token);
   const nn::LMConfig lm_cfg = cfg.lm_config(source->vocab().size);
   check_model_size(lm_cfg);
   const std::vector<Batch> evals = eval_set(cfg);
@@ -630,7 +640,7 @@ TrainResult train(const TrainConfig& cfg) {
     double check = nan();
     {
       NoGradGuard no_grad;
-      check = mean_loss(model.forward(b.tokens, b.modalities), b).item();
+      check = mean_loss(model.forward(b.tokens, b.modalities, b.doc_start), b).item();
     }
     MOM_CHECK(std::isfinite(check), "train", "the weights after step " << step << " give a loss of "
               << number_str(check) << " on its batch; stopping without checkpointing them. " << on_disk()
@@ -677,7 +687,7 @@ TrainResult train(const TrainConfig& cfg) {
     Batch b = to_device(batcher.next(), device);
     double lr = schedule.lr_at(step + 1);
     opt.set_lr(lr);
-    Tensor logits = model.forward(b.tokens, b.modalities);
+    Tensor logits = model.forward(b.tokens, b.modalities, b.doc_start);
     Tensor loss = mean_loss(logits, b);
     backward(loss);
     Tensor grad_norm = optim::clip_grad_norm_async(params, cfg.clip);

@@ -35,6 +35,9 @@ struct TrainConfig {
   std::string data = "toy";  // "toy" or a token file
   std::string eval_data;     // token file for evaluation (default: the toy world's held-out seed, or `data`)
   int64_t batch = 8, seq_len = 256;
+  // The token that starts a document (the toy's <bos>): the model's state resets there in training, eval
+  // and generation, so no prediction depends on another document. -1 reads across documents.
+  int64_t doc_token = kBos;
   // Optimisation.
   int64_t steps = 600, warmup = 60;
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;

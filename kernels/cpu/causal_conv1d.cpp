@@ -56,13 +56,6 @@ void check_doc_start(const Tensor& doc_start, const Tensor& x, const ConvDims& d
   check_same_device(doc_start, x, kOp, "doc_start", "x");
 }
 
-#ifdef MOM_WITH_CUDA
-// The CUDA kernels (kernels/cuda/causal_conv1d.cu) implement no document boundaries: refused, not ignored.
-constexpr const char* kNoCudaDocuments =
-    "doc_start (document boundaries) is given with CUDA tensors, but the CUDA conv takes none; run packed "
-    "documents on the CPU";
-#endif
-
 // The grouped row order, when there is one: inverse (B*L) int64 on x's device, one index per token.
 // Its values are trusted (Routing::from_modalities built and checked the permutation).
 void check_order(const Routing* order, const Tensor& x, const ConvDims& d) {
@@ -223,8 +216,7 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, 
   check_order(order, x, d);
 #ifdef MOM_WITH_CUDA
   if (x.device().is_cuda()) {
-    MOM_CHECK(!doc_start.defined(), kOp, kNoCudaDocuments);
-    return cuda::causal_conv1d_forward(x, weight, bias, initial_window, silu, order);
+    return cuda::causal_conv1d_forward(x, weight, bias, initial_window, doc_start, silu, order);
   }
 #endif
   check_cpu(x, kOp, "x");
@@ -260,8 +252,7 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_
   check_order(order, x, d);
 #ifdef MOM_WITH_CUDA
   if (x.device().is_cuda()) {
-    MOM_CHECK(!doc_start.defined(), kOp, kNoCudaDocuments);
-    return cuda::causal_conv1d_backward(dy, dfinal_window, x, weight, bias, initial_window, silu, order);
+    return cuda::causal_conv1d_backward(dy, dfinal_window, x, weight, bias, initial_window, doc_start, silu, order);
   }
 #endif
   check_cpu(x, kOp, "x");

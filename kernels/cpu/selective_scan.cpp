@@ -14,12 +14,6 @@ namespace mom::kernels {
 namespace {
 
 constexpr const char* kOp = "selective_scan";
-#ifdef MOM_WITH_CUDA
-// The CUDA kernels (kernels/cuda/selective_scan.cu) implement no document boundaries: refused, not ignored.
-constexpr const char* kNoCudaDocuments =
-    "doc_start (document boundaries) is given with CUDA tensors, but the CUDA scan takes none; run packed "
-    "documents on the CPU";
-#endif
 
 // ---- argument checks ----
 
@@ -418,7 +412,6 @@ SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, bool sa
   const SelectiveScanDims d = check_selective_scan(p);
 #ifdef MOM_WITH_CUDA
   if (p.u.device().is_cuda()) {
-    MOM_CHECK(!p.doc_start.defined(), kOp, kNoCudaDocuments);
     return cuda::selective_scan_forward(p, d, save_checkpoints);
   }
 #endif
@@ -444,7 +437,6 @@ SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const T
   check_optional(dlast_state, "dlast_state", "(B, E, N)", {d.B, d.E, d.N}, p.u);
 #ifdef MOM_WITH_CUDA
   if (p.u.device().is_cuda()) {
-    MOM_CHECK(!p.doc_start.defined(), kOp, kNoCudaDocuments);
     return cuda::selective_scan_backward(p, d, dout, dlast_state, checkpoints, dz_over_dout);
   }
 #endif

@@ -176,6 +176,7 @@ template <typename T> struct ConvArgs {
   T* dinit;         // backward: (B, W-1, E), null without an initial window
   double* partial;  // backward: (tiles, W+1, E)
   const int64_t* rows;  // (B*L) storage row of token b*L + t in x, y, dy, dx; null: the plain layout
+  const bool* docs;     // (B, L) doc_start in token order, or null: no document boundaries
   int64_t B, L, E;
   int64_t packs;           // E / N channel packs per row
   int64_t channel_blocks;  // ceil(packs / kLanes)
@@ -210,6 +211,32 @@ template <bool kRows, typename T> __device__ inline int64_t row_of(const ConvArg
     return b * a.L + s;
 }
 
+// Document starts near a thread's chunk, as bits: bit i of word r is whether step t0 - 8 + 32 r + i
+// starts a document after t = 0 (a flag at t = 0 cuts nothing; steps outside (0, L) never start one).
+// All 32 lanes of a warp share b and t0, so each lane loads one flag per word and a ballot gives every
+// lane the words: kWords = 1 covers the forward's halo and chunk (t0 - 8 .. t0 + 23), 3 the backward's
+// (t0 - 8 .. t0 + 87). Every lane of the warp calls this, before any lane leaves; 0 without doc_start.
+template <int kWords, bool kDocs, typename T> struct DocBits {
+  uint32_t word[kWords];
+  __device__ DocBits(const ConvArgs<T>& a, int64_t b, int64_t t0) {
+#pragma unroll
+    for (int r = 0; r < kWords; ++r) {
+      const int64_t s = t0 - 8 + 32 * r + int64_t(threadIdx.x);
+      word[r] = kDocs ? __ballot_sync(0xffffffffu, s > 0 && s < a.L && a.docs[b * a.L + s]) : 0u;
+    }
+  }
+  // Whether step t0 + j starts a document, for j in [-8, 32 kWords - 8). The word is chosen by
+  // selects, not by a runtime index, which would put the words in local memory.
+  __device__ bool starts(int j) const {
+    const int i = j + 8;
+    uint32_t w = word[0];
+#pragma unroll
+    for (int r = 1; r < kWords; ++r)
+      if (i >= 32 * r) w = word[r];
+    return w >> (i & 31) & 1u;
+  }
+};
+
 // xe[b, s, e0 .. e0+N) for s in [-(W-1), L): x for s >= 0, else the initial window or zeros.
 template <typename T, int N, int W, bool kRows>
 __device__ inline Pack<T, N> load_xe(const ConvArgs<T>& a, int64_t b, int64_t s, int64_t e0) {
@@ -228,6 +255,25 @@ __device__ inline void load_weights(const ConvArgs<T>& a, int64_t e0, T (&w)[W][
   }
 }
 
+// A document starts at the window's last step: the steps before it read as zeros.
+template <typename T, int N, int W> __device__ inline void cut_window(Pack<T, N> (&xw)[W]) {
+#pragma unroll
+  for (int i = 0; i < W - 1; ++i) xw[i] = zero_pack<T, N>();
+}
+
+// The window's halo, steps t0 - (W-1) + i for i < W-1, as the document starts leave it: a start at
+// halo step m zeroes the steps before it.
+template <typename T, int N, int W, int kWords, bool kDocs>
+__device__ inline void cut_halo(Pack<T, N> (&xw)[W], const DocBits<kWords, kDocs, T>& docs) {
+  if constexpr (kDocs) {
+#pragma unroll
+    for (int m = 1; m < W - 1; ++m)
+      if (docs.starts(m - (W - 1)))
+#pragma unroll
+        for (int i = 0; i < m; ++i) xw[i] = zero_pack<T, N>();
+  }
+}
+
 // pre for step i of the window: bias + sum_k w[k] xw[i + k], k ascending (the CPU's order).
 template <typename T, int W, int N, int M>
 __device__ inline T pre_at(const T (&w)[W][N], const T (&bias)[N], const Pack<T, N> (&xw)[M], int i, int n) {
@@ -237,12 +283,14 @@ __device__ inline T pre_at(const T (&w)[W][N], const T (&bias)[N], const Pack<T,
   return acc;
 }
 
-template <typename T, int W, int N, bool kSilu, bool kRows>
+template <typename T, int W, int N, bool kSilu, bool kRows, bool kDocs>
 __global__ void __launch_bounds__(kBlockThreads, forward_blocks_per_sm<T>(W)) forward_kernel(ConvArgs<T> a) {
   // ring[t % kRing][thread]: x of step t of the chunk, kRing steps ahead of the one computed. Each
   // thread has its own slots (no barrier); a warp's slots of one step are 512 contiguous bytes.
   __shared__ Pack<T, N> ring[kRing][kBlockThreads];
   const Tile tl = tile_of<T, N, kForwardChunk>(a);
+  static_assert(kForwardChunk <= 24, "the chunk's document starts fit in one DocBits word");
+  const DocBits<1, kDocs, T> docs(a, tl.b, tl.t0);  // all 0 without kDocs
   if (!tl.active) return;
   const int thread = threadIdx.y * kLanes + threadIdx.x;
   const int steps = static_cast<int>(min(int64_t(kForwardChunk), a.L - tl.t0));
@@ -259,6 +307,7 @@ __global__ void __launch_bounds__(kBlockThreads, forward_blocks_per_sm<T>(W)) fo
   Pack<T, N> xw[W];  // xw[i] = xe[t - (W-1) + i] at step t; xw[W-1] is step t's x
 #pragma unroll
   for (int i = 0; i < W - 1; ++i) xw[i] = load_xe<T, N, W, kRows>(a, tl.b, tl.t0 - (W - 1) + i, tl.e0);
+  cut_halo(xw, docs);
   for (int base = 0; base < steps; base += kRing) {
 #pragma unroll
     for (int j = 0; j < kRing; ++j) {
@@ -266,6 +315,7 @@ __global__ void __launch_bounds__(kBlockThreads, forward_blocks_per_sm<T>(W)) fo
       copy_async_wait<kRing - 1>();  // step t's group (one per step, empty or not) has landed
       if (t < steps) {
         xw[W - 1] = ring[j][thread];
+        if (kDocs && docs.starts(t)) cut_window(xw);
         Pack<T, N> out;
 #pragma unroll
         for (int n = 0; n < N; ++n) {
@@ -298,13 +348,15 @@ __device__ inline float sigmoid_fast(float v) {
 }
 __device__ inline double sigmoid_fast(double v) { return sigmoid(v); }
 
-template <typename T, int W, int N, bool kSilu, bool kRows>
+template <typename T, int W, int N, bool kSilu, bool kRows, bool kDocs>
 __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) {
   // xring / gring[j % kRing][thread]: x and dy of step j, kRing steps ahead of the one computed; each
   // thread owns its slots, as in the forward.
   __shared__ Pack<T, N> xring[kRing][kBlockThreads];
   __shared__ Pack<T, N> gring[kRing][kBlockThreads];
   const Tile tl = tile_of<T, N, kChunk>(a);
+  static_assert(kChunk + 8 + 8 <= 96, "the chunk's document starts and both halos fit in three DocBits words");
+  const DocBits<3, kDocs, T> docs(a, tl.b, tl.t0);
   T dw[W][N], db[N];  // this thread's dweight, dbias over its chunk
 #pragma unroll
   for (int n = 0; n < N; ++n) {
@@ -332,11 +384,17 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
     load_weights<T, W, N>(a, tl.e0, w, bias);
     Pack<T, N> xw[W];  // xw[i] = xe[t0 + j - (W-1) + i] at step j
     Pack<T, N> dp[W];  // dp[i] = dpre[t0 + j - (W-1) + i]; 0 before the chunk (not needed there)
+    // cut: bit m says whether step t0 + j - (W-2) + m starts a document (m < W-1), for the step j
+    // computed: then output s + 1 + m = t0 + j - (W-2) + m reads nothing at or before row s = t0 + j - (W-1),
+    // so dx[s] takes dpre[s + i] only while bits 0 .. i-1 are clear.
+    uint32_t cut = 0;
 #pragma unroll
     for (int i = 0; i < W - 1; ++i) {
       xw[i] = load_xe<T, N, W, kRows>(a, tl.b, tl.t0 - (W - 1) + i, tl.e0);
       dp[i] = zero_pack<T, N>();
+      if (kDocs) cut |= uint32_t(docs.starts(i - (W - 1))) << i;
     }
+    cut_halo(xw, docs);
     const int64_t fw_start = a.L - (W - 1);
     for (int base = 0; base < steps; base += kRing) {
 #pragma unroll
@@ -350,6 +408,11 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
             g = gring[jj][thread];
           } else {
             xw[W - 1] = zero_pack<T, N>();
+          }
+          const bool start = kDocs && docs.starts(j);
+          if (kDocs) {
+            if (start) cut_window(xw);
+            cut = (cut >> 1) | uint32_t(start) << (W - 2);
           }
           if (j + kRing < loads) {
             copy_async(&xring[jj][thread], a.x + at(j + kRing));
@@ -382,10 +445,11 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
             for (int n = 0; n < N; ++n) {
               T acc = T(0);
 #pragma unroll
-              for (int k = 0; k < W; ++k) acc += w[k][n] * dp[W - 1 - k].v[n];
+              for (int k = 0; k < W; ++k)  // output s + (W-1) - k, unless a document starts after s
+                if ((cut & ((1u << (W - 1 - k)) - 1u)) == 0u) acc += w[k][n] * dp[W - 1 - k].v[n];
               out.v[n] = acc;
             }
-            if (a.dfinal && s >= fw_start) {
+            if (a.dfinal && s >= fw_start && cut == 0u) {  // the final window keeps the last document
               const Pack<T, N> f = load_pack<T, N>(a.dfinal + (tl.b * (W - 1) + s - fw_start) * a.E + tl.e0);
 #pragma unroll
               for (int n = 0; n < N; ++n) out.v[n] += f.v[n];
@@ -486,45 +550,45 @@ template <typename T> unsigned geometry(ConvArgs<T>& a, int n, int64_t chunk) {
   return static_cast<unsigned>(blocks);
 }
 
+// Calls f(silu, rows, docs) with the three flags as std::bool_constant values.
+template <typename F> void dispatch_flags(bool silu, bool rows, bool docs, F&& f) {
+  auto with_docs = [&](auto s, auto r) {
+    if (docs) f(s, r, std::true_type{});
+    else f(s, r, std::false_type{});
+  };
+  auto with_rows = [&](auto s) {
+    if (rows) with_docs(s, std::true_type{});
+    else with_docs(s, std::false_type{});
+  };
+  if (silu) with_rows(std::true_type{});
+  else with_rows(std::false_type{});
+}
+
 template <typename T, int W, int N>
 void launch_forward(const ConvArgs<T>& a, bool silu, unsigned blocks, cudaStream_t st) {
-  const dim3 block(kLanes, kChunksPerBlock);
-  if (a.rows) {
-    if (silu)
-      forward_kernel<T, W, N, true, true><<<blocks, block, 0, st>>>(a);
-    else
-      forward_kernel<T, W, N, false, true><<<blocks, block, 0, st>>>(a);
-  } else {
-    if (silu)
-      forward_kernel<T, W, N, true, false><<<blocks, block, 0, st>>>(a);
-    else
-      forward_kernel<T, W, N, false, false><<<blocks, block, 0, st>>>(a);
-  }
+  dispatch_flags(silu, a.rows, a.docs, [&](auto s, auto r, auto d) {
+    forward_kernel<T, W, N, decltype(s)::value, decltype(r)::value, decltype(d)::value>
+        <<<blocks, dim3(kLanes, kChunksPerBlock), 0, st>>>(a);
+  });
   MOM_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T, int W, int N>
 void launch_backward(const ConvArgs<T>& a, bool silu, unsigned blocks, cudaStream_t st) {
-  const dim3 block(kLanes, kChunksPerBlock);
-  if (a.rows) {
-    if (silu)
-      backward_kernel<T, W, N, true, true><<<blocks, block, 0, st>>>(a);
-    else
-      backward_kernel<T, W, N, false, true><<<blocks, block, 0, st>>>(a);
-  } else {
-    if (silu)
-      backward_kernel<T, W, N, true, false><<<blocks, block, 0, st>>>(a);
-    else
-      backward_kernel<T, W, N, false, false><<<blocks, block, 0, st>>>(a);
-  }
+  dispatch_flags(silu, a.rows, a.docs, [&](auto s, auto r, auto d) {
+    backward_kernel<T, W, N, decltype(s)::value, decltype(r)::value, decltype(d)::value>
+        <<<blocks, dim3(kLanes, kChunksPerBlock), 0, st>>>(a);
+  });
   MOM_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T> ConvArgs<T> inputs(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, const Routing* order) {
+                                         const Tensor& initial_window, const Tensor& doc_start,
+                                         const Routing* order) {
   ConvArgs<T> a{};
   a.x = x.data<T>();
   a.rows = order ? order->inverse.data<int64_t>() : nullptr;
+  a.docs = doc_start.defined() ? doc_start.data<bool>() : nullptr;
   a.weight = weight.data<T>();
   a.bias = data_or_null<T>(bias);
   a.init = data_or_null<T>(initial_window);
@@ -537,7 +601,8 @@ template <typename T> ConvArgs<T> inputs(const Tensor& x, const Tensor& weight, 
 }  // namespace
 
 CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, bool silu, const Routing* order) {
+                                         const Tensor& initial_window, const Tensor& doc_start, bool silu,
+                                         const Routing* order) {
   const int64_t B = x.size(0), E = x.size(2), W = weight.size(1);
   CausalConv1dOutput out{empty_like(x), empty({B, W - 1, E}, x.dtype(), x.device())};
   if (B == 0 || E == 0) return out;
@@ -546,7 +611,7 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, 
   cudaStream_t st = ::mom::cuda::stream(device);
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    ConvArgs<scalar_t> a = inputs<scalar_t>(x, weight, bias, initial_window, order);
+    ConvArgs<scalar_t> a = inputs<scalar_t>(x, weight, bias, initial_window, doc_start, order);
     a.y = out.y.data<scalar_t>();
     a.final_window = out.final_window.data<scalar_t>();
     constexpr int kPack = 16 / sizeof(scalar_t);
@@ -565,7 +630,7 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, 
 
 CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
                                          const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
-                                         bool silu, const Routing* order) {
+                                         const Tensor& doc_start, bool silu, const Routing* order) {
   const int64_t B = x.size(0), E = x.size(2), W = weight.size(1);
   CausalConv1dGrads grads;
   grads.dx = empty_like(x);
@@ -582,7 +647,7 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_
   cudaStream_t st = ::mom::cuda::stream(device);
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    ConvArgs<scalar_t> a = inputs<scalar_t>(x, weight, bias, initial_window, order);
+    ConvArgs<scalar_t> a = inputs<scalar_t>(x, weight, bias, initial_window, doc_start, order);
     a.dy = dy.data<scalar_t>();
     a.dfinal = data_or_null<scalar_t>(dfinal_window);
     a.dx = grads.dx.data<scalar_t>();

@@ -18,6 +18,11 @@
 // thread then runs kChunk sequential steps on its 4 states:
 //     h = exp2(dt * A * log2 e) * h + (dt * u) * B_t;   y += C_t . h   (summed over the kLanes lanes by
 //     shuffles); the block then writes out = (y + D u) silu(z) for the chunk, coalesced.
+// Document starts (doc_start): each warp holds the chunk's start flags as one bit mask (a ballot of
+// one flag per lane, loaded one chunk ahead with the inputs); at a start the state is zeroed before the
+// step, in the forward and in the backward's recomputation, and the backward's g = dL/dh stops there
+// (g = 0 for h_{t-1}), so no gradient crosses a boundary and dinitial_state takes only the first
+// document's. Without doc_start the mask is 0 and the branch never runs.
 //
 // Backward (recompute from checkpoints): the state at the start of every chunk, (B, ceil(L/kChunk), E, N)
 // in the accumulation type, is a checkpoint. A forward asked for them (save_checkpoints: the autograd
@@ -101,6 +106,7 @@ template <typename T> struct ScanArgs {
   const T* bias;  // delta_bias or null
   const T* init;  // initial_state or null
   const int64_t* rows;  // (B*L): the storage row of (b, t) in every (B, L, .) tensor, or null (b*L + t)
+  const bool* docs;     // (B, L) doc_start in token order, or null (no document boundaries)
   bool softplus;
   int64_t B, L, E, N;
   int64_t nchunks;
@@ -206,6 +212,18 @@ template <> struct RowPrefetch<true> {
   }
 };
 
+// The document starts among the steps of chunk k of row p.b: bit tt set when step k*kChunk + tt starts a
+// document after t = 0 (a flag at t = 0 cuts nothing). One flag per lane and a ballot, so every warp
+// holds the chunk's mask in one register; a block owns one batch row, so the mask is uniform over the
+// block and the reset it drives is a branch no thread diverges on. Every lane of the warp calls this.
+template <int kChunk, typename T> __device__ inline uint32_t chunk_starts(const ScanArgs<T>& a, const Place& p, int64_t k) {
+  static_assert(kChunk <= 32, "one chunk's flags fit in a warp");
+  if (!a.docs) return 0;
+  const int lane = p.tid % 32;
+  const int64_t t = k * kChunk + lane;
+  return __ballot_sync(0xffffffffu, lane < kChunk && t > 0 && t < a.L && a.docs[p.b * a.L + t]);
+}
+
 template <typename T, int kLanes, int kStates, int kChunk, bool kRows>
 __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, ForwardOut<T> o) {
   using acc = typename Acc<T>::type;
@@ -237,10 +255,12 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
   const acc Dv = p.c_active && a.D ? acc(a.D[p.ce]) : acc(0);
 
   T r_u[kPairs], r_delta[kPairs], r_z[kPairs], r_B[kBC], r_C[kBC];
+  uint32_t r_starts = 0;    // the loaded chunk's document starts (chunk_starts)
   int64_t r_at[kPairs];     // grouped rows: where the loaded items sit in u, also where their outputs go
   RowPrefetch<kRows> rows;  // the storage rows of the chunk load_chunk reads next
   auto load_rows = [&](int64_t k) { rows.template load<kChunk>(a, p, k); };
   auto load_chunk = [&](int64_t k) {
+    r_starts = chunk_starts<kChunk>(a, p, k);
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -275,6 +295,7 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
     for (int j = 0; j < kPairs; ++j)
       out_at[j] = kRows ? r_at[j] : (p.b * L + k * kChunk + (p.tid + j * kThreads) / kC) * E + p.ce;
     T cur_z[kPairs];
+    const uint32_t starts = r_starts;
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -305,12 +326,16 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
     if (k + 1 < a.nchunks) load_chunk(k + 1);
 
     // The sequential part: no shuffle and no reduction on the path from one step to the next; each
-    // lane leaves its partial C_t . h_t in shared memory.
+    // lane leaves its partial C_t . h_t in shared memory. A document start begins from a zero state.
 #pragma unroll
     for (int tt = 0; tt < kChunk; ++tt) {
       const Step st = s_step[tt * kC + p.c];
       const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
       const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
+      if (starts >> tt & 1u) {
+#pragma unroll
+        for (int s = 0; s < kStates; ++s) h[s] = 0;
+      }
       acc y = 0;
 #pragma unroll
       for (int s = 0; s < kStates; ++s) {
@@ -385,9 +410,11 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
   acc dD_acc = 0, dbias_acc = 0;
 
   T r_u[kPairs], r_delta[kPairs], r_z[kPairs], r_dout[kPairs], r_B[kBC], r_C[kBC];
+  uint32_t r_starts = 0;    // the loaded chunk's document starts (chunk_starts)
   RowPrefetch<kRows> rows;  // the storage rows of the chunk load_chunk reads next
   auto load_rows = [&](int64_t k) { rows.template load<kChunk>(a, p, k); };
   auto load_chunk = [&](int64_t k) {
+    r_starts = chunk_starts<kChunk>(a, p, k);
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -417,6 +444,7 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
     rows.template load_current<kChunk>(a, p, k);
     // ---- stage the chunk ----
     acc cur_x[kPairs], cur_z[kPairs], cur_dout[kPairs];
+    const uint32_t starts = r_starts;
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -456,6 +484,10 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
         const Step st = s_step[tt * kC + p.c];
         const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
         const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
+        if (starts >> tt & 1u) {  // a document start: h_{t-1} reads as 0, as in the forward
+#pragma unroll
+          for (int s = 0; s < kStates; ++s) h[s] = 0;
+        }
         acc y = 0;
 #pragma unroll
         for (int s = 0; s < kStates; ++s) {
@@ -487,7 +519,7 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
           const acc gs = g[s] + dy * Cv.v[s];  // dL/dh_t
           dCv.v[s] = dy * (dA * hp + dtu * Bv.v[s]);
           dBv.v[s] = gs * dtu;
-          g[s] = gs * dA;  // dL/dh_{t-1} through the recurrence
+          g[s] = starts >> tt & 1u ? acc(0) : gs * dA;  // dL/dh_{t-1}: none across a document start
           const acc gdh = g[s] * hp;
           gdhA += gdh * Av[s];
           gB += gs * Bv.v[s];
@@ -608,6 +640,7 @@ template <typename T> ScanArgs<T> scan_args(const SelectiveScanParams& p, const 
   a.bias = ptr<T>(p.delta_bias);
   a.init = ptr<T>(p.initial_state);
   a.rows = p.order ? p.order->inverse.data<int64_t>() : nullptr;
+  a.docs = ptr<bool>(p.doc_start);
   // Rows and strides of a row order are 32-bit in the kernels (row_offset).
   MOM_CHECK(!p.order || (d.B * d.L <= INT32_MAX && d.E <= INT32_MAX && d.N <= INT32_MAX), "selective_scan",
             "a row order needs B*L, E and N below 2^31 on CUDA, got B*L = " << d.B * d.L);

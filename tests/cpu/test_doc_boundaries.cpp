@@ -27,25 +27,9 @@ namespace {
 using test::expect_error;
 using test::leaf;
 using test::rel_error;
+using test::Span;
 
 // ---- documents ----
-
-struct Span {
-  int64_t begin, end;  // [begin, end) of a row
-};
-
-// The documents of row b: one begins at 0 and at every flagged t > 0 (a flag at t = 0 changes nothing).
-std::vector<Span> documents_of(const std::vector<uint8_t>& flags, int64_t b, int64_t L) {
-  std::vector<Span> docs;
-  int64_t begin = 0;
-  for (int64_t t = 1; t < L; ++t)
-    if (flags[b * L + t]) {
-      docs.push_back({begin, t});
-      begin = t;
-    }
-  docs.push_back({begin, L});
-  return docs;
-}
 
 // Flags of B >= 4 rows of length L >= 4, each row its own pattern: row 0 flags t = 0, a length-1
 // document at 0 and at L-1 and random ones between; row 1 flags only t = 0 and row 2 nothing (one
@@ -163,7 +147,7 @@ void check_scan_documents(DType dt, const ScanShape& c, double param_tol) {
   Sum dA, dD, ddelta_bias;
   int documents = 0;
   for (int64_t b = 0; b < c.B; ++b) {
-    const std::vector<Span> docs = documents_of(flags, b, c.L);
+    const std::vector<Span> docs = test::document_spans(flags, b, c.L);
     for (size_t j = 0; j < docs.size(); ++j) {
       const Span s = docs[j];
       const bool first = j == 0, last = j + 1 == docs.size();
@@ -404,7 +388,7 @@ void check_conv_documents(DType dt, const ConvShape& c, double param_tol) {
   Sum dweight, dbias;
   int documents = 0;
   for (int64_t b = 0; b < c.B; ++b) {
-    const std::vector<Span> docs = documents_of(flags, b, c.L);
+    const std::vector<Span> docs = test::document_spans(flags, b, c.L);
     for (size_t j = 0; j < docs.size(); ++j) {
       const Span s = docs[j];
       const bool first = j == 0, last = j + 1 == docs.size();

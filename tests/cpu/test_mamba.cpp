@@ -2,6 +2,7 @@
 // experts, the split flags, recurrent inference against the parallel forward, and module gradchecks.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 
 #include "autograd/engine.h"
@@ -227,6 +228,80 @@ TEST(MambaLM, StepByStepInferenceEqualsParallelForward) {
   expect_step_equals_forward(true, DType::f64, 1e-12);
   expect_step_equals_forward(false, DType::f32, 1e-5);
   expect_step_equals_forward(true, DType::f32, 1e-5);
+}
+
+// Packed documents: the logits of a packed row with doc_start equal those of each document run alone
+// (in float64, to the GEMMs' rounding: the projections see other row counts), and differ from reading
+// across the boundary; the gradients of every parameter equal the sums over the documents run alone.
+// Step-by-step inference that resets at each start equals the packed forward.
+void expect_documents_are_independent(bool split) {
+  Generator gen(12);
+  LMConfig cfg;
+  cfg.mixer = small_config(3, split);
+  cfg.vocab_size = 11;
+  cfg.n_layers = 2;
+  MambaLM lm(cfg, gen, DType::f64);
+  const int64_t B = 2, L = 13;
+  Tensor tokens = randint({B, L}, 0, cfg.vocab_size, gen, DType::i64);
+  Tensor mods = randint({B, L}, 0, 3, gen, DType::i32);
+  // Row 0: documents [0, 4), [4, 5), [5, 12), [12, 13); row 1: a flag at 0 only (one document).
+  std::vector<uint8_t> flags(B * L, 0);
+  for (int64_t t : {0, 4, 5, 12}) flags[t] = 1;
+  flags[L] = 1;
+  Tensor starts = from_vector<uint8_t>(flags, {B, L}).to(DType::boolean);
+  const std::vector<std::vector<std::pair<int64_t, int64_t>>> docs = {{{0, 4}, {4, 5}, {5, 12}, {12, 13}}, {{0, 13}}};
+
+  // Packed forward and backward of sum(logits * w), w fixed and random.
+  Tensor w = randn({B, L, cfg.vocab_size}, gen, DType::f64);
+  Tensor packed_out = lm.forward(tokens, mods, starts);
+  backward(sum(mul(packed_out, w)));
+  const Tensor packed = packed_out.detach();
+  std::map<std::string, Tensor> packed_grads;
+  for (auto& [name, p] : lm.named_parameters()) packed_grads[name] = p.grad().clone();
+  lm.zero_grad();
+
+  double worst = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (auto [begin, end] : docs[b]) {
+      auto piece = [&](const Tensor& t) { return t.narrow(0, b, 1).narrow(1, begin, end - begin).contiguous(); };
+      Tensor alone = lm.forward(piece(tokens), piece(mods));
+      worst = std::max(worst, test::rel_error(piece(packed), alone));
+      backward(sum(mul(alone, piece(w))));  // gradients accumulate over the documents
+    }
+  EXPECT_LT(worst, 1e-12);
+  for (auto& [name, p] : lm.named_parameters()) {
+    ASSERT_EQ(p.grad().defined(), packed_grads[name].defined()) << name;
+    if (p.grad().defined()) {
+      EXPECT_LT(test::rel_error(packed_grads[name], p.grad()), 1e-11) << name;
+    }
+  }
+  lm.zero_grad();
+  NoGradGuard no_grad;
+  // Reading across the boundary changes the second document's logits.
+  Tensor across = lm.forward(tokens, mods);
+  EXPECT_GT(test::rel_error(across.narrow(1, 5, 7), packed.narrow(1, 5, 7)), 1e-3);
+  // Step inference resetting at every start: the packed logits, though the state carried before it.
+  nn::LMState state = lm.allocate_state(B);
+  double step_worst = 0;
+  for (int64_t t = 0; t < L; ++t) {
+    Tensor tok = tokens.narrow(1, t, 1).contiguous().reshape({B});
+    Tensor mod = mods.narrow(1, t, 1).contiguous().reshape({B});
+    Tensor start = starts.narrow(1, t, 1).contiguous().reshape({B});
+    Tensor logits = lm.step(tok, mod, state, start);
+    step_worst = std::max(step_worst, test::rel_error(logits, packed.narrow(1, t, 1).contiguous().reshape({B, cfg.vocab_size})));
+  }
+  EXPECT_LT(step_worst, 1e-12);
+  std::printf("%s: documents alone vs packed, worst rel err %.1e; step with resets %.1e\n", split ? "MoM" : "dense",
+              worst, step_worst);
+  test::expect_error([&] { lm.forward(tokens, mods, zeros({B, L}, DType::i32)); }, "[MambaLM] doc_start must be bool");
+  test::expect_error([&] { lm.step(tokens.narrow(1, 0, 1).reshape({B}), mods.narrow(1, 0, 1).reshape({B}), state,
+                                   zeros({B + 1}, DType::boolean)); },
+                     "[MambaLM::step] doc_start must be (B)");
+}
+
+TEST(MambaLM, PackedDocumentsAreIndependent) {
+  expect_documents_are_independent(false);
+  expect_documents_are_independent(true);
 }
 
 TEST(MambaLM, ParameterNamesFollowThePublishedModule) {

@@ -334,6 +334,29 @@ TEST(ToyDataBatcher, ShapesTargetsAndModalities) {
   expect_error([] { Batcher(std::make_shared<ToyWorldSource>(0), 0, 4); }, "[batcher]");
 }
 
+// With a document token, doc_start flags exactly the inputs equal to it; without one it is absent.
+TEST(ToyDataBatcher, FlagsDocumentStarts) {
+  Batcher flagged(std::make_shared<ToyWorldSource>(3), 4, 200, kBos), plain(std::make_shared<ToyWorldSource>(3), 4, 200);
+  int64_t starts = 0;
+  for (int step = 0; step < 3; ++step) {
+    Batch a = flagged.next(), b = plain.next();
+    EXPECT_FALSE(b.doc_start.defined());
+    expect_same_batch(a, b);  // the same tokens
+    ASSERT_TRUE(a.doc_start.defined());
+    EXPECT_EQ(a.doc_start.dtype(), DType::boolean);
+    EXPECT_EQ(a.doc_start.shape(), a.tokens.shape());
+    std::vector<int64_t> x = a.tokens.to_vector<int64_t>();
+    std::vector<uint8_t> f = a.doc_start.to_vector<uint8_t>();
+    for (size_t i = 0; i < x.size(); ++i) {
+      EXPECT_EQ(f[i] != 0, x[i] == kBos) << i;
+      starts += f[i];
+    }
+  }
+  EXPECT_GT(starts, 2);  // documents are far shorter than the 2400 tokens read
+  EXPECT_TRUE(make_eval_set(5, 1, 2, 16, kBos)[0].doc_start.defined());
+  expect_error([] { Batcher(std::make_shared<ToyWorldSource>(0), 1, 4, kToyVocabSize); }, "[batcher] the document token");
+}
+
 TEST(ToyDataBatcher, FileSourceCyclesThroughTheFile) {
   TokenFile file{toy_vocab(), {kBos, kBeginText, kWordA, kWordPeriod, kEos}};
   Batcher batcher(std::make_shared<TokenFileSource>(file), 1, 7);

@@ -88,6 +88,8 @@ TEST(TrainerHardening, ConfigValuesOutOfRangeAreRefusedNamingTheFlag) {
       {[](toy::TrainConfig& c) { c.d_state = 65; }, "--d-state"},
       {[](toy::TrainConfig& c) { c.batch = int64_t{1} << 40; }, "--batch"},
       {[](toy::TrainConfig& c) { c.seq_len = -3; }, "--seq-len"},
+      {[](toy::TrainConfig& c) { c.doc_token = -2; }, "--doc-token"},
+      {[](toy::TrainConfig& c) { c.doc_token = 67; }, "--doc-token"},  // beyond the toy vocabulary
       {[](toy::TrainConfig& c) { c.eval_batches = 1000000; }, "--eval-batches"},
       {[](toy::TrainConfig& c) { c.clip = INFINITY; }, "--clip"},
       {[](toy::TrainConfig& c) { c.min_lr_ratio = NAN; }, "--min-lr-ratio"},
@@ -106,7 +108,7 @@ TEST(TrainerHardening, ConfigValuesOutOfRangeAreRefusedNamingTheFlag) {
     EXPECT_TRUE(starts_with(msg, "[train]")) << msg;
     EXPECT_NE(msg.find(k.flag), std::string::npos) << msg;
   }
-  EXPECT_FALSE(fs::exists(tiny("range").out)) << "a refused config created its run directory";
+  EXPECT_FALSE(fs::exists(test::scratch_path("range"))) << "a refused config created its run directory";
 }
 
 TEST(TrainerHardening, ModelSizeIsCheckedBeforeAnyAllocation) {
@@ -138,6 +140,10 @@ TEST(TrainerHardening, ConfigJsonIsReadStrictly) {
   test::expect_error([&] { toy::TrainConfig::from_json(with("lr", nlohmann::json::value_t::discarded)); },
                      "[train] config has no 'lr'");
   test::expect_error([&] { toy::TrainConfig::from_json("[1, 2]"); }, "[train] config is not a JSON object");
+  test::expect_error([&] { toy::TrainConfig::from_json(with("doc_token", 1.5)); }, "[train] config 'doc_token'");
+  // A config without doc_token was trained reading across documents.
+  EXPECT_EQ(toy::TrainConfig::from_json(with("doc_token", nlohmann::json::value_t::discarded)).doc_token, -1);
+  EXPECT_EQ(toy::TrainConfig::from_json(good).doc_token, toy::kBos);
 }
 
 TEST(TrainerHardening, DamagedCheckpointMetadataIsRefused) {
