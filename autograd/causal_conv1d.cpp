@@ -21,7 +21,10 @@ using autograd::set_history;
 
 namespace {
 
-// Inputs in order: x, weight, bias, initial_window. Outputs: out, final_window.
+// The node's inputs, in the order of make_node and of the gradients apply returns, and its outputs.
+enum ConvInput : size_t { kX, kWeight, kBias, kInitialWindow, kNumConvInputs };
+enum ConvOutput : size_t { kY, kFinalWindow };
+
 struct CausalConv1dBackward : Node {
   bool silu;
   std::optional<kernels::Routing> order;  // the forward's grouped row order, if any
@@ -33,11 +36,17 @@ struct CausalConv1dBackward : Node {
   std::string name() const override { return "causal_conv1d"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
     // dy (zeros when only the final window got a gradient) is in x's row order, like out.
-    kernels::CausalConv1dGrads grads = kernels::causal_conv1d_backward(
-        kernel_input(grad_or_zeros(g, 0)), kernel_input(g[1]), x.unpack(*this), weight.unpack(*this),
-        bias.unpack(*this), initial_window.unpack(*this), doc_start.unpack(*this), silu, order ? &*order : nullptr);
-    std::vector<Tensor> result{grads.dx, grads.dweight, grads.dbias, grads.dinitial_window};
-    static const char* const names[] = {"x", "weight", "bias", "initial_window"};
+    const kernels::CausalConv1dParams p{x.unpack(*this),         weight.unpack(*this),     bias.unpack(*this),
+                                        initial_window.unpack(*this), doc_start.unpack(*this), silu,
+                                        order ? &*order : nullptr};
+    kernels::CausalConv1dGrads grads =
+        kernels::causal_conv1d_backward(p, kernel_input(grad_or_zeros(g, kY)), kernel_input(g[kFinalWindow]));
+    std::vector<Tensor> result(kNumConvInputs);
+    result[kX] = grads.dx;
+    result[kWeight] = grads.dweight;
+    result[kBias] = grads.dbias;
+    result[kInitialWindow] = grads.dinitial_window;
+    static const char* const names[kNumConvInputs] = {"x", "weight", "bias", "initial_window"};
     autograd::perturb_grads("causal_conv1d", names, result);  // test-only; off: one relaxed load
     return result;
   }
@@ -53,21 +62,23 @@ struct CausalConv1dBackward : Node {
 
 }  // namespace
 
-CausalConv1dResult causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const CausalConv1dOptions& opts) {
-  Tensor x = kernel_input(x_in), weight = kernel_input(weight_in);
-  Tensor bias = kernel_input(opts.bias), initial_window = kernel_input(opts.initial_window);
-  Tensor doc_start = kernel_input(opts.doc_start);
-  kernels::CausalConv1dOutput fwd =
-      kernels::causal_conv1d_forward(x, weight, bias, initial_window, doc_start, opts.silu, opts.order);
+CausalConv1dResult causal_conv1d(const kernels::CausalConv1dParams& in) {
+  kernels::CausalConv1dParams p = in;  // the kernels take detached, contiguous tensors
+  for (Tensor* t : {&p.x, &p.weight, &p.bias, &p.initial_window, &p.doc_start}) *t = kernel_input(*t);
+  kernels::CausalConv1dOutput fwd = kernels::causal_conv1d_forward(p);
   CausalConv1dResult result{fwd.y, fwd.final_window};
-  if (needs_grad({x_in, weight_in, opts.bias, opts.initial_window})) {
-    auto node = make_node<CausalConv1dBackward>({x_in, weight_in, opts.bias, opts.initial_window}, opts.silu,
-                                                 opts.order);
-    node->x = SavedTensor(x);
-    node->weight = SavedTensor(weight);
-    node->bias = SavedTensor(bias);
-    node->initial_window = SavedTensor(initial_window);
-    node->doc_start = SavedTensor(doc_start);
+  std::vector<Tensor> inputs(kNumConvInputs);  // in ConvInput order
+  inputs[kX] = in.x;
+  inputs[kWeight] = in.weight;
+  inputs[kBias] = in.bias;
+  inputs[kInitialWindow] = in.initial_window;
+  if (needs_grad(inputs)) {
+    auto node = make_node<CausalConv1dBackward>(inputs, in.silu, in.order);
+    node->x = SavedTensor(p.x);
+    node->weight = SavedTensor(p.weight);
+    node->bias = SavedTensor(p.bias);
+    node->initial_window = SavedTensor(p.initial_window);
+    node->doc_start = SavedTensor(p.doc_start);
     set_history(node, {&result.out, &result.final_window});
   }
   return result;
@@ -112,7 +123,7 @@ void add_causal_conv1d_gradcheck_cases(std::vector<GradcheckCase>& cases) {
                        p.names = {"x", "weight", "bias", "initial_window"};
                        bool silu = c.silu;
                        p.fn = [silu](const std::vector<Tensor>& in) {
-                         CausalConv1dResult r = causal_conv1d(in[0], in[1], {in[2], in[3], silu});
+                         CausalConv1dResult r = causal_conv1d({in[0], in[1], in[2], in[3], Tensor(), silu});
                          return std::vector<Tensor>{r.out, r.final_window};
                        };
                        return p;
@@ -133,7 +144,7 @@ void add_causal_conv1d_gradcheck_cases(std::vector<GradcheckCase>& cases) {
                        bool silu = c.silu;
                        p.fn = [silu](const std::vector<Tensor>& in) {
                          kernels::Routing routing = kernels::Routing::from_modalities(in[4], M);
-                         CausalConv1dResult r = causal_conv1d(in[0], in[1], {in[2], in[3], silu, &routing});
+                         CausalConv1dResult r = causal_conv1d({in[0], in[1], in[2], in[3], Tensor(), silu, &routing});
                          return std::vector<Tensor>{r.out, r.final_window};
                        };
                        return p;
@@ -155,9 +166,7 @@ void add_causal_conv1d_gradcheck_cases(std::vector<GradcheckCase>& cases) {
                        p.names = {"x", "weight", "bias", "initial_window", "doc_start"};
                        bool silu = c.silu;
                        p.fn = [silu](const std::vector<Tensor>& in) {
-                         CausalConv1dOptions opts{in[2], in[3], silu};
-                         opts.doc_start = in[4];
-                         CausalConv1dResult r = causal_conv1d(in[0], in[1], opts);
+                         CausalConv1dResult r = causal_conv1d({in[0], in[1], in[2], in[3], in[4], silu});
                          return std::vector<Tensor>{r.out, r.final_window};
                        };
                        return p;
@@ -176,9 +185,7 @@ void add_causal_conv1d_gradcheck_cases(std::vector<GradcheckCase>& cases) {
                        bool silu = c.silu;
                        p.fn = [silu](const std::vector<Tensor>& in) {
                          kernels::Routing routing = kernels::Routing::from_modalities(in[4], M);
-                         CausalConv1dOptions opts{in[2], in[3], silu, &routing};
-                         opts.doc_start = in[5];
-                         CausalConv1dResult r = causal_conv1d(in[0], in[1], opts);
+                         CausalConv1dResult r = causal_conv1d({in[0], in[1], in[2], in[3], in[5], silu, &routing});
                          return std::vector<Tensor>{r.out, r.final_window};
                        };
                        return p;

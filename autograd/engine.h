@@ -2,7 +2,9 @@
 //
 // backward(roots, grads): counts, without recursion, how many gradients each reachable node will
 // receive; then runs nodes in dependency order from a ready queue, summing gradients that meet at one
-// input, and writes leaf gradients into .grad (accumulating across calls until zero_grad()). Saved
+// input, and writes leaf gradients into .grad (accumulating across calls until zero_grad()). A node
+// receives its gradients by move and the engine keeps none (autograd::take_owned, autograd/node.h,
+// says when one is the node's to overwrite). Saved
 // tensors are freed after each node runs unless retain_graph is set; a second backward through a
 // freed graph is an error.
 #pragma once

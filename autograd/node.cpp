@@ -100,4 +100,13 @@ void set_history(const std::shared_ptr<Node>& node, const std::vector<Tensor*>& 
   }
 }
 
+Tensor take_owned(std::vector<Tensor>& grad_outputs, size_t i) {
+  Tensor& g = grad_outputs[i];
+  if (!g.defined() || !g.is_contiguous() || g.impl_ptr().use_count() != 1 || g.impl()->storage.use_count() != 1)
+    return Tensor();
+  Tensor owned = std::move(g);
+  g = Tensor();
+  return owned;
+}
+
 }  // namespace mom::autograd

@@ -53,6 +53,13 @@ class Node {
   std::vector<TensorMeta> inputs;   // one per input, for shape checks of returned gradients
 };
 
+// Owned gradients. The engine moves a node's incoming gradients into apply() and keeps no reference
+// to them. One that nothing else references either (not a root gradient the caller holds, not a
+// retained or shared one, not a view) belongs to the node, which may write a result over its memory:
+// take_owned(grad_outputs, i) returns gradient i and leaves its slot undefined when it is the node's
+// own and contiguous, and returns an undefined tensor (the slot untouched) otherwise.
+Tensor take_owned(std::vector<Tensor>& grad_outputs, size_t i);
+
 // Accumulates an incoming gradient into a leaf's .grad (out of place: a new tensor each time, so a
 // gradient tensor is never shared between two leaves).
 class AccumulateGrad : public Node {

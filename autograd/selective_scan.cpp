@@ -22,7 +22,25 @@ using autograd::set_history;
 
 namespace {
 
-// Inputs in the order of make_node (and of the gradients apply returns).
+// The node's inputs, in the order of make_node and of the gradients apply returns, and its outputs.
+enum ScanInput : size_t { kU, kDelta, kA, kBssm, kCssm, kD, kZ, kDeltaBias, kInitialState, kNumScanInputs };
+enum ScanOutput : size_t { kOut, kLastState };
+
+// Input i: its tensor in the parameters, its gradient in the kernel's gradients, its name.
+struct ScanField {
+  Tensor kernels::SelectiveScanParams::*param;
+  Tensor kernels::SelectiveScanGrads::*grad;
+  const char* name;
+};
+using P = kernels::SelectiveScanParams;
+using G = kernels::SelectiveScanGrads;
+constexpr ScanField kScanFields[kNumScanInputs] = {
+    {&P::u, &G::du, "u"},         {&P::delta, &G::ddelta, "delta"},
+    {&P::A, &G::dA, "A"},         {&P::B_ssm, &G::dB_ssm, "B_ssm"},
+    {&P::C_ssm, &G::dC_ssm, "C_ssm"}, {&P::D, &G::dD, "D"},
+    {&P::z, &G::dz, "z"},         {&P::delta_bias, &G::ddelta_bias, "delta_bias"},
+    {&P::initial_state, &G::dinitial_state, "initial_state"}};
+
 struct SelectiveScanBackward : Node {
   SavedTensor u, delta, A, B_ssm, C_ssm, D, z, delta_bias, initial_state;
   SavedTensor doc_start;  // not an input of make_node: no gradient
@@ -46,17 +64,17 @@ struct SelectiveScanBackward : Node {
     p.doc_start = doc_start.unpack(*this);
     p.delta_softplus = delta_softplus;
     p.order = order ? &*order : nullptr;
-    // dz goes over dout when this node holds the only reference to dout's memory (the engine hands
-    // each node its gradients and keeps none; a root gradient or a retained one is shared).
-    const Tensor& g = grads[0];
-    const bool sole = g.defined() && g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1 &&
-                      g.is_contiguous();
-    Tensor dout = kernel_input(grads[0]);
-    if (sole) grads[0] = Tensor();
-    kernels::SelectiveScanGrads d =
-        kernels::selective_scan_backward(p, dout, kernel_input(grads[1]), checkpoints, sole && next_edges[6].valid());
-    std::vector<Tensor> result{d.du, d.ddelta, d.dA, d.dB_ssm, d.dC_ssm, d.dD, d.dz, d.ddelta_bias, d.dinitial_state};
-    static const char* const names[] = {"u", "delta", "A", "B_ssm", "C_ssm", "D", "z", "delta_bias", "initial_state"};
+    // dz goes over dout when dout is this node's own (autograd::take_owned) and z needs a gradient.
+    const Tensor owned = autograd::take_owned(grads, kOut);
+    const Tensor dout = owned.defined() ? owned : kernel_input(grads[kOut]);
+    kernels::SelectiveScanGrads d = kernels::selective_scan_backward(p, dout, kernel_input(grads[kLastState]), checkpoints,
+                                                                     owned.defined() && next_edges[kZ].valid());
+    std::vector<Tensor> result(kNumScanInputs);
+    const char* names[kNumScanInputs];
+    for (size_t i = 0; i < kNumScanInputs; ++i) {
+      result[i] = d.*kScanFields[i].grad;
+      names[i] = kScanFields[i].name;
+    }
     autograd::perturb_grads("selective_scan", names, result);  // test-only; off: one relaxed load
     return result;
   }
@@ -70,26 +88,16 @@ struct SelectiveScanBackward : Node {
 
 }  // namespace
 
-SelectiveScanResult selective_scan(const SelectiveScanInputs& in) {
-  kernels::SelectiveScanParams p;
-  p.u = kernel_input(in.u);
-  p.delta = kernel_input(in.delta);
-  p.A = kernel_input(in.A);
-  p.B_ssm = kernel_input(in.B_ssm);
-  p.C_ssm = kernel_input(in.C_ssm);
-  p.D = kernel_input(in.D);
-  p.z = kernel_input(in.z);
-  p.delta_bias = kernel_input(in.delta_bias);
-  p.initial_state = kernel_input(in.initial_state);
-  p.doc_start = kernel_input(in.doc_start);
-  p.delta_softplus = in.delta_softplus;
-  p.order = in.order;
-  const std::vector<Tensor> inputs = {in.u, in.delta, in.A, in.B_ssm, in.C_ssm,
-                                      in.D, in.z,     in.delta_bias, in.initial_state};
+SelectiveScanResult selective_scan(const kernels::SelectiveScanParams& in) {
+  kernels::SelectiveScanParams p = in;  // the kernels take detached, contiguous tensors
+  for (Tensor* t : {&p.u, &p.delta, &p.A, &p.B_ssm, &p.C_ssm, &p.D, &p.z, &p.delta_bias, &p.initial_state, &p.doc_start})
+    *t = kernel_input(*t);
+  std::vector<Tensor> inputs(kNumScanInputs);  // in ScanInput order
+  for (size_t i = 0; i < kNumScanInputs; ++i) inputs[i] = in.*kScanFields[i].param;
   const bool record = needs_grad(inputs);
   // On CUDA a recorded forward keeps its chunk-start states (the size of u at N = 16): the backward
   // then skips a forward pass of its own.
-  kernels::SelectiveScanResult r = kernels::selective_scan_forward(p, record);
+  kernels::SelectiveScanOutput r = kernels::selective_scan_forward(p, record);
   SelectiveScanResult result{r.out, r.last_state};
 
   if (record) {
@@ -164,7 +172,7 @@ GradcheckProblem make_scan_problem(const ScanCaseConfig& c, Generator& gen) {
   if (c.documents) add("doc_start", gradcheck_doc_starts(c.B, c.L));
   p.fn = [c](const std::vector<Tensor>& in) {
     size_t next = 0;
-    SelectiveScanInputs s;
+    kernels::SelectiveScanParams s;
     s.u = in[next++];
     s.delta = in[next++];
     s.A = in[next++];

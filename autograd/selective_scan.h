@@ -1,6 +1,6 @@
 // Differentiable selective scan (math, shapes and precision in kernels/selective_scan.h).
 //
-//   SelectiveScanInputs in;
+//   kernels::SelectiveScanParams in;                                    // the kernel's own parameters
 //   in.u = x; in.delta = dt; in.A = A; in.B_ssm = Bm; in.C_ssm = Cm;   // required
 //   in.D = D; in.z = z; in.delta_bias = dt_bias;                        // optional
 //   in.delta_softplus = true;
@@ -26,32 +26,17 @@
 #pragma once
 
 #include "core/tensor.h"
-#include "kernels/masked_linear.h"
+#include "kernels/selective_scan.h"
 
 namespace mom {
-
-struct SelectiveScanInputs {
-  Tensor u;              // (B, L, E)
-  Tensor delta;          // (B, L, E)
-  Tensor A;              // (E, N)
-  Tensor B_ssm;          // (B, L, N)
-  Tensor C_ssm;          // (B, L, N)
-  Tensor D;              // (E)        optional skip weight
-  Tensor z;              // (B, L, E)  optional gate: out = y * silu(z)
-  Tensor delta_bias;     // (E)        optional
-  Tensor initial_state;  // (B, E, N)  optional state before the first token (zeros when absent)
-  Tensor doc_start;      // (B, L)     optional, bool: true at each document's first token; token order
-  bool delta_softplus = false;
-  // Optional: the (B, L, .) tensors and their gradients have their rows in this routing's grouped
-  // order (kernels/selective_scan.h). The node keeps a copy for the backward.
-  const kernels::Routing* order = nullptr;
-};
 
 struct SelectiveScanResult {
   Tensor out;         // (B, L, E)
   Tensor last_state;  // (B, E, N)
 };
 
-SelectiveScanResult selective_scan(const SelectiveScanInputs& inputs);
+// With a row order (in.order), the (B, L, .) tensors and their gradients have their rows in that
+// routing's grouped order; the node keeps a copy of the routing for the backward.
+SelectiveScanResult selective_scan(const kernels::SelectiveScanParams& in);
 
 }  // namespace mom

@@ -73,7 +73,7 @@
 #pragma once
 
 #include "core/tensor.h"
-#include "kernels/masked_linear.h"
+#include "kernels/routing.h"
 
 namespace mom::kernels {
 
@@ -89,26 +89,30 @@ struct CausalConv1dGrads {
   Tensor dinitial_window;  // (B, W-1, E); undefined when the forward had no initial window
 };
 
-// bias, initial_window and doc_start may be undefined Tensors; order: null for the plain row layout,
-// else the Routing whose grouped order x and y are stored in.
-CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, const Tensor& doc_start, bool silu,
-                                         const Routing* order = nullptr);
+// The op's parameters, taken by the kernels and by the autograd function (autograd/causal_conv1d.h)
+// alike. bias, initial_window and doc_start may be undefined.
+struct CausalConv1dParams {
+  Tensor x;               // (B, L, E)
+  Tensor weight;          // (E, W)
+  Tensor bias;            // (E), optional
+  Tensor initial_window;  // (B, W-1, E), optional: the inputs before t = 0 (zeros when absent)
+  Tensor doc_start;       // (B, L) bool, optional: true at each document's first token, in token order
+  bool silu = false;      // fused SiLU on the output
+  // Optional: x, y and their gradients in this routing's grouped row order (null: the plain layout).
+  // Only read during a call.
+  const Routing* order = nullptr;
+};
 
-// dfinal_window may be undefined (no gradient reached the final window). doc_start and order: as in
-// the forward (x, dy and dx in order's grouped order; doc_start in token order).
-CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
-                                         const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
-                                         const Tensor& doc_start, bool silu, const Routing* order = nullptr);
+CausalConv1dOutput causal_conv1d_forward(const CausalConv1dParams& p);
+
+// dfinal_window may be undefined (no gradient reached the final window). dy and dx are in p.order's
+// grouped order, like x.
+CausalConv1dGrads causal_conv1d_backward(const CausalConv1dParams& p, const Tensor& dy, const Tensor& dfinal_window);
 
 // CUDA versions, called by the functions above after their checks (CUDA builds only).
 namespace cuda {
-CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, const Tensor& doc_start, bool silu,
-                                         const Routing* order);
-CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
-                                         const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
-                                         const Tensor& doc_start, bool silu, const Routing* order);
+CausalConv1dOutput causal_conv1d_forward(const CausalConv1dParams& p);
+CausalConv1dGrads causal_conv1d_backward(const CausalConv1dParams& p, const Tensor& dy, const Tensor& dfinal_window);
 }  // namespace cuda
 
 }  // namespace mom::kernels

@@ -1,13 +1,8 @@
 // Modality-routed ("masked") linear projection: every token goes through its own modality's expert,
 // and costs that one expert's FLOPs (never M dense GEMMs over all tokens).
 //
-// Routing, computed once per batch from the modality ids and reused by every masked projection of every
-// layer, forward and backward:
-//     counts[m]   number of tokens of modality m                                      (M)
-//     offsets[m]  start of modality m's block in grouped order; offsets[M] = T         (M + 1)
-//     perm[p]     the token at grouped position p, p in [0, T); within one modality the tokens keep
-//                 their order (a stable counting sort)                                   (T) int64
-//     inverse[t]  the grouped position of token t: perm's inverse                        (T) int64
+// The tokens' Routing (kernels/routing.h) is computed once per batch and reused by every masked
+// projection of every layer, forward and backward.
 //
 // masked_linear, with the experts given as M separate tensors (weight[m] (Out, In), bias[m] (Out)):
 //     y[t, :] = weight[m(t)] @ x[t, :] + bias[m(t)]                                    x (T, In), y (T, Out)
@@ -33,9 +28,7 @@
 // fixed shape (and thread count, or GPU model) they give the same bits on every run. Inputs must be
 // contiguous, on one device, of one floating dtype (f32 or f64); outputs are fresh.
 //
-// On CUDA (kernels/cuda/masked_linear.cu): the routing is computed on the device of the ids, perm
-// stays there, and counts and offsets come back to the host in one small copy (the only host wait:
-// the GEMM sizes are host values). masked_linear needs routing.perm on x's device. As on the CPU the
+// On CUDA (kernels/cuda/masked_linear.cu): masked_linear needs routing.perm on x's device. As on the CPU the
 // rows of y (and of dx) are moved to token order from a grouped-order buffer in one parallel pass. When
 // the ids are already in modality order (perm_is_identity) the gathers and the scatter are skipped.
 #pragma once
@@ -44,24 +37,10 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/routing.h"
 
 namespace mom::kernels {
 
-struct Routing {
-  int64_t num_modalities = 0;     // M
-  std::vector<int64_t> counts;    // (M), on the host
-  std::vector<int64_t> offsets;   // (M + 1), on the host
-  Tensor perm;                    // (T) int64, on the device of the ids
-  Tensor inverse;                 // (T) int64, likewise: inverse[perm[p]] = p
-  bool perm_is_identity = false;  // the ids were already in modality order (never decrease)
-
-  int64_t num_tokens() const { return offsets.empty() ? 0 : offsets.back(); }
-  Device device() const { return perm.device(); }
-
-  // ids (T) int32 or int64 on any device, every id in [0, M). Throws "[routing] modality id 5 at token
-  // 12 is outside [0, 3)" for the first id out of range.
-  static Routing from_modalities(const Tensor& ids, int64_t M);
-};
 
 // x (T, In), weight: M tensors (Out, In), bias: empty or M tensors (Out) -> y (T, Out).
 Tensor masked_linear_forward(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
@@ -105,7 +84,6 @@ MaskedLinearGrads masked_linear_backward_split(const std::vector<Tensor>& dy, co
 // CUDA versions, called by the functions above after their checks (CUDA builds only): y in parts of
 // split[i] columns (one part: y itself), dy the parts' gradients, all defined.
 namespace cuda {
-Routing routing_from_modalities(const Tensor& ids, int64_t M);
 std::vector<Tensor> masked_linear_forward(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
                                           const std::vector<Tensor>& bias, const std::vector<int64_t>& split,
                                           RowOrder order);

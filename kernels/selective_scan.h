@@ -53,7 +53,7 @@
 // the documents' own, to rounding (a row adds its terms over t in one pass, not document by document).
 //
 // Saved for the backward: the inputs (the autograd node keeps them) and, on CUDA, the state at the start
-// of every time chunk (SelectiveScanResult::checkpoints). On the CPU no h_t is stored; the
+// of every time chunk (SelectiveScanOutput::checkpoints). On the CPU no h_t is stored; the
 // backward recomputes the states of one (b, e) at a time into a per-thread scratch buffer of (L+2) x N
 // accumulators (h_{-1} .. h_{L-1}, and a zero row: the h_{t-1} of a document's first step) plus L
 // outputs y_t, with the same code as the forward, so the recomputed states equal the forward's bit for
@@ -85,7 +85,7 @@
 #include <cstdint>
 
 #include "core/tensor.h"
-#include "kernels/masked_linear.h"
+#include "kernels/routing.h"
 
 namespace mom::kernels {
 
@@ -114,7 +114,7 @@ struct SelectiveScanDims {
   int64_t B = 0, L = 0, E = 0, N = 0;
 };
 
-struct SelectiveScanResult {
+struct SelectiveScanOutput {
   Tensor out;         // (B, L, E)
   Tensor last_state;  // (B, E, N)
   // CUDA only, when the forward is asked to save them: the state at the start of every chunk of the
@@ -136,7 +136,7 @@ constexpr int64_t kScanChannelGroups = 16;
 SelectiveScanDims check_selective_scan(const SelectiveScanParams& p);
 
 // save_checkpoints: on CUDA, also return the chunk-start states for the backward (ignored on the CPU).
-SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, bool save_checkpoints = false);
+SelectiveScanOutput selective_scan_forward(const SelectiveScanParams& p, bool save_checkpoints = false);
 
 // dout (B, L, E) and dlast_state (B, E, N) may be undefined (zero gradient). checkpoints: undefined, or
 // the forward's (CUDA). dz_over_dout: dz may be written over dout, which the caller gives up (the
@@ -148,7 +148,7 @@ SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const T
 
 // CUDA versions, called by the functions above after their checks (CUDA builds only).
 namespace cuda {
-SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, const SelectiveScanDims& d,
+SelectiveScanOutput selective_scan_forward(const SelectiveScanParams& p, const SelectiveScanDims& d,
                                            bool save_checkpoints);
 SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const SelectiveScanDims& d, const Tensor& dout,
                                            const Tensor& dlast_state, const Tensor& checkpoints, bool dz_over_dout);

@@ -94,13 +94,7 @@ CausalConv1d::CausalConv1d(int64_t E, int64_t W, bool with_bias, Generator& gen,
 
 CausalConv1dResult CausalConv1d::forward(const Tensor& x, const Tensor& window, bool silu, const Routing* order,
                                          const Tensor& doc_start) const {
-  CausalConv1dOptions opts;
-  opts.doc_start = doc_start;
-  opts.bias = bias;
-  opts.initial_window = window;
-  opts.silu = silu;
-  opts.order = order;
-  return causal_conv1d(x, reshape(weight, {weight.size(0), weight.size(2)}), opts);
+  return causal_conv1d({x, reshape(weight, {weight.size(0), weight.size(2)}), bias, window, doc_start, silu, order});
 }
 
 }  // namespace mom::nn

@@ -98,7 +98,7 @@ Tensor MambaBlock::forward(const Tensor& x, const Routing& routing, MambaLayerSt
   std::vector<Tensor> dbc = x_proj.forward_split(reshape(conv.out, {T, E}), routing, {R, N, N}, inner);
   Tensor dt = dt_proj.forward_split(dbc[0], routing, {E}, inner)[0];
 
-  SelectiveScanInputs in;
+  kernels::SelectiveScanParams in;
   in.u = conv.out;
   in.delta = reshape(dt, {B, L, E});
   in.A = neg(exp(A_log));

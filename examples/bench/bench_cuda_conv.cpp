@@ -76,20 +76,20 @@ int main(int argc, char** argv) {
   const double bwd_bytes = 3 * x_bytes + 2 * param_bytes;
 
   const double fwd_ms =
-      median_ms(runs, [&] { kernels::causal_conv1d_forward(x, weight, bias, Tensor(), Tensor(), true); });
+      median_ms(runs, [&] { kernels::causal_conv1d_forward({x, weight, bias, Tensor(), Tensor(), true}); });
   const double bwd_ms = median_ms(
-      runs, [&] { kernels::causal_conv1d_backward(dy, Tensor(), x, weight, bias, Tensor(), Tensor(), true); });
+      runs, [&] { kernels::causal_conv1d_backward({x, weight, bias, Tensor(), Tensor(), true}, dy, Tensor()); });
   // Training: the forward, then the backward (which recomputes pre from x), as the autograd function runs them.
   const double both_ms = median_ms(runs, [&] {
-    kernels::causal_conv1d_forward(x, weight, bias, Tensor(), Tensor(), true);
-    kernels::causal_conv1d_backward(dy, Tensor(), x, weight, bias, Tensor(), Tensor(), true);
+    kernels::causal_conv1d_forward({x, weight, bias, Tensor(), Tensor(), true});
+    kernels::causal_conv1d_backward({x, weight, bias, Tensor(), Tensor(), true}, dy, Tensor());
   });
 
   // The same tokens as packed documents of 64-512 tokens (doc_start).
   const Tensor docs = bench::packed_documents(B, L, gen).to(kGpu);
   const double both_docs_ms = median_ms(runs, [&] {
-    kernels::causal_conv1d_forward(x, weight, bias, Tensor(), docs, true);
-    kernels::causal_conv1d_backward(dy, Tensor(), x, weight, bias, Tensor(), docs, true);
+    kernels::causal_conv1d_forward({x, weight, bias, Tensor(), docs, true});
+    kernels::causal_conv1d_backward({x, weight, bias, Tensor(), docs, true}, dy, Tensor());
   });
 
   const Row rows[] = {

@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
     // keeps its chunk-start states, the backward uses them).
     const double fwd = median_ms(runs, [&] { kernels::selective_scan_forward(p); });
     const double both = median_ms(runs, [&] {
-      kernels::SelectiveScanResult r = kernels::selective_scan_forward(p, true);
+      kernels::SelectiveScanOutput r = kernels::selective_scan_forward(p, true);
       kernels::selective_scan_backward(p, dout, Tensor(), r.checkpoints);
     });
     char shape[64];
@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
       d.doc_start = bench::packed_documents(B, L, gen).to(kGpu);
       const double fwd_d = median_ms(runs, [&] { kernels::selective_scan_forward(d); });
       const double both_d = median_ms(runs, [&] {
-        kernels::SelectiveScanResult r = kernels::selective_scan_forward(d, true);
+        kernels::SelectiveScanOutput r = kernels::selective_scan_forward(d, true);
         kernels::selective_scan_backward(d, dout, Tensor(), r.checkpoints);
       });
       for (auto [pass, ms, plain, floor] : {std::tuple{"fwd", fwd_d, fwd, fwd_floor.ms}, {"fwd+bwd", both_d, both, both_floor}}) {

@@ -134,10 +134,10 @@ int main(int argc, char** argv) {
   Tensor x = randn({B, L, E}, gen, dt), weight = randn({E, W}, gen, dt, 0.0, 0.5), bias = randn({E}, gen, dt);
   Tensor dy = randn({B, L, E}, gen, dt);
   auto conv_forward = [&](const Tensor& starts) {
-    return [&, starts] { kernels::causal_conv1d_forward(x, weight, bias, Tensor(), starts, true); };
+    return [&, starts] { kernels::causal_conv1d_forward({x, weight, bias, Tensor(), starts, true}); };
   };
   auto conv_backward = [&](const Tensor& starts) {
-    return [&, starts] { kernels::causal_conv1d_backward(dy, Tensor(), x, weight, bias, Tensor(), starts, true); };
+    return [&, starts] { kernels::causal_conv1d_backward({x, weight, bias, Tensor(), starts, true}, dy, Tensor()); };
   };
   const double conv_elements = static_cast<double>(B * L * E);
   const auto [cfwd, cfwd_docs] = alternating_medians(runs, conv_forward(Tensor()), conv_forward(doc_start));

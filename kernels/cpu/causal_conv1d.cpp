@@ -208,15 +208,16 @@ template <typename T> void parameter_gradients(const ConvData<T>& c, const T* dp
 
 }  // namespace
 
-CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, const Tensor& doc_start, bool silu,
-                                         const Routing* order) {
+CausalConv1dOutput causal_conv1d_forward(const CausalConv1dParams& p) {
+  const Tensor &x = p.x, &weight = p.weight, &bias = p.bias, &initial_window = p.initial_window, &doc_start = p.doc_start;
+  const bool silu = p.silu;
+  const Routing* order = p.order;
   ConvDims d = check_conv_inputs(x, weight, bias, initial_window);
   check_doc_start(doc_start, x, d);
   check_order(order, x, d);
 #ifdef MOM_WITH_CUDA
   if (x.device().is_cuda()) {
-    return cuda::causal_conv1d_forward(x, weight, bias, initial_window, doc_start, silu, order);
+    return cuda::causal_conv1d_forward(p);
   }
 #endif
   check_cpu(x, kOp, "x");
@@ -238,9 +239,10 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, 
   return out;
 }
 
-CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
-                                         const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
-                                         const Tensor& doc_start, bool silu, const Routing* order) {
+CausalConv1dGrads causal_conv1d_backward(const CausalConv1dParams& p, const Tensor& dy, const Tensor& dfinal_window) {
+  const Tensor &x = p.x, &weight = p.weight, &bias = p.bias, &initial_window = p.initial_window, &doc_start = p.doc_start;
+  const bool silu = p.silu;
+  const Routing* order = p.order;
   ConvDims d = check_conv_inputs(x, weight, bias, initial_window);
   check_input(dy, x, "dy");
   check_shape(dy, x.shape(), kOp, "dy");
@@ -252,7 +254,7 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_
   check_order(order, x, d);
 #ifdef MOM_WITH_CUDA
   if (x.device().is_cuda()) {
-    return cuda::causal_conv1d_backward(dy, dfinal_window, x, weight, bias, initial_window, doc_start, silu, order);
+    return cuda::causal_conv1d_backward(p, dy, dfinal_window);
   }
 #endif
   check_cpu(x, kOp, "x");

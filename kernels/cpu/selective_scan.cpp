@@ -408,7 +408,7 @@ SelectiveScanDims check_selective_scan(const SelectiveScanParams& p) {
   return d;
 }
 
-SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, bool save_checkpoints) {
+SelectiveScanOutput selective_scan_forward(const SelectiveScanParams& p, bool save_checkpoints) {
   const SelectiveScanDims d = check_selective_scan(p);
 #ifdef MOM_WITH_CUDA
   if (p.u.device().is_cuda()) {
@@ -417,7 +417,7 @@ SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, bool sa
 #endif
   (void)save_checkpoints;
   check_cpu(p.u, kOp, "u");
-  SelectiveScanResult r{empty({d.B, d.L, d.E}, p.u.dtype()), empty({d.B, d.E, d.N}, p.u.dtype()), Tensor()};
+  SelectiveScanOutput r{empty({d.B, d.L, d.E}, p.u.dtype()), empty({d.B, d.E, d.N}, p.u.dtype()), Tensor()};
   dispatch_float(p.u.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
     const ScanData<scalar_t> s = scan_data<scalar_t>(p, d);

@@ -582,28 +582,26 @@ void launch_backward(const ConvArgs<T>& a, bool silu, unsigned blocks, cudaStrea
   MOM_CUDA_CHECK_LAUNCH();
 }
 
-template <typename T> ConvArgs<T> inputs(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, const Tensor& doc_start,
-                                         const Routing* order) {
+template <typename T> ConvArgs<T> inputs(const CausalConv1dParams& p) {
   ConvArgs<T> a{};
-  a.x = x.data<T>();
-  a.rows = order ? order->inverse.data<int64_t>() : nullptr;
-  a.docs = doc_start.defined() ? doc_start.data<bool>() : nullptr;
-  a.weight = weight.data<T>();
-  a.bias = data_or_null<T>(bias);
-  a.init = data_or_null<T>(initial_window);
-  a.B = x.size(0);
-  a.L = x.size(1);
-  a.E = x.size(2);
+  a.x = p.x.data<T>();
+  a.rows = p.order ? p.order->inverse.data<int64_t>() : nullptr;
+  a.docs = data_or_null<bool>(p.doc_start);
+  a.weight = p.weight.data<T>();
+  a.bias = data_or_null<T>(p.bias);
+  a.init = data_or_null<T>(p.initial_window);
+  a.B = p.x.size(0);
+  a.L = p.x.size(1);
+  a.E = p.x.size(2);
   return a;
 }
 
 }  // namespace
 
-CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                         const Tensor& initial_window, const Tensor& doc_start, bool silu,
-                                         const Routing* order) {
-  const int64_t B = x.size(0), E = x.size(2), W = weight.size(1);
+CausalConv1dOutput causal_conv1d_forward(const CausalConv1dParams& p) {
+  const Tensor& x = p.x;
+  const int64_t B = x.size(0), E = x.size(2), W = p.weight.size(1);
+  const bool silu = p.silu;
   CausalConv1dOutput out{empty_like(x), empty({B, W - 1, E}, x.dtype(), x.device())};
   if (B == 0 || E == 0) return out;
   const int device = x.device().index;
@@ -611,7 +609,7 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, 
   cudaStream_t st = ::mom::cuda::stream(device);
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    ConvArgs<scalar_t> a = inputs<scalar_t>(x, weight, bias, initial_window, doc_start, order);
+    ConvArgs<scalar_t> a = inputs<scalar_t>(p);
     a.y = out.y.data<scalar_t>();
     a.final_window = out.final_window.data<scalar_t>();
     constexpr int kPack = 16 / sizeof(scalar_t);
@@ -628,9 +626,9 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& weight, 
   return out;
 }
 
-CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_window, const Tensor& x,
-                                         const Tensor& weight, const Tensor& bias, const Tensor& initial_window,
-                                         const Tensor& doc_start, bool silu, const Routing* order) {
+CausalConv1dGrads causal_conv1d_backward(const CausalConv1dParams& p, const Tensor& dy, const Tensor& dfinal_window) {
+  const Tensor &x = p.x, &weight = p.weight, &bias = p.bias, &initial_window = p.initial_window;
+  const bool silu = p.silu;
   const int64_t B = x.size(0), E = x.size(2), W = weight.size(1);
   CausalConv1dGrads grads;
   grads.dx = empty_like(x);
@@ -647,7 +645,7 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& dy, const Tensor& dfinal_
   cudaStream_t st = ::mom::cuda::stream(device);
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
-    ConvArgs<scalar_t> a = inputs<scalar_t>(x, weight, bias, initial_window, doc_start, order);
+    ConvArgs<scalar_t> a = inputs<scalar_t>(p);
     a.dy = dy.data<scalar_t>();
     a.dfinal = data_or_null<scalar_t>(dfinal_window);
     a.dx = grads.dx.data<scalar_t>();

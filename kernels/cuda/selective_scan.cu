@@ -713,13 +713,13 @@ int64_t num_chunks(DType dt, int64_t L) {
 
 }  // namespace
 
-SelectiveScanResult selective_scan_forward(const SelectiveScanParams& p, const SelectiveScanDims& d,
+SelectiveScanOutput selective_scan_forward(const SelectiveScanParams& p, const SelectiveScanDims& d,
                                            bool save_checkpoints) {
   const Device dev = p.u.device();
   ::mom::cuda::DeviceGuard guard(dev.index);
   MOM_CHECK(d.B <= 65535, "selective_scan", "the CUDA scan supports B up to 65535, got " << d.B);
   MOM_CHECK(d.N >= 1 && d.N <= 64, "selective_scan", "the CUDA scan supports N from 1 to 64, got N = " << d.N);
-  SelectiveScanResult r{empty({d.B, d.L, d.E}, p.u.dtype(), dev), empty({d.B, d.E, d.N}, p.u.dtype(), dev),
+  SelectiveScanOutput r{empty({d.B, d.L, d.E}, p.u.dtype(), dev), empty({d.B, d.E, d.N}, p.u.dtype(), dev),
                         Tensor()};
   if (d.B == 0 || d.E == 0 || d.L == 0) {  // nothing to scan
     if (r.last_state.numel()) {

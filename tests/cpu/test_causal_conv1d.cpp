@@ -13,7 +13,7 @@
 #include "autograd/gradcheck.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/index.h"
-#include "kernels/masked_linear.h"
+#include "kernels/routing.h"
 #include "tests/support.h"
 
 namespace mom {
@@ -114,8 +114,8 @@ TEST(CausalConv1d, ForwardAndBackwardMatchBandedReference) {
       Tensor init = s.init ? randn({s.B, s.W - 1, s.E}, gen, dt) : Tensor();
       Tensor dy = randn({s.B, s.L, s.E}, gen, dt), dfinal = randn({s.B, s.W - 1, s.E}, gen, dt);
       Reference r = reference(s, x, w, b, init, dy, dfinal);
-      kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward(x, w, b, init, Tensor(), s.silu);
-      kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, Tensor(), s.silu);
+      kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward({x, w, b, init, Tensor(), s.silu});
+      kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward({x, w, b, init, Tensor(), s.silu}, dy, dfinal);
       std::vector<std::pair<const char*, double>> errs = {
           {"y", rel_error_vec(out.y, r.y)},        {"final_window", rel_error_vec(out.final_window, r.final_window)},
           {"dx", rel_error_vec(g.dx, r.dx)},      {"dweight", rel_error_vec(g.dweight, r.dweight)}};
@@ -139,7 +139,7 @@ TEST(CausalConv1d, BackwardWithoutFinalWindowGradient) {
   Tensor x = randn({2, 9, 5}, gen, DType::f64), w = randn({5, 4}, gen, DType::f64), b = randn({5}, gen, DType::f64);
   Tensor init = randn({2, 3, 5}, gen, DType::f64), dy = randn({2, 9, 5}, gen, DType::f64);
   Reference r = reference(s, x, w, b, init, dy, zeros({2, 3, 5}, DType::f64));
-  kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dy, Tensor(), x, w, b, init, Tensor(), true);
+  kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward({x, w, b, init, Tensor(), true}, dy, Tensor());
   EXPECT_LT(rel_error_vec(g.dx, r.dx), 1e-12);
   EXPECT_LT(rel_error_vec(g.dinitial_window, r.dinit), 1e-12);
   EXPECT_LT(rel_error_vec(g.dweight, r.dweight), 1e-12);
@@ -174,7 +174,7 @@ void check_chunked_equals_whole(const std::vector<int64_t>& chunks, int64_t B, i
   Tensor gy = randn({B, L, E}, gen, DType::f64), gf = randn({B, W - 1, E}, gen, DType::f64);
 
   Tensor x1 = leaf(x), w1 = leaf(w), b1 = leaf(b), i1 = leaf(init);
-  CausalConv1dResult whole = causal_conv1d(x1, w1, {b1, i1, silu});
+  CausalConv1dResult whole = causal_conv1d({x1, w1, b1, i1, Tensor(), silu});
   backward({whole.out, whole.final_window}, {gy, gf});
 
   Tensor w2 = leaf(w), b2 = leaf(b), i2 = leaf(init);
@@ -183,7 +183,7 @@ void check_chunked_equals_whole(const std::vector<int64_t>& chunks, int64_t B, i
   int64_t start = 0;
   for (int64_t c : chunks) {
     xs.push_back(leaf(x.narrow(1, start, c).contiguous()));
-    CausalConv1dResult r = causal_conv1d(xs.back(), w2, {b2, window, silu});
+    CausalConv1dResult r = causal_conv1d({xs.back(), w2, b2, window, Tensor(), silu});
     EXPECT_EQ(test::max_abs_diff(r.out, whole.out.detach().narrow(1, start, c)), 0.0) << "chunk at " << start;
     roots.push_back(r.out);
     grads.push_back(gy.narrow(1, start, c).contiguous());
@@ -219,10 +219,10 @@ TEST(CausalConv1d, StepByStepEqualsWholeSequence) {
 TEST(CausalConv1d, RowsDoNotLeakAcrossBatch) {
   Generator gen(5);
   Tensor x = randn({3, 8, 4}, gen, DType::f64), w = randn({4, 4}, gen, DType::f64);
-  Tensor y0 = kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), Tensor(), false).y;
+  Tensor y0 = kernels::causal_conv1d_forward({x, w, Tensor(), Tensor(), Tensor(), false}).y;
   Tensor x2 = x.clone();
   x2.narrow(0, 1, 1).fill_(100.0);
-  Tensor y1 = kernels::causal_conv1d_forward(x2, w, Tensor(), Tensor(), Tensor(), false).y;
+  Tensor y1 = kernels::causal_conv1d_forward({x2, w, Tensor(), Tensor(), Tensor(), false}).y;
   EXPECT_EQ(test::max_abs_diff(y0.narrow(0, 0, 1), y1.narrow(0, 0, 1)), 0.0);
   EXPECT_EQ(test::max_abs_diff(y0.narrow(0, 2, 1), y1.narrow(0, 2, 1)), 0.0);
 }
@@ -230,7 +230,7 @@ TEST(CausalConv1d, RowsDoNotLeakAcrossBatch) {
 TEST(CausalConv1d, GradientsAreBitwiseRepeatable) {
   Generator gen(9);
   Tensor x = randn({3, 64, 80}, gen), w = randn({80, 4}, gen), b = randn({80}, gen), dy = randn({3, 64, 80}, gen);
-  auto run = [&] { return kernels::causal_conv1d_backward(dy, Tensor(), x, w, b, Tensor(), Tensor(), true); };
+  auto run = [&] { return kernels::causal_conv1d_backward({x, w, b, Tensor(), Tensor(), true}, dy, Tensor()); };
   kernels::CausalConv1dGrads g0 = run(), g1 = run();
   EXPECT_EQ(g0.dweight.to_vector<float>(), g1.dweight.to_vector<float>());
   EXPECT_EQ(g0.dbias.to_vector<float>(), g1.dbias.to_vector<float>());
@@ -240,7 +240,7 @@ TEST(CausalConv1d, GradientsAreBitwiseRepeatable) {
 TEST(CausalConv1d, BadInput) {
   Tensor x = zeros({2, 5, 3}), w = zeros({3, 4});
   auto fwd = [](const Tensor& xx, const Tensor& ww, const Tensor& bb = Tensor(), const Tensor& ii = Tensor()) {
-    return [=] { kernels::causal_conv1d_forward(xx, ww, bb, ii, Tensor(), false); };
+    return [=] { kernels::causal_conv1d_forward({xx, ww, bb, ii, Tensor(), false}); };
   };
   expect_error(fwd(x, zeros({3, 1})), "[causal_conv1d] conv width W = 1 is outside [2, 8]");
   expect_error(fwd(x, zeros({3, 9})), "[causal_conv1d] conv width W = 9 is outside [2, 8]");
@@ -255,14 +255,14 @@ TEST(CausalConv1d, BadInput) {
                "[causal_conv1d] initial_window has shape (2, 4, 3), expected (2, 3, 3)");
   expect_error(fwd(zeros({2, 3, 5}).transpose(1, 2), w), "[causal_conv1d] x must be contiguous");
   auto bwd = [&](const Tensor& dy, const Tensor& dfinal) {
-    return [=] { kernels::causal_conv1d_backward(dy, dfinal, x, w, Tensor(), Tensor(), Tensor(), false); };
+    return [=] { kernels::causal_conv1d_backward({x, w, Tensor(), Tensor(), Tensor(), false}, dy, dfinal); };
   };
   expect_error(bwd(zeros({2, 4, 3}), Tensor()), "[causal_conv1d] dy has shape (2, 4, 3), expected (2, 5, 3)");
   expect_error(bwd(zeros({2, 5, 3}), zeros({2, 2, 3})),
                "[causal_conv1d] dfinal_window has shape (2, 2, 3), expected (2, 3, 3)");
   // Through the differentiable function, with inputs that require grad.
   Tensor xl = leaf(x);
-  expect_error([&] { causal_conv1d(xl, zeros({3, 9})); }, "[causal_conv1d]");
+  expect_error([&] { causal_conv1d({xl, zeros({3, 9}), Tensor(), Tensor(), Tensor()}); }, "[causal_conv1d]");
 }
 
 // Same shape, dtype and bytes (two undefined tensors are equal; one is not).
@@ -299,18 +299,18 @@ TEST(CausalConv1d, RowsInGroupedOrderEqualPermutedPlainOp) {
         Tensor dy = randn({s.B, s.L, s.E}, gen, dt);
         Tensor dfinal = flags % 3 ? randn({s.B, s.W - 1, s.E}, gen, dt) : Tensor();
 
-        kernels::CausalConv1dOutput plain = kernels::causal_conv1d_forward(x, w, b, init, Tensor(), s.silu);
+        kernels::CausalConv1dOutput plain = kernels::causal_conv1d_forward({x, w, b, init, Tensor(), s.silu});
         kernels::CausalConv1dOutput rows =
-            kernels::causal_conv1d_forward(grouped(x, r), w, b, init, Tensor(), s.silu, &r);
+            kernels::causal_conv1d_forward({grouped(x, r), w, b, init, Tensor(), s.silu, &r});
         EXPECT_EQ(rows.y.shape(), x.shape());
         EXPECT_TRUE(same_bits(rows.y, grouped(plain.y, r)));
         EXPECT_TRUE(same_bits(rows.final_window, plain.final_window));
         // The layouts do differ: the grouped y is not the plain one.
         EXPECT_GT(test::max_abs_diff(rows.y, plain.y), 0.0);
 
-        kernels::CausalConv1dGrads pg = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, Tensor(), s.silu);
+        kernels::CausalConv1dGrads pg = kernels::causal_conv1d_backward({x, w, b, init, Tensor(), s.silu}, dy, dfinal);
         kernels::CausalConv1dGrads rg =
-            kernels::causal_conv1d_backward(grouped(dy, r), dfinal, grouped(x, r), w, b, init, Tensor(), s.silu, &r);
+            kernels::causal_conv1d_backward({grouped(x, r), w, b, init, Tensor(), s.silu, &r}, grouped(dy, r), dfinal);
         EXPECT_TRUE(same_bits(rg.dx, grouped(pg.dx, r)));
         EXPECT_TRUE(same_bits(rg.dweight, pg.dweight));
         EXPECT_TRUE(same_bits(rg.dbias, pg.dbias));
@@ -326,19 +326,14 @@ TEST(CausalConv1d, GroupedRowsThroughAutogradEqualPermutedPlain) {
   Tensor gy = randn({B, L, E}, gen, DType::f64);
 
   Tensor x1 = leaf(x), w1 = leaf(w), b1 = leaf(b);
-  CausalConv1dResult plain = causal_conv1d(x1, w1, {b1, Tensor(), true});
+  CausalConv1dResult plain = causal_conv1d({x1, w1, b1, Tensor(), Tensor(), true});
   backward({plain.out}, {gy});
 
   Tensor x2 = leaf(grouped(x, r)), w2 = leaf(w), b2 = leaf(b);
-  CausalConv1dOptions opts;
-  opts.bias = b2;
-  opts.silu = true;
   Tensor out;
   {
     kernels::Routing copy = r;  // gone before backward runs: the node keeps its own copy
-    opts.order = &copy;
-    out = causal_conv1d(x2, w2, opts).out;
-    opts.order = nullptr;
+    out = causal_conv1d({x2, w2, b2, Tensor(), Tensor(), true, &copy}).out;
   }
   EXPECT_TRUE(same_bits(out.detach(), grouped(plain.out.detach(), r)));
   backward({out}, {grouped(gy, r)});
@@ -351,19 +346,18 @@ TEST(CausalConv1d, GroupedRowsRejectAnotherRouting) {
   Generator gen(6);
   Tensor x = zeros({2, 5, 3}), w = zeros({3, 4}), dy = zeros({2, 5, 3});
   kernels::Routing longer = kernels::Routing::from_modalities(randint({11}, 0, 2, gen), 2);
-  expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), Tensor(), false, &longer); },
+  expect_error([&] { kernels::causal_conv1d_forward({x, w, Tensor(), Tensor(), Tensor(), false, &longer}); },
                "[causal_conv1d] the routing has 11 tokens, x has B*L = 10");
   expect_error(
-      [&] { kernels::causal_conv1d_backward(dy, Tensor(), x, w, Tensor(), Tensor(), Tensor(), false, &longer); },
+      [&] { kernels::causal_conv1d_backward({x, w, Tensor(), Tensor(), Tensor(), false, &longer}, dy, Tensor()); },
       "[causal_conv1d] the routing has 11 tokens, x has B*L = 10");
   kernels::Routing empty;
-  expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), Tensor(), false, &empty); },
+  expect_error([&] { kernels::causal_conv1d_forward({x, w, Tensor(), Tensor(), Tensor(), false, &empty}); },
                "[causal_conv1d] the routing is empty or inconsistent");
   // Through the differentiable function.
-  CausalConv1dOptions opts;
-  opts.order = &longer;
   Tensor xl = leaf(x);
-  expect_error([&] { causal_conv1d(xl, w, opts); }, "[causal_conv1d] the routing has 11 tokens");
+  expect_error([&] { causal_conv1d({xl, w, Tensor(), Tensor(), Tensor(), false, &longer}); },
+               "[causal_conv1d] the routing has 11 tokens");
 }
 
 }  // namespace

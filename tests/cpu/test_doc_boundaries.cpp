@@ -17,7 +17,7 @@
 #include "autograd/selective_scan.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/index.h"
-#include "kernels/masked_linear.h"
+#include "kernels/routing.h"
 #include "kernels/selective_scan.h"
 #include "tests/support.h"
 
@@ -141,7 +141,7 @@ void check_scan_documents(DType dt, const ScanShape& c, double param_tol) {
   const std::vector<uint8_t> flags = random_flags(gen, c.B, c.L);
   p.doc_start = doc_start_of(flags, c.B, c.L);
   Tensor dout = randn({c.B, c.L, c.E}, gen, dt), dlast = randn({c.B, c.E, c.N}, gen, dt);
-  const kernels::SelectiveScanResult fwd = kernels::selective_scan_forward(p);
+  const kernels::SelectiveScanOutput fwd = kernels::selective_scan_forward(p);
   const kernels::SelectiveScanGrads grads = kernels::selective_scan_backward(p, dout, dlast);
 
   Sum dA, dD, ddelta_bias;
@@ -154,7 +154,7 @@ void check_scan_documents(DType dt, const ScanShape& c, double param_tol) {
       SCOPED_TRACE("row " + std::to_string(b) + " document [" + std::to_string(s.begin) + ", " +
                    std::to_string(s.end) + ")");
       const kernels::SelectiveScanParams q = scan_document(p, b, s, first);
-      const kernels::SelectiveScanResult r = kernels::selective_scan_forward(q);
+      const kernels::SelectiveScanOutput r = kernels::selective_scan_forward(q);
       EXPECT_TRUE(same_bits(r.out, piece(fwd.out, b, s)));
       if (last) {
         EXPECT_TRUE(same_bits(r.last_state, row_of(fwd.last_state, b)));
@@ -208,14 +208,14 @@ TEST(DocBoundaries, ScanFlagsWithoutBoundaryChangeNothing) {
   const ScanShape c{3, 19, 6, 4, true};
   const kernels::SelectiveScanParams plain = random_scan(c, gen, DType::f32);
   Tensor dout = randn({c.B, c.L, c.E}, gen, DType::f32), dlast = randn({c.B, c.E, c.N}, gen, DType::f32);
-  const kernels::SelectiveScanResult ref = kernels::selective_scan_forward(plain);
+  const kernels::SelectiveScanOutput ref = kernels::selective_scan_forward(plain);
   const kernels::SelectiveScanGrads gref = kernels::selective_scan_backward(plain, dout, dlast);
   std::vector<uint8_t> at_zero(c.B * c.L, 0);
   for (int64_t b = 0; b < c.B; ++b) at_zero[b * c.L] = 1;
   for (const std::vector<uint8_t>& flags : {std::vector<uint8_t>(c.B * c.L, 0), at_zero}) {
     kernels::SelectiveScanParams p = plain;
     p.doc_start = doc_start_of(flags, c.B, c.L);
-    const kernels::SelectiveScanResult got = kernels::selective_scan_forward(p);
+    const kernels::SelectiveScanOutput got = kernels::selective_scan_forward(p);
     const kernels::SelectiveScanGrads g = kernels::selective_scan_backward(p, dout, dlast);
     EXPECT_TRUE(same_bits(got.out, ref.out));
     EXPECT_TRUE(same_bits(got.last_state, ref.last_state));
@@ -239,7 +239,7 @@ TEST(DocBoundaries, ScanGroupedRowsEqualPermutedPlain) {
   kernels::SelectiveScanParams g = plain;
   for (Tensor* t : {&g.u, &g.delta, &g.B_ssm, &g.C_ssm, &g.z}) *t = grouped(*t, routing);
   g.order = &routing;
-  const kernels::SelectiveScanResult ref = kernels::selective_scan_forward(plain), got = kernels::selective_scan_forward(g);
+  const kernels::SelectiveScanOutput ref = kernels::selective_scan_forward(plain), got = kernels::selective_scan_forward(g);
   EXPECT_TRUE(same_bits(got.out, grouped(ref.out, routing)));
   EXPECT_TRUE(same_bits(got.last_state, ref.last_state));
   const kernels::SelectiveScanGrads gref = kernels::selective_scan_backward(plain, dout, dlast);
@@ -264,7 +264,7 @@ TEST(DocBoundaries, ScanChunkedThroughADocumentEqualsOneCall) {
   Tensor w_out = randn({c.B, c.L, c.E}, gen, DType::f64), w_last = randn({c.B, c.E, c.N}, gen, DType::f64);
 
   auto inputs = [&](const Tensor& A, const Tensor& D, const Tensor& bias, int64_t start, int64_t length) {
-    SelectiveScanInputs in;
+    kernels::SelectiveScanParams in;
     in.u = leaf(data.u.narrow(1, start, length));
     in.delta = leaf(data.delta.narrow(1, start, length));
     in.B_ssm = leaf(data.B_ssm.narrow(1, start, length));
@@ -277,13 +277,13 @@ TEST(DocBoundaries, ScanChunkedThroughADocumentEqualsOneCall) {
     in.delta_softplus = true;
     return in;
   };
-  SelectiveScanInputs whole = inputs(leaf(data.A), leaf(data.D), leaf(data.delta_bias), 0, c.L);
+  kernels::SelectiveScanParams whole = inputs(leaf(data.A), leaf(data.D), leaf(data.delta_bias), 0, c.L);
   whole.initial_state = leaf(data.initial_state);
   const SelectiveScanResult r = selective_scan(whole);
   backward({r.out, r.last_state}, {w_out, w_last});
 
   const Tensor A = leaf(data.A), D = leaf(data.D), bias = leaf(data.delta_bias), h0 = leaf(data.initial_state);
-  SelectiveScanInputs first = inputs(A, D, bias, 0, L1), second = inputs(A, D, bias, L1, L2);
+  kernels::SelectiveScanParams first = inputs(A, D, bias, 0, L1), second = inputs(A, D, bias, L1, L2);
   first.initial_state = h0;
   const SelectiveScanResult r1 = selective_scan(first);
   second.initial_state = r1.last_state;
@@ -309,7 +309,7 @@ TEST(DocBoundaries, ScanChunkedThroughADocumentEqualsOneCall) {
 TEST(DocBoundaries, ScanSavedDocStartChangedInPlaceIsAnError) {
   Generator gen(5);
   const kernels::SelectiveScanParams p = random_scan({2, 6, 3, 2, false}, gen, DType::f64);
-  SelectiveScanInputs in;
+  kernels::SelectiveScanParams in;
   in.u = leaf(p.u);
   in.delta = p.delta;
   in.A = p.A;
@@ -340,7 +340,7 @@ TEST(DocBoundaries, ScanRejectsBadDocStart) {
   expect_rejected(zeros({2, 5, 1}, DType::boolean), "[selective_scan] doc_start has shape (2, 5, 1)");
   expect_rejected(zeros({5, 2}, DType::boolean).transpose(0, 1), "[selective_scan] doc_start must be contiguous");
   // Through the differentiable function.
-  SelectiveScanInputs in;
+  kernels::SelectiveScanParams in;
   in.u = leaf(good.u);
   in.delta = good.delta;
   in.A = good.A;
@@ -381,9 +381,9 @@ void check_conv_documents(DType dt, const ConvShape& c, double param_tol) {
   const ConvInputs in = random_conv(c, gen, dt);
   const std::vector<uint8_t> flags = random_flags(gen, c.B, c.L);
   const Tensor doc_start = doc_start_of(flags, c.B, c.L);
-  const kernels::CausalConv1dOutput fwd = kernels::causal_conv1d_forward(in.x, in.w, in.bias, in.init, doc_start, c.silu);
+  const kernels::CausalConv1dOutput fwd = kernels::causal_conv1d_forward({in.x, in.w, in.bias, in.init, doc_start, c.silu});
   const kernels::CausalConv1dGrads grads =
-      kernels::causal_conv1d_backward(in.dy, in.dfinal, in.x, in.w, in.bias, in.init, doc_start, c.silu);
+      kernels::causal_conv1d_backward({in.x, in.w, in.bias, in.init, doc_start, c.silu}, in.dy, in.dfinal);
 
   Sum dweight, dbias;
   int documents = 0;
@@ -395,13 +395,12 @@ void check_conv_documents(DType dt, const ConvShape& c, double param_tol) {
       SCOPED_TRACE("row " + std::to_string(b) + " document [" + std::to_string(s.begin) + ", " +
                    std::to_string(s.end) + ")");
       const Tensor x = piece(in.x, b, s), init = first ? row_of(in.init, b) : Tensor();
-      const kernels::CausalConv1dOutput r = kernels::causal_conv1d_forward(x, in.w, in.bias, init, Tensor(), c.silu);
+      const kernels::CausalConv1dOutput r = kernels::causal_conv1d_forward({x, in.w, in.bias, init, Tensor(), c.silu});
       EXPECT_TRUE(same_bits(r.y, piece(fwd.y, b, s)));
       if (last) {
         EXPECT_TRUE(same_bits(r.final_window, row_of(fwd.final_window, b)));
       }
-      const kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(
-          piece(in.dy, b, s), last ? row_of(in.dfinal, b) : Tensor(), x, in.w, in.bias, init, Tensor(), c.silu);
+      const kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward({x, in.w, in.bias, init, Tensor(), c.silu}, piece(in.dy, b, s), last ? row_of(in.dfinal, b) : Tensor());
       EXPECT_TRUE(same_bits(g.dx, piece(grads.dx, b, s)));
       if (first && c.init) {
         EXPECT_TRUE(same_bits(g.dinitial_window, row_of(grads.dinitial_window, b)));
@@ -443,16 +442,16 @@ TEST(DocBoundaries, ConvFlagsWithoutBoundaryChangeNothing) {
   Generator gen(7);
   const ConvShape c{3, 17, 5, 4, true, true, true};
   const ConvInputs in = random_conv(c, gen, DType::f32);
-  const kernels::CausalConv1dOutput ref = kernels::causal_conv1d_forward(in.x, in.w, in.bias, in.init, Tensor(), true);
+  const kernels::CausalConv1dOutput ref = kernels::causal_conv1d_forward({in.x, in.w, in.bias, in.init, Tensor(), true});
   const kernels::CausalConv1dGrads gref =
-      kernels::causal_conv1d_backward(in.dy, in.dfinal, in.x, in.w, in.bias, in.init, Tensor(), true);
+      kernels::causal_conv1d_backward({in.x, in.w, in.bias, in.init, Tensor(), true}, in.dy, in.dfinal);
   std::vector<uint8_t> at_zero(c.B * c.L, 0);
   for (int64_t b = 0; b < c.B; ++b) at_zero[b * c.L] = 1;
   for (const std::vector<uint8_t>& flags : {std::vector<uint8_t>(c.B * c.L, 0), at_zero}) {
     const Tensor doc_start = doc_start_of(flags, c.B, c.L);
-    const kernels::CausalConv1dOutput got = kernels::causal_conv1d_forward(in.x, in.w, in.bias, in.init, doc_start, true);
+    const kernels::CausalConv1dOutput got = kernels::causal_conv1d_forward({in.x, in.w, in.bias, in.init, doc_start, true});
     const kernels::CausalConv1dGrads g =
-        kernels::causal_conv1d_backward(in.dy, in.dfinal, in.x, in.w, in.bias, in.init, doc_start, true);
+        kernels::causal_conv1d_backward({in.x, in.w, in.bias, in.init, doc_start, true}, in.dy, in.dfinal);
     EXPECT_TRUE(same_bits(got.y, ref.y));
     EXPECT_TRUE(same_bits(got.final_window, ref.final_window));
     EXPECT_TRUE(same_bits(g.dx, gref.dx));
@@ -469,15 +468,14 @@ TEST(DocBoundaries, ConvGroupedRowsEqualPermutedPlain) {
     const ConvInputs in = random_conv(c, gen, DType::f64);
     const Tensor doc_start = doc_start_of(random_flags(gen, c.B, c.L), c.B, c.L);
     const kernels::CausalConv1dOutput plain =
-        kernels::causal_conv1d_forward(in.x, in.w, in.bias, in.init, doc_start, c.silu);
+        kernels::causal_conv1d_forward({in.x, in.w, in.bias, in.init, doc_start, c.silu});
     const kernels::CausalConv1dOutput rows =
-        kernels::causal_conv1d_forward(grouped(in.x, r), in.w, in.bias, in.init, doc_start, c.silu, &r);
+        kernels::causal_conv1d_forward({grouped(in.x, r), in.w, in.bias, in.init, doc_start, c.silu, &r});
     EXPECT_TRUE(same_bits(rows.y, grouped(plain.y, r)));
     EXPECT_TRUE(same_bits(rows.final_window, plain.final_window));
     const kernels::CausalConv1dGrads pg =
-        kernels::causal_conv1d_backward(in.dy, in.dfinal, in.x, in.w, in.bias, in.init, doc_start, c.silu);
-    const kernels::CausalConv1dGrads rg = kernels::causal_conv1d_backward(
-        grouped(in.dy, r), in.dfinal, grouped(in.x, r), in.w, in.bias, in.init, doc_start, c.silu, &r);
+        kernels::causal_conv1d_backward({in.x, in.w, in.bias, in.init, doc_start, c.silu}, in.dy, in.dfinal);
+    const kernels::CausalConv1dGrads rg = kernels::causal_conv1d_backward({grouped(in.x, r), in.w, in.bias, in.init, doc_start, c.silu, &r}, grouped(in.dy, r), in.dfinal);
     EXPECT_TRUE(same_bits(rg.dx, grouped(pg.dx, r)));
     EXPECT_TRUE(same_bits(rg.dweight, pg.dweight));
     EXPECT_TRUE(same_bits(rg.dbias, pg.dbias));
@@ -497,9 +495,7 @@ TEST(DocBoundaries, ConvChunkedThroughADocumentEqualsOneCall) {
   const Tensor doc_start = doc_start_of(flags, c.B, c.L);
 
   const Tensor x1 = leaf(in.x), w1 = leaf(in.w), b1 = leaf(in.bias), i1 = leaf(in.init);
-  CausalConv1dOptions opts{b1, i1, true};
-  opts.doc_start = doc_start;
-  const CausalConv1dResult whole = causal_conv1d(x1, w1, opts);
+  const CausalConv1dResult whole = causal_conv1d({x1, w1, b1, i1, doc_start, true});
   backward({whole.out, whole.final_window}, {in.dy, in.dfinal});
 
   const Tensor w2 = leaf(in.w), b2 = leaf(in.bias), i2 = leaf(in.init);
@@ -508,9 +504,7 @@ TEST(DocBoundaries, ConvChunkedThroughADocumentEqualsOneCall) {
   int64_t start = 0;
   for (int64_t n : chunks) {
     xs.push_back(leaf(in.x.narrow(1, start, n)));
-    CausalConv1dOptions o{b2, window, true};
-    o.doc_start = doc_start.narrow(1, start, n);
-    const CausalConv1dResult r = causal_conv1d(xs.back(), w2, o);
+    const CausalConv1dResult r = causal_conv1d({xs.back(), w2, b2, window, doc_start.narrow(1, start, n), true});
     EXPECT_TRUE(same_bits(r.out, whole.out.detach().narrow(1, start, n))) << "chunk at " << start;
     roots.push_back(r.out);
     grads.push_back(in.dy.narrow(1, start, n).contiguous());
@@ -534,18 +528,17 @@ TEST(DocBoundaries, ConvChunkedThroughADocumentEqualsOneCall) {
 TEST(DocBoundaries, ConvSavedDocStartChangedInPlaceIsAnError) {
   Generator gen(10);
   const Tensor x = leaf(randn({2, 6, 3}, gen, DType::f64)), w = randn({3, 4}, gen, DType::f64);
-  CausalConv1dOptions opts;
-  opts.doc_start = zeros({2, 6}, DType::boolean);
-  const CausalConv1dResult r = causal_conv1d(x, w, opts);
-  opts.doc_start.fill_(1.0);
+  Tensor doc_start = zeros({2, 6}, DType::boolean);
+  const CausalConv1dResult r = causal_conv1d({x, w, Tensor(), Tensor(), doc_start});
+  doc_start.fill_(1.0);
   expect_error([&] { backward({r.out}, {ones({2, 6, 3}, DType::f64)}); }, "[causal_conv1d]");
 }
 
 TEST(DocBoundaries, ConvRejectsBadDocStart) {
   const Tensor x = zeros({2, 5, 3}), w = zeros({3, 4}), dy = zeros({2, 5, 3});
   auto expect_rejected = [&](const Tensor& doc_start, const std::string& message) {
-    expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), doc_start, false); }, message);
-    expect_error([&] { kernels::causal_conv1d_backward(dy, Tensor(), x, w, Tensor(), Tensor(), doc_start, false); },
+    expect_error([&] { kernels::causal_conv1d_forward({x, w, Tensor(), Tensor(), doc_start, false}); }, message);
+    expect_error([&] { kernels::causal_conv1d_backward({x, w, Tensor(), Tensor(), doc_start, false}, dy, Tensor()); },
                  message);
   };
   expect_rejected(zeros({2, 5}), "[causal_conv1d] doc_start must be bool, got float32");
@@ -554,10 +547,9 @@ TEST(DocBoundaries, ConvRejectsBadDocStart) {
   expect_rejected(zeros({10}, DType::boolean), "[causal_conv1d] doc_start has shape (10,), expected (2, 5)");
   expect_rejected(zeros({5, 2}, DType::boolean).transpose(0, 1), "[causal_conv1d] doc_start must be contiguous");
   // Through the differentiable function.
-  CausalConv1dOptions opts;
-  opts.doc_start = zeros({2, 5}, DType::i32);
   const Tensor xl = leaf(x);
-  expect_error([&] { causal_conv1d(xl, w, opts); }, "[causal_conv1d] doc_start must be bool, got int32");
+  expect_error([&] { causal_conv1d({xl, w, Tensor(), Tensor(), zeros({2, 5}, DType::i32)}); },
+               "[causal_conv1d] doc_start must be bool, got int32");
 }
 
 }  // namespace

@@ -39,8 +39,8 @@ std::string describe(const Config& c) {
   return buf;
 }
 
-SelectiveScanInputs random_inputs(const Config& c, Generator& gen, DType dt) {
-  SelectiveScanInputs in;
+kernels::SelectiveScanParams random_inputs(const Config& c, Generator& gen, DType dt) {
+  kernels::SelectiveScanParams in;
   in.u = randn({c.B, c.L, c.E}, gen, dt);
   in.delta = rand({c.B, c.L, c.E}, gen, dt, c.delta_lo, c.delta_hi);
   in.A = rand({c.E, c.N}, gen, dt, -2.0, -0.2);
@@ -54,21 +54,6 @@ SelectiveScanInputs random_inputs(const Config& c, Generator& gen, DType dt) {
   return in;
 }
 
-kernels::SelectiveScanParams to_params(const SelectiveScanInputs& in) {
-  kernels::SelectiveScanParams p;
-  p.u = in.u;
-  p.delta = in.delta;
-  p.A = in.A;
-  p.B_ssm = in.B_ssm;
-  p.C_ssm = in.C_ssm;
-  p.D = in.D;
-  p.z = in.z;
-  p.delta_bias = in.delta_bias;
-  p.initial_state = in.initial_state;
-  p.delta_softplus = in.delta_softplus;
-  return p;
-}
-
 // ---- the naive reference: f64, every h_t stored, loops over t outside e ----
 
 struct Reference {
@@ -78,7 +63,7 @@ struct Reference {
 
 std::vector<double> values(const Tensor& t) { return t.defined() ? t.to_vector<double>() : std::vector<double>{}; }
 
-Reference naive_scan(const SelectiveScanInputs& in, const Tensor& dout_t, const Tensor& dlast_t) {
+Reference naive_scan(const kernels::SelectiveScanParams& in, const Tensor& dout_t, const Tensor& dlast_t) {
   const int64_t B = in.u.size(0), L = in.u.size(1), E = in.u.size(2), N = in.A.size(1);
   const std::vector<double> u = values(in.u), delta = values(in.delta), A = values(in.A), Bm = values(in.B_ssm),
                             Cm = values(in.C_ssm), D = values(in.D), z = values(in.z), bias = values(in.delta_bias),
@@ -179,10 +164,10 @@ const Config kReferenceConfigs[] = {
 void check_against_reference(DType dt, double tol) {
   Generator gen(11);
   for (const Config& c : kReferenceConfigs) {
-    SelectiveScanInputs in = random_inputs(c, gen, dt);
+    kernels::SelectiveScanParams in = random_inputs(c, gen, dt);
     Tensor dout = randn({c.B, c.L, c.E}, gen, dt), dlast = randn({c.B, c.E, c.N}, gen, dt);
-    kernels::SelectiveScanParams p = to_params(in);
-    kernels::SelectiveScanResult fwd = kernels::selective_scan_forward(p);
+    kernels::SelectiveScanParams p = in;
+    kernels::SelectiveScanOutput fwd = kernels::selective_scan_forward(p);
     kernels::SelectiveScanGrads grads = kernels::selective_scan_backward(p, dout, dlast);
     Reference ref = naive_scan(in, dout, dlast);
 
@@ -217,10 +202,10 @@ TEST(SelectiveScan, MatchesNaiveReferenceF32) { check_against_reference(DType::f
 TEST(SelectiveScan, AutogradMatchesKernelAndAcceptsStridedInputs) {
   Generator gen(3);
   const Config c{2, 9, 5, 3, true, true, true, true, true};
-  SelectiveScanInputs in = random_inputs(c, gen, DType::f64);
-  kernels::SelectiveScanResult want = kernels::selective_scan_forward(to_params(in));
+  kernels::SelectiveScanParams in = random_inputs(c, gen, DType::f64);
+  kernels::SelectiveScanOutput want = kernels::selective_scan_forward(in);
   // u and z given as transposed views of (B, E, L) tensors.
-  SelectiveScanInputs strided = in;
+  kernels::SelectiveScanParams strided = in;
   strided.u = in.u.transpose(1, 2).contiguous().transpose(1, 2);
   strided.z = in.z.transpose(1, 2).contiguous().transpose(1, 2);
   ASSERT_FALSE(strided.u.is_contiguous());
@@ -248,11 +233,11 @@ void check_chunked(DType dt, double tol, bool loss_on_second_chunk_only) {
   Generator gen(21);
   const Config c{2, 11, 6, 5, true, true, true, true, true};
   const int64_t L1 = 4, L2 = c.L - L1;
-  const SelectiveScanInputs data = random_inputs(c, gen, dt);
+  const kernels::SelectiveScanParams data = random_inputs(c, gen, dt);
   Tensor w_out = randn({c.B, c.L, c.E}, gen, dt), w_last = randn({c.B, c.E, c.N}, gen, dt);
   if (loss_on_second_chunk_only) w_out.narrow(1, 0, L1).fill_(0.0);
 
-  SelectiveScanInputs whole;
+  kernels::SelectiveScanParams whole;
   whole.u = leaf_of(data.u);
   whole.delta = leaf_of(data.delta);
   whole.A = leaf_of(data.A);
@@ -271,7 +256,7 @@ void check_chunked(DType dt, double tol, bool loss_on_second_chunk_only) {
 
   // Shared parameters are one leaf per run, used by both chunks.
   Tensor A = leaf_of(data.A), D = leaf_of(data.D), bias = leaf_of(data.delta_bias), h0 = leaf_of(data.initial_state);
-  SelectiveScanInputs parts[2];
+  kernels::SelectiveScanParams parts[2];
   for (int k = 0; k < 2; ++k) {
     const int64_t start = k == 0 ? 0 : L1, length = k == 0 ? L1 : L2;
     parts[k].u = chunk_of(data.u, start, length);
@@ -347,15 +332,15 @@ TEST(SelectiveScan, ChunkedEqualsWholeF32) {
 TEST(SelectiveScan, BitIdenticalAcrossThreadCounts) {
   Generator gen(8);
   const Config c{2, 64, 40, 16, true, true, true, true, true};
-  SelectiveScanInputs in = random_inputs(c, gen, DType::f32);
+  kernels::SelectiveScanParams in = random_inputs(c, gen, DType::f32);
   Tensor dout = randn({c.B, c.L, c.E}, gen, DType::f32), dlast = randn({c.B, c.E, c.N}, gen, DType::f32);
-  const kernels::SelectiveScanParams p = to_params(in);
+  const kernels::SelectiveScanParams p = in;
   const int saved_threads = omp_get_max_threads();
   std::vector<std::vector<float>> runs[2];
   const int threads[2] = {1, 3};
   for (int k = 0; k < 2; ++k) {
     omp_set_num_threads(threads[k]);
-    kernels::SelectiveScanResult f = kernels::selective_scan_forward(p);
+    kernels::SelectiveScanOutput f = kernels::selective_scan_forward(p);
     kernels::SelectiveScanGrads g = kernels::selective_scan_backward(p, dout, dlast);
     for (const Tensor& t : {f.out, f.last_state, g.du, g.ddelta, g.dA, g.dB_ssm, g.dC_ssm, g.dD, g.dz,
                             g.ddelta_bias, g.dinitial_state})
@@ -378,13 +363,13 @@ TEST(SelectiveScan, RowsInGroupedOrderEqualPermutedPlainScan) {
     const int64_t C = t.size(2);
     return kernels::index_select(t.reshape({T, C}), 0, routing.perm).reshape({c.B, c.L, C});
   };
-  SelectiveScanInputs in = random_inputs(c, gen, DType::f64);
+  kernels::SelectiveScanParams in = random_inputs(c, gen, DType::f64);
   Tensor dout = randn({c.B, c.L, c.E}, gen, DType::f64), dlast = randn({c.B, c.E, c.N}, gen, DType::f64);
-  const kernels::SelectiveScanParams plain = to_params(in);
+  const kernels::SelectiveScanParams plain = in;
   kernels::SelectiveScanParams g = plain;
   for (Tensor* t : {&g.u, &g.delta, &g.B_ssm, &g.C_ssm, &g.z}) *t = grouped(*t);
   g.order = &routing;
-  kernels::SelectiveScanResult ref = kernels::selective_scan_forward(plain), got = kernels::selective_scan_forward(g);
+  kernels::SelectiveScanOutput ref = kernels::selective_scan_forward(plain), got = kernels::selective_scan_forward(g);
   EXPECT_EQ(got.out.to_vector<double>(), grouped(ref.out).to_vector<double>());
   EXPECT_EQ(got.last_state.to_vector<double>(), ref.last_state.to_vector<double>());
   kernels::SelectiveScanGrads gref = kernels::selective_scan_backward(plain, dout, dlast);
@@ -400,7 +385,7 @@ TEST(SelectiveScan, RowsInGroupedOrderEqualPermutedPlainScan) {
   SelectiveScanResult r;
   {
     const kernels::Routing copy = routing;
-    SelectiveScanInputs gi = in;
+    kernels::SelectiveScanParams gi = in;
     gi.u = u;
     gi.delta = grouped(in.delta);
     gi.B_ssm = grouped(in.B_ssm);
@@ -422,7 +407,7 @@ TEST(SelectiveScan, RowsInGroupedOrderEqualPermutedPlainScan) {
 TEST(SelectiveScan, DzOverDoutGivesTheSameGradients) {
   Generator gen(10);
   const Config c{2, 29, 7, 5, true, true, true, true, true};
-  const kernels::SelectiveScanParams p = to_params(random_inputs(c, gen, DType::f32));
+  const kernels::SelectiveScanParams p = random_inputs(c, gen, DType::f32);
   Tensor dout = randn({c.B, c.L, c.E}, gen, DType::f32), dlast = randn({c.B, c.E, c.N}, gen, DType::f32);
   kernels::SelectiveScanGrads ref = kernels::selective_scan_backward(p, dout, dlast);
   Tensor given = dout.clone();
@@ -437,7 +422,7 @@ TEST(SelectiveScan, DzOverDoutGivesTheSameGradients) {
 
 TEST(SelectiveScan, SavedInputChangedInPlaceIsAnError) {
   Generator gen(5);
-  SelectiveScanInputs in = random_inputs({1, 4, 3, 2, false, false, false, false, true}, gen, DType::f64);
+  kernels::SelectiveScanParams in = random_inputs({1, 4, 3, 2, false, false, false, false, true}, gen, DType::f64);
   in.u.set_requires_grad(true);
   SelectiveScanResult r = selective_scan(in);
   in.delta.fill_(0.5);
@@ -447,36 +432,36 @@ TEST(SelectiveScan, SavedInputChangedInPlaceIsAnError) {
 TEST(SelectiveScan, RejectsBadInputs) {
   Generator gen(6);
   const Config c{2, 5, 4, 3, true, true, true, true, true};
-  const SelectiveScanInputs good = random_inputs(c, gen, DType::f64);
+  const kernels::SelectiveScanParams good = random_inputs(c, gen, DType::f64);
   auto expect_rejected = [&](auto&& change) {
-    SelectiveScanInputs in = good;
+    kernels::SelectiveScanParams in = good;
     change(in);
-    expect_error([&] { kernels::selective_scan_forward(to_params(in)); }, "[selective_scan]");
+    expect_error([&] { kernels::selective_scan_forward(in); }, "[selective_scan]");
     expect_error([&] { selective_scan(in); }, "[selective_scan]");
   };
   const DType f64 = DType::f64;
-  expect_rejected([&](SelectiveScanInputs& in) { in.u = randn({5, 4}, gen, f64); });                // rank
-  expect_rejected([&](SelectiveScanInputs& in) { in.A = randn({4, 3, 1}, gen, f64); });             // rank
-  expect_rejected([&](SelectiveScanInputs& in) { in.delta = randn({2, 6, 4}, gen, f64); });         // L
-  expect_rejected([&](SelectiveScanInputs& in) { in.A = randn({5, 3}, gen, f64); });                // E
-  expect_rejected([&](SelectiveScanInputs& in) { in.A = randn({4, 2}, gen, f64); });                // N vs B_ssm
-  expect_rejected([&](SelectiveScanInputs& in) { in.B_ssm = randn({1, 5, 3}, gen, f64); });         // B
-  expect_rejected([&](SelectiveScanInputs& in) { in.C_ssm = randn({2, 5, 4}, gen, f64); });         // N
-  expect_rejected([&](SelectiveScanInputs& in) { in.D = randn({3}, gen, f64); });
-  expect_rejected([&](SelectiveScanInputs& in) { in.z = randn({2, 5, 3}, gen, f64); });
-  expect_rejected([&](SelectiveScanInputs& in) { in.delta_bias = randn({4, 1}, gen, f64); });
-  expect_rejected([&](SelectiveScanInputs& in) { in.initial_state = randn({2, 3, 4}, gen, f64); });
-  expect_rejected([&](SelectiveScanInputs& in) { in.B_ssm = Tensor(); });                            // missing
-  expect_rejected([&](SelectiveScanInputs& in) { in.delta = in.delta.to(DType::f32); });             // dtype mix
-  expect_rejected([&](SelectiveScanInputs& in) { in.u = randint({2, 5, 4}, 0, 3, gen); });          // integer
-  expect_rejected([&](SelectiveScanInputs& in) { in.D = from_vector<int32_t>({1, 2, 3, 4}, {4}); });
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.u = randn({5, 4}, gen, f64); });                // rank
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.A = randn({4, 3, 1}, gen, f64); });             // rank
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.delta = randn({2, 6, 4}, gen, f64); });         // L
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.A = randn({5, 3}, gen, f64); });                // E
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.A = randn({4, 2}, gen, f64); });                // N vs B_ssm
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.B_ssm = randn({1, 5, 3}, gen, f64); });         // B
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.C_ssm = randn({2, 5, 4}, gen, f64); });         // N
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.D = randn({3}, gen, f64); });
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.z = randn({2, 5, 3}, gen, f64); });
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.delta_bias = randn({4, 1}, gen, f64); });
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.initial_state = randn({2, 3, 4}, gen, f64); });
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.B_ssm = Tensor(); });                            // missing
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.delta = in.delta.to(DType::f32); });             // dtype mix
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.u = randint({2, 5, 4}, 0, 3, gen); });          // integer
+  expect_rejected([&](kernels::SelectiveScanParams& in) { in.D = from_vector<int32_t>({1, 2, 3, 4}, {4}); });
 
   // The kernel needs contiguous inputs (the autograd function makes them so).
-  kernels::SelectiveScanParams p = to_params(good);
+  kernels::SelectiveScanParams p = good;
   p.u = good.u.transpose(1, 2).contiguous().transpose(1, 2);
   expect_error([&] { kernels::selective_scan_forward(p); }, "[selective_scan]");
 
-  p = to_params(good);
+  p = good;
   expect_error([&] { kernels::selective_scan_backward(p, randn({2, 5, 3}, gen, f64), Tensor()); },
                "[selective_scan]");
   expect_error([&] { kernels::selective_scan_backward(p, Tensor(), randn({2, 4, 3}, gen, DType::f32)); },
@@ -493,7 +478,7 @@ namespace {
 // behaviour in the fast exp (UBSan runs this in CI).
 TEST(SelectiveScan, NaNPropagatesThroughTheFastExp) {
   Generator gen(11);
-  SelectiveScanInputs in;
+  kernels::SelectiveScanParams in;
   in.u = randn({1, 3, 2}, gen);
   in.delta = randn({1, 3, 2}, gen);
   in.delta.data<float>()[2] = std::numeric_limits<float>::quiet_NaN();  // token 1, channel 0

@@ -15,7 +15,7 @@
 #include "core/tensor.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/index.h"
-#include "kernels/masked_linear.h"
+#include "kernels/routing.h"
 #include "tests/gpu/cuda_support.h"
 #include "tests/support.h"
 
@@ -75,8 +75,8 @@ ConvResults run_conv(const ConvCase& c, const ConvInputs& in, DType dt, Device d
   };
   Tensor x = put(in.x, true), w = put(in.w, true), b = put(in.b, c.bias), init = put(in.init, c.init);
   Tensor dy = put(in.dy, true), dfinal = put(in.dfinal, c.dfinal);
-  kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward(x, w, b, init, Tensor(), c.silu);
-  kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, Tensor(), c.silu);
+  kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward({x, w, b, init, Tensor(), c.silu});
+  kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward({x, w, b, init, Tensor(), c.silu}, dy, dfinal);
   return {out.y, out.final_window, g.dx, g.dweight, g.dbias, g.dinitial_window};
 }
 
@@ -164,15 +164,15 @@ void check_chained(const ConvCase& whole_case, const std::vector<int64_t>& chunk
   Tensor x = in.x.to(dt).to(kGpu), w = in.w.to(dt).to(kGpu), b = in.b.to(dt).to(kGpu);
   Tensor init = in.init.to(dt).to(kGpu), dy = in.dy.to(dt).to(kGpu), dfinal = in.dfinal.to(dt).to(kGpu);
   const bool silu = whole_case.silu;
-  kernels::CausalConv1dOutput whole = kernels::causal_conv1d_forward(x, w, b, init, Tensor(), silu);
-  kernels::CausalConv1dGrads whole_g = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, Tensor(), silu);
+  kernels::CausalConv1dOutput whole = kernels::causal_conv1d_forward({x, w, b, init, Tensor(), silu});
+  kernels::CausalConv1dGrads whole_g = kernels::causal_conv1d_backward({x, w, b, init, Tensor(), silu}, dy, dfinal);
 
   std::vector<Tensor> xs, dys, windows = {init};  // windows[k]: the initial window of chunk k
   int64_t start = 0;
   for (int64_t len : chunks) {
     xs.push_back(x.narrow(1, start, len).contiguous());
     dys.push_back(dy.narrow(1, start, len).contiguous());
-    kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward(xs.back(), w, b, windows.back(), Tensor(), silu);
+    kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward({xs.back(), w, b, windows.back(), Tensor(), silu});
     EXPECT_EQ(max_abs_diff(out.y, whole.y.narrow(1, start, len)), 0.0) << "y of the chunk at " << start;
     windows.push_back(out.final_window);
     start += len;
@@ -185,7 +185,7 @@ void check_chained(const ConvCase& whole_case, const std::vector<int64_t>& chunk
   for (size_t k = chunks.size(); k-- > 0;) {
     end -= chunks[k];
     kernels::CausalConv1dGrads g =
-        kernels::causal_conv1d_backward(dys[k], g_window, xs[k], w, b, windows[k], Tensor(), silu);
+        kernels::causal_conv1d_backward({xs[k], w, b, windows[k], Tensor(), silu}, dys[k], g_window);
     EXPECT_LT(rel_error(g.dx, whole_g.dx.narrow(1, end, chunks[k])), tol) << "dx of chunk " << k;
     std::vector<double> gw = g.dweight.to_vector<double>(), gb = g.dbias.to_vector<double>();
     for (size_t i = 0; i < gw.size(); ++i) dweight[i] += gw[i];
@@ -239,7 +239,7 @@ TEST_F(Cuda, CausalConv1dForwardSiluIsAccurateOverTheRange) {
       SCOPED_TRACE("E=" + std::to_string(E) + (dt == DType::f32 ? " float32" : " float64"));
       Tensor x = from_vector(xv, {1, L, E}).to(dt).to(kGpu), w = from_vector(wv, {E, 4}).to(dt).to(kGpu);
       std::vector<double> y =
-          kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), Tensor(), true).y.to_vector<double>();
+          kernels::causal_conv1d_forward({x, w, Tensor(), Tensor(), Tensor(), true}).y.to_vector<double>();
       const double tol = dt == DType::f32 ? 1e-6 : 1e-14;
       double worst = 0;
       int bad = 0;
@@ -260,7 +260,7 @@ TEST_F(Cuda, CausalConv1dRejectsMixedDevicesAndBadShapes) {
   Tensor x = ones({2, 5, 3}, DType::f32, kGpu), w = ones({3, 4}, DType::f32, kGpu);
   Tensor b = ones({3}, DType::f32, kGpu), init = ones({2, 3, 3}, DType::f32, kGpu);
   auto fwd = [&](const Tensor& xx, const Tensor& ww, const Tensor& bb, const Tensor& ii) {
-    return [=] { kernels::causal_conv1d_forward(xx, ww, bb, ii, Tensor(), true); };
+    return [=] { kernels::causal_conv1d_forward({xx, ww, bb, ii, Tensor(), true}); };
   };
   expect_error(fwd(x, w.to(kCpu), b, init), "[causal_conv1d] weight is on cpu but x is on cuda:0");
   expect_error(fwd(x, w, b.to(kCpu), init), "[causal_conv1d] bias is on cpu but x is on cuda:0");
@@ -268,13 +268,13 @@ TEST_F(Cuda, CausalConv1dRejectsMixedDevicesAndBadShapes) {
   expect_error(fwd(x.to(kCpu), w, Tensor(), Tensor()), "[causal_conv1d] weight is on cuda:0 but x is on cpu");
   expect_error(fwd(x, ones({3, 9}, DType::f32, kGpu), Tensor(), Tensor()), "[causal_conv1d] conv width W = 9 is outside [2, 8]");
   Tensor dy = ones({2, 5, 3}, DType::f32, kGpu);
-  expect_error([&] { kernels::causal_conv1d_backward(dy.to(kCpu), Tensor(), x, w, b, init, Tensor(), true); },
+  expect_error([&] { kernels::causal_conv1d_backward({x, w, b, init, Tensor(), true}, dy.to(kCpu), Tensor()); },
                "[causal_conv1d] dy is on cpu but x is on cuda:0");
-  expect_error([&] { kernels::causal_conv1d_backward(dy, ones({2, 3, 3}), x, w, b, init, Tensor(), true); },
+  expect_error([&] { kernels::causal_conv1d_backward({x, w, b, init, Tensor(), true}, dy, ones({2, 3, 3})); },
                "[causal_conv1d] dfinal_window is on cpu but x is on cuda:0");
   expect_error(
       [&] {
-        kernels::causal_conv1d_backward(ones({2, 4, 3}, DType::f32, kGpu), Tensor(), x, w, b, init, Tensor(), true);
+        kernels::causal_conv1d_backward({x, w, b, init, Tensor(), true}, ones({2, 4, 3}, DType::f32, kGpu), Tensor());
       },
       "[causal_conv1d] dy has shape (2, 4, 3), expected (2, 5, 3)");
 }
@@ -292,8 +292,8 @@ ConvResults run_grouped(const ConvCase& c, const ConvInputs& in, DType dt, const
   auto put = [&](const Tensor& t, bool used) { return used ? t.to(dt).to(dev) : Tensor(); };
   Tensor x = grouped(put(in.x, true), r), w = put(in.w, true), b = put(in.b, c.bias), init = put(in.init, c.init);
   Tensor dy = grouped(put(in.dy, true), r), dfinal = put(in.dfinal, c.dfinal);
-  kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward(x, w, b, init, Tensor(), c.silu, &r);
-  kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, Tensor(), c.silu, &r);
+  kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward({x, w, b, init, Tensor(), c.silu, &r});
+  kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward({x, w, b, init, Tensor(), c.silu, &r}, dy, dfinal);
   return {out.y, out.final_window, g.dx, g.dweight, g.dbias, g.dinitial_window};
 }
 
@@ -343,19 +343,19 @@ TEST_F(Cuda, ConvRowsRejectARoutingOfAnotherLengthOrDevice) {
   Tensor ids = randint({10}, 0, 2, gen);
   const kernels::Routing on_cpu = kernels::Routing::from_modalities(ids, 2);
   const kernels::Routing longer = kernels::Routing::from_modalities(randint({11}, 0, 2, gen).to(kGpu), 2);
-  expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), Tensor(), true, &on_cpu); },
+  expect_error([&] { kernels::causal_conv1d_forward({x, w, Tensor(), Tensor(), Tensor(), true, &on_cpu}); },
                "[causal_conv1d] the routing is on cpu but x is on cuda:0");
   expect_error(
-      [&] { kernels::causal_conv1d_backward(dy, Tensor(), x, w, Tensor(), Tensor(), Tensor(), true, &on_cpu); },
+      [&] { kernels::causal_conv1d_backward({x, w, Tensor(), Tensor(), Tensor(), true, &on_cpu}, dy, Tensor()); },
       "[causal_conv1d] the routing is on cpu but x is on cuda:0");
-  expect_error([&] { kernels::causal_conv1d_forward(x, w, Tensor(), Tensor(), Tensor(), true, &longer); },
+  expect_error([&] { kernels::causal_conv1d_forward({x, w, Tensor(), Tensor(), Tensor(), true, &longer}); },
                "[causal_conv1d] the routing has 11 tokens, x has B*L = 10");
   expect_error(
-      [&] { kernels::causal_conv1d_backward(dy, Tensor(), x, w, Tensor(), Tensor(), Tensor(), true, &longer); },
+      [&] { kernels::causal_conv1d_backward({x, w, Tensor(), Tensor(), Tensor(), true, &longer}, dy, Tensor()); },
       "[causal_conv1d] the routing has 11 tokens, x has B*L = 10");
   const kernels::Routing on_gpu = kernels::Routing::from_modalities(ids.to(kGpu), 2);
   expect_error(
-      [&] { kernels::causal_conv1d_forward(x.to(kCpu), w.to(kCpu), Tensor(), Tensor(), Tensor(), true, &on_gpu); },
+      [&] { kernels::causal_conv1d_forward({x.to(kCpu), w.to(kCpu), Tensor(), Tensor(), Tensor(), true, &on_gpu}); },
       "[causal_conv1d] the routing is on cuda:0 but x is on cpu");
 }
 

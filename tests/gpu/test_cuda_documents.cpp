@@ -11,7 +11,7 @@
 #include "core/tensor.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/index.h"
-#include "kernels/masked_linear.h"
+#include "kernels/routing.h"
 #include "kernels/selective_scan.h"
 #include "tests/gpu/cuda_support.h"
 #include "tests/support.h"
@@ -21,7 +21,7 @@ namespace {
 
 using kernels::SelectiveScanGrads;
 using kernels::SelectiveScanParams;
-using kernels::SelectiveScanResult;
+using kernels::SelectiveScanOutput;
 using test::Cuda;
 using test::rel_error;
 using test::Span;
@@ -149,7 +149,7 @@ TEST_F(Cuda, ScanWithDocumentsMatchesCpu) {
       const SelectiveScanParams cpu = scan_on(base, kCpu, DType::f64);
       SelectiveScanParams ref_p = cpu;
       if (group) ref_p.order = &routing;
-      const SelectiveScanResult ref = kernels::selective_scan_forward(ref_p);
+      const SelectiveScanOutput ref = kernels::selective_scan_forward(ref_p);
       const SelectiveScanGrads gref =
           kernels::selective_scan_backward(ref_p, dout_in.to(DType::f64), dlast.to(DType::f64));
       const kernels::Routing gpu_routing =
@@ -158,7 +158,7 @@ TEST_F(Cuda, ScanWithDocumentsMatchesCpu) {
         SCOPED_TRACE(std::string(dtype_name(dt)) + (group ? " grouped" : " plain") + " L=" + std::to_string(s.L));
         SelectiveScanParams gpu = scan_on(base, kGpu, dt);
         if (group) gpu.order = &gpu_routing;
-        const SelectiveScanResult got = kernels::selective_scan_forward(gpu, true);
+        const SelectiveScanOutput got = kernels::selective_scan_forward(gpu, true);
         const SelectiveScanGrads ggot =
             kernels::selective_scan_backward(gpu, dout_in.to(dt).to(kGpu), dlast.to(dt).to(kGpu), got.checkpoints);
         const double out_tol = dt == DType::f32 ? 1e-5 : 1e-11, grad_tol = dt == DType::f32 ? 1e-4 : 1e-10;
@@ -188,7 +188,7 @@ TEST_F(Cuda, ScanPackedRowEqualsOneCallPerDocument) {
   SelectiveScanParams p = scan_on(random_scan(B, L, E, N, gen), kGpu, DType::f32);
   p.doc_start = doc_start_of(flags, B, L, kGpu);
   Tensor dout = randn({B, L, E}, gen, DType::f32).to(kGpu), dlast = randn({B, E, N}, gen, DType::f32).to(kGpu);
-  const SelectiveScanResult fwd = kernels::selective_scan_forward(p);
+  const SelectiveScanOutput fwd = kernels::selective_scan_forward(p);
   const SelectiveScanGrads grads = kernels::selective_scan_backward(p, dout, dlast);
   double worst = 0;
   const int documents = for_each_document(flags, B, L, [&](int64_t b, Span s, bool first, bool last) {
@@ -200,7 +200,7 @@ TEST_F(Cuda, ScanPackedRowEqualsOneCallPerDocument) {
     q.z = piece(p.z, b, s);
     q.initial_state = first ? row_of(p.initial_state, b) : Tensor();
     q.doc_start = Tensor();
-    const SelectiveScanResult r = kernels::selective_scan_forward(q);
+    const SelectiveScanOutput r = kernels::selective_scan_forward(q);
     const SelectiveScanGrads g =
         kernels::selective_scan_backward(q, piece(dout, b, s), last ? row_of(dlast, b) : Tensor());
     expect_close("out", piece(fwd.out, b, s), r.out, 1e-5, worst);
@@ -244,8 +244,8 @@ ConvInputs random_conv(int64_t B, int64_t L, int64_t E, int64_t W, const std::ve
 ConvResults run_conv(const ConvInputs& in, DType dt, Device dev, bool silu, const kernels::Routing* order) {
   Tensor x = moved(in.x, dev, dt), w = moved(in.w, dev, dt), b = moved(in.b, dev, dt), init = moved(in.init, dev, dt);
   Tensor dy = moved(in.dy, dev, dt), dfinal = moved(in.dfinal, dev, dt), docs = in.doc_start.to(dev);
-  kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward(x, w, b, init, docs, silu, order);
-  kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(dy, dfinal, x, w, b, init, docs, silu, order);
+  kernels::CausalConv1dOutput out = kernels::causal_conv1d_forward({x, w, b, init, docs, silu, order});
+  kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward({x, w, b, init, docs, silu, order}, dy, dfinal);
   return {out.y, out.final_window, g.dx, g.dweight, g.dbias, g.dinitial_window};
 }
 

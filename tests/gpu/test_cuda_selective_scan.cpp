@@ -19,7 +19,7 @@ namespace {
 
 using kernels::SelectiveScanGrads;
 using kernels::SelectiveScanParams;
-using kernels::SelectiveScanResult;
+using kernels::SelectiveScanOutput;
 using test::Cuda;
 using test::same_bits;
 using test::expect_error;
@@ -85,8 +85,8 @@ std::pair<double, double> compare_with_cpu(const Config& c, DType dt, uint64_t s
   Tensor dlast = randn({c.B, c.E, c.N}, gen, dt);
 
   SelectiveScanParams cpu = moved(p, kCpu, DType::f64), gpu = moved(p, kGpu, dt);
-  SelectiveScanResult ref = kernels::selective_scan_forward(cpu);
-  SelectiveScanResult got = kernels::selective_scan_forward(gpu);
+  SelectiveScanOutput ref = kernels::selective_scan_forward(cpu);
+  SelectiveScanOutput got = kernels::selective_scan_forward(gpu);
   SelectiveScanGrads gref = kernels::selective_scan_backward(cpu, dout.to(DType::f64), dlast.to(DType::f64));
   SelectiveScanGrads ggot = kernels::selective_scan_backward(gpu, dout.to(kGpu), dlast.to(kGpu));
 
@@ -193,10 +193,10 @@ TEST_F(Cuda, ScanChainedCallsEqualOneCall) {
     return q;
   };
   SelectiveScanParams first = piece(0, L1), second = piece(L1, L2);
-  SelectiveScanResult one = kernels::selective_scan_forward(whole);
-  SelectiveScanResult r1 = kernels::selective_scan_forward(first);
+  SelectiveScanOutput one = kernels::selective_scan_forward(whole);
+  SelectiveScanOutput r1 = kernels::selective_scan_forward(first);
   second.initial_state = r1.last_state;
-  SelectiveScanResult r2 = kernels::selective_scan_forward(second);
+  SelectiveScanOutput r2 = kernels::selective_scan_forward(second);
   EXPECT_LT(rel_error(r1.out, one.out.narrow(1, 0, L1).contiguous()), 1e-6);
   EXPECT_LT(rel_error(r2.out, one.out.narrow(1, L1, L2).contiguous()), 1e-6);
   EXPECT_LT(rel_error(r2.last_state, one.last_state), 1e-6);
@@ -237,7 +237,7 @@ TEST_F(Cuda, ScanRowsInGroupedOrderEqualPermutedPlainScan) {
       SelectiveScanParams g = plain;
       for (Tensor* t : {&g.u, &g.delta, &g.B_ssm, &g.C_ssm, &g.z}) *t = grouped(*t);
       g.order = &routing;
-      SelectiveScanResult ref = kernels::selective_scan_forward(plain), got = kernels::selective_scan_forward(g, true);
+      SelectiveScanOutput ref = kernels::selective_scan_forward(plain), got = kernels::selective_scan_forward(g, true);
       EXPECT_TRUE(same_bits(got.out, grouped(ref.out)));
       EXPECT_TRUE(same_bits(got.last_state, ref.last_state));
       SelectiveScanGrads gref = kernels::selective_scan_backward(plain, dout, dlast);
@@ -271,7 +271,7 @@ TEST_F(Cuda, ScanDzOverDoutGivesTheSameGradients) {
   const Config c{3, 300, 67, 16};
   SelectiveScanParams p = moved(random_params(c, gen, DType::f32), kGpu, DType::f32);
   Tensor dout = randn({c.B, c.L, c.E}, gen).to(kGpu), dlast = randn({c.B, c.E, c.N}, gen).to(kGpu);
-  SelectiveScanResult f = kernels::selective_scan_forward(p, true);
+  SelectiveScanOutput f = kernels::selective_scan_forward(p, true);
   for (const Tensor& ckpt : {Tensor(), f.checkpoints}) {
     SelectiveScanGrads ref = kernels::selective_scan_backward(p, dout, dlast, ckpt);
     Tensor given = dout.clone();
@@ -289,7 +289,7 @@ TEST_F(Cuda, ScanRepeatsBitForBit) {
   SelectiveScanParams p = moved(random_params(c, gen, DType::f32), kGpu, DType::f32);
   Tensor dout = randn({c.B, c.L, c.E}, gen, DType::f32).to(kGpu);
   Tensor dlast = randn({c.B, c.E, c.N}, gen, DType::f32).to(kGpu);
-  SelectiveScanResult a = kernels::selective_scan_forward(p), b = kernels::selective_scan_forward(p);
+  SelectiveScanOutput a = kernels::selective_scan_forward(p), b = kernels::selective_scan_forward(p);
   EXPECT_TRUE(same_bits(a.out, b.out));
   EXPECT_TRUE(same_bits(a.last_state, b.last_state));
   SelectiveScanGrads ga = kernels::selective_scan_backward(p, dout, dlast);
@@ -297,7 +297,7 @@ TEST_F(Cuda, ScanRepeatsBitForBit) {
   for (auto [name, field] : grad_fields()) EXPECT_TRUE(same_bits(ga.*field, gb.*field)) << name;
   // The training path: the forward keeps its chunk-start states and the backward uses them; the
   // states are the same computation, so the gradients are the same bits.
-  SelectiveScanResult saved = kernels::selective_scan_forward(p, true);
+  SelectiveScanOutput saved = kernels::selective_scan_forward(p, true);
   ASSERT_TRUE(saved.checkpoints.defined());
   EXPECT_TRUE(same_bits(saved.out, a.out));
   SelectiveScanGrads gc = kernels::selective_scan_backward(p, dout, dlast, saved.checkpoints);
@@ -349,10 +349,10 @@ TEST_F(Cuda, ScanBeyondTwoToThe31Elements) {
   Tensor dout = tiled_randn(L, E, gen);
   Tensor out_last;
   {
-    SelectiveScanResult r = kernels::selective_scan_forward(p);
+    SelectiveScanOutput r = kernels::selective_scan_forward(p);
     out_last = r.out.narrow(2, E - 1, 1).contiguous().to(kCpu);
   }
-  SelectiveScanResult ref = kernels::selective_scan_forward(one);
+  SelectiveScanOutput ref = kernels::selective_scan_forward(one);
   const double out_err = rel_error(out_last, ref.out);
   EXPECT_LT(out_err, 1e-5);
   SelectiveScanGrads g = kernels::selective_scan_backward(p, dout, Tensor());
