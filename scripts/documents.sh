@@ -30,26 +30,29 @@ for i in $(seq 0 23); do
   prompts+=("$p .")
 done
 
-losses() {  # RUN DOC_TOKEN -> "loss | text | image | speech" of `mom eval`
-  $mom eval "$1" --doc-token "$2" | tail -n 1
+losses() {  # RUN DOC_TOKEN -> "total text image speech" of `mom eval`
+  $mom eval "$1" --doc-token "$2" | tail -n 1 | awk -F'[ |]+' '{printf "%.4f  %.4f  %.4f  %.4f", $2, $4, $6, $8}'
 }
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-generation() {  # RUN -> "<images right>/<n> <speech right>/<n>"
+generation() {  # RUN -> "<images right>/<n>  <speech right>/<n>"
   local images=0 speech=0 out
   for p in "${prompts[@]}"; do
     out="$($mom generate "$1" --prompt "$p" --out "$scratch/image.ppm")"
     grep -q "image draws the caption's scene: yes" <<<"$out" && images=$((images + 1))
     grep -q "speech spells the caption: *yes" <<<"$out" && speech=$((speech + 1))
   done
-  echo "$images/${#prompts[@]} $speech/${#prompts[@]}"
+  echo "$images/${#prompts[@]}    $speech/${#prompts[@]}"
 }
 
 echo
-printf '%-7s %-44s %-44s %s\n' "trained" "held-out, state reset at <bos>" "held-out, reading across documents" \
-  "generation: images, speech right"
+echo "held-out loss (nats per token) read with resets at <bos> | read across documents; greedy generation"
+printf '%-18s %-30s   %-30s   %s\n' "trained" "total   text    image   speech" "total   text    image   speech" \
+  "images speech right"
 for run in reset cross; do
-  printf '%-7s %-44s %-44s %s\n' "$run" "$(losses runs/docs-$run 1)" "$(losses runs/docs-$run -1)" \
+  name="resets at <bos>"
+  [ "$run" = cross ] && name="across documents"
+  printf '%-18s %-30s   %-30s   %s\n' "$name" "$(losses runs/docs-$run 1)" "$(losses runs/docs-$run -1)" \
     "$(generation runs/docs-$run)"
 done
