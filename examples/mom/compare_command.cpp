@@ -29,10 +29,12 @@ nlohmann::json run_config(const std::string& run) {
   }
 }
 
-void check_comparable(const std::string& a, const std::string& b) {
+// Checks that the runs can be compared and returns their modalities' names.
+std::vector<std::string> check_comparable(const std::string& a, const std::string& b) {
   const nlohmann::json ca = run_config(a), cb = run_config(b);
   // What decides the held-out set (the toy world's held-out seed follows the training seed).
-  std::vector<std::string> eval_keys = {"data", "eval_data", "batch", "seq_len", "eval_batches"};
+  std::vector<std::string> eval_keys = {"data", "eval_data", "batch", "seq_len", "eval_batches", "doc_token",
+                                        "modalities"};
   if (ca["data"] == "toy" && ca["eval_data"] == "") eval_keys.push_back("seed");
   for (const std::string& k : eval_keys)
     MOM_CHECK(ca[k] == cb[k], "compare", "the runs were evaluated on different held-out sets: " << a << " has "
@@ -46,6 +48,7 @@ void check_comparable(const std::string& a, const std::string& b) {
       notes += " " + toy::flag_of(k) + " " + it.value().dump() + " vs " + cb[k].dump() + ";";
   }
   if (!notes.empty()) std::printf("note: the runs also differ in:%s\n", notes.c_str());
+  return ca["modalities"].get<std::vector<std::string>>();
 }
 
 }  // namespace
@@ -57,13 +60,14 @@ void add_compare_command(CLI::App& app, int& exit_code) {
   cmd->add_option("run_b", *b, "run directory B (e.g. runs/dense)")->required();
   cmd->add_option("--svg", *svg, "plot path (default: <run_a>/compare.svg)");
   cmd->callback([a, b, svg, &exit_code] {
-    check_comparable(*a, *b);
-    auto curve_a = toy::read_eval_curve(*a), curve_b = toy::read_eval_curve(*b);
+    const std::vector<std::string> modalities = check_comparable(*a, *b);
+    auto curve_a = toy::read_eval_curve(*a, modalities), curve_b = toy::read_eval_curve(*b, modalities);
     std::string name_a = std::filesystem::path(*a).filename().string(), name_b = std::filesystem::path(*b).filename().string();
     if (name_a == name_b) name_a = "A", name_b = "B";
-    std::printf("%s", toy::format_match_table(toy::flops_to_match(curve_a, curve_b), name_a, name_b).c_str());
+    std::printf("%s",
+                toy::format_match_table(toy::flops_to_match(curve_a, curve_b, modalities), name_a, name_b).c_str());
     std::string path = svg->empty() ? (std::filesystem::path(*a) / "compare.svg").string() : *svg;
-    toy::write_loss_svg(path, curve_a, curve_b, name_a, name_b);
+    toy::write_loss_svg(path, curve_a, curve_b, modalities, name_a, name_b);
     std::printf("plot: %s\n", path.c_str());
     exit_code = 0;
   });

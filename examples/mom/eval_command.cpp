@@ -34,8 +34,10 @@ void add_eval_command(CLI::App& app, int& exit_code) {
                 static_cast<long long>(m.config.seq_len),
                 m.config.doc_token >= 0 ? ("state reset at token " + std::to_string(m.config.doc_token)).c_str()
                                         : "reading across documents");
-    std::printf("loss %.4f | text %.4f | image %.4f | speech %.4f\n", l.total, l.by_modality[0], l.by_modality[1],
-                l.by_modality[2]);
+    std::printf("loss %.4f", l.total);
+    for (size_t i = 0; i < m.config.modalities.size(); ++i)
+      std::printf(" | %s %.4f", m.config.modalities[i].c_str(), l.by_modality[i]);
+    std::printf("\n");
     exit_code = 0;
   });
 }

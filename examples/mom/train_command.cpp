@@ -116,9 +116,8 @@ void add_train_command(CLI::App& app, int& exit_code) {
     }
     toy::TrainResult r = toy::train(config);
     if (!config.quiet && r.steps == config.steps)
-      std::printf("done: %lld steps, final eval loss %.4f (text %.4f, image %.4f, speech %.4f); run in %s\n",
-                  static_cast<long long>(r.steps), r.last_eval.total, r.last_eval.by_modality[0],
-                  r.last_eval.by_modality[1], r.last_eval.by_modality[2], config.out.c_str());
+      std::printf("done: %lld steps, final eval %s; run in %s\n", static_cast<long long>(r.steps),
+                  toy::format_losses(r.last_eval, r.modalities).c_str(), config.out.c_str());
     exit_code = 0;
   });
 }

@@ -16,13 +16,18 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-std::string series_name(int i) { return i == 0 ? "total" : kModalityNames[i - 1]; }
+// Series 0 is the total, series i > 0 modality i - 1.
+std::string series_name(size_t i, const std::vector<std::string>& modalities) {
+  return i == 0 ? "total" : modalities[i - 1];
+}
 
-std::string key_of(int i) { return i == 0 ? "loss" : std::string("loss_") + kModalityNames[i - 1]; }
+std::string key_of(size_t i, const std::vector<std::string>& modalities) {
+  return i == 0 ? "loss" : "loss_" + modalities[i - 1];
+}
 
 }  // namespace
 
-std::vector<EvalPoint> read_eval_curve(const std::string& run_dir) {
+std::vector<EvalPoint> read_eval_curve(const std::string& run_dir, const std::vector<std::string>& modalities) {
   std::string path = (std::filesystem::path(run_dir) / "log.jsonl").string();
   std::ifstream in(path);
   MOM_CHECK(in.good(), "compare", "cannot read " << path << " (is " << run_dir << " a run directory of mom train?)");
@@ -37,17 +42,21 @@ std::vector<EvalPoint> read_eval_curve(const std::string& run_dir) {
     if (r.value("kind", "") != "eval") continue;
     EvalPoint p;
     p.flops = r.value("flops", 0.0);
-    for (int i = 0; i <= kNumModalities; ++i) p.loss[i] = r.contains(key_of(i)) && r[key_of(i)].is_number() ? r[key_of(i)].get<double>() : kNaN;
+    for (size_t i = 0; i <= modalities.size(); ++i) {
+      const std::string key = key_of(i, modalities);
+      p.loss.push_back(r.contains(key) && r[key].is_number() ? r[key].get<double>() : kNaN);
+    }
     out.push_back(p);
   }
   MOM_CHECK(!out.empty(), "compare", path << " has no evaluation yet");
   return out;
 }
 
-std::vector<MatchRow> flops_to_match(const std::vector<EvalPoint>& a, const std::vector<EvalPoint>& b) {
+std::vector<MatchRow> flops_to_match(const std::vector<EvalPoint>& a, const std::vector<EvalPoint>& b,
+                                     const std::vector<std::string>& modalities) {
   std::vector<MatchRow> rows;
-  for (int i = 0; i <= kNumModalities; ++i) {
-    MatchRow r{series_name(i), a.back().loss[i], b.back().loss[i], kNaN};
+  for (size_t i = 0; i <= modalities.size(); ++i) {
+    MatchRow r{series_name(i, modalities), a.back().loss[i], b.back().loss[i], kNaN};
     double bar = r.final_b;
     if (std::isfinite(bar)) {
       double prev_f = 0, prev_l = kNaN;
@@ -84,8 +93,8 @@ std::string format_match_table(const std::vector<MatchRow>& rows, const std::str
 }
 
 void write_loss_svg(const std::string& path, const std::vector<EvalPoint>& a, const std::vector<EvalPoint>& b,
-                    const std::string& name_a, const std::string& name_b) {
-  const int panels = kNumModalities + 1, pw = 320, ph = 240, margin = 50;
+                    const std::vector<std::string>& modalities, const std::string& name_a, const std::string& name_b) {
+  const int panels = static_cast<int>(modalities.size()) + 1, pw = 320, ph = 240, margin = 50;
   std::ofstream out(path);
   MOM_CHECK(out.good(), "compare", "cannot write " << path);
   out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << panels * pw << "\" height=\"" << ph + 30
@@ -103,7 +112,7 @@ void write_loss_svg(const std::string& path, const std::vector<EvalPoint>& a, co
     auto py = [&](double l) { return y0 + h * (hi - l) / (hi - lo); };
     out << "<rect x=\"" << x0 << "\" y=\"" << y0 << "\" width=\"" << w << "\" height=\"" << h
         << "\" fill=\"none\" stroke=\"#888\"/>\n<text x=\"" << x0 + w / 2 << "\" y=\"14\" text-anchor=\"middle\">"
-        << series_name(i) << " eval loss</text>\n";
+        << series_name(i, modalities) << " eval loss</text>\n";
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.3f", hi);
     out << "<text x=\"" << x0 - 4 << "\" y=\"" << y0 + 10 << "\" text-anchor=\"end\">" << buf << "</text>\n";

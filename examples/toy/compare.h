@@ -7,20 +7,19 @@
 // against training FLOPs, one panel per modality.
 #pragma once
 
-#include <array>
 #include <string>
 #include <vector>
-
-#include "examples/toy/vocab.h"
 
 namespace mom::toy {
 
 struct EvalPoint {
   double flops = 0;
-  std::array<double, kNumModalities + 1> loss{};  // total, then per modality (NaN where absent)
+  std::vector<double> loss;  // total, then per modality (NaN where absent)
 };
 
-std::vector<EvalPoint> read_eval_curve(const std::string& run_dir);  // throws [compare] for a bad run
+// The run's evaluations, with the losses of the named modalities (the run's config's `modalities`).
+// Throws [compare] for a bad run.
+std::vector<EvalPoint> read_eval_curve(const std::string& run_dir, const std::vector<std::string>& modalities);
 
 struct MatchRow {
   std::string name;           // "total", "text", ...
@@ -28,9 +27,10 @@ struct MatchRow {
   double flops_fraction = 0;  // NaN when A never reaches B's final loss
 };
 
-std::vector<MatchRow> flops_to_match(const std::vector<EvalPoint>& a, const std::vector<EvalPoint>& b);
+std::vector<MatchRow> flops_to_match(const std::vector<EvalPoint>& a, const std::vector<EvalPoint>& b,
+                                     const std::vector<std::string>& modalities);
 std::string format_match_table(const std::vector<MatchRow>& rows, const std::string& name_a, const std::string& name_b);
 void write_loss_svg(const std::string& path, const std::vector<EvalPoint>& a, const std::vector<EvalPoint>& b,
-                    const std::string& name_a, const std::string& name_b);
+                    const std::vector<std::string>& modalities, const std::string& name_a, const std::string& name_b);
 
 }  // namespace mom::toy

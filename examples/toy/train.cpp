@@ -52,12 +52,6 @@ std::string number_str(double v) {
 
 json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
-std::string format_losses(const Losses& l) {
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "loss %.4f | text %.3f image %.3f speech %.3f", l.total, l.by_modality[0],
-                l.by_modality[1], l.by_modality[2]);
-  return buf;
-}
 
 std::string format_duration(double s) {
   char buf[32];
@@ -120,14 +114,13 @@ Tensor mean_loss(const Tensor& logits, const Batch& b) {
 // Sum of per-token losses and token counts per modality (no graph). The masks are built on the host
 // from b.target_modalities (a host tensor after to_device); each loss is read back (a host
 // synchronisation on CUDA), so the trainer calls this at logging steps only.
-void accumulate_by_modality(const Tensor& logits, const Batch& b, std::array<double, kNumModalities>& sum,
-                            std::array<double, kNumModalities>& count) {
+void accumulate_by_modality(const Tensor& logits, const Batch& b, std::vector<double>& sum, std::vector<double>& count) {
   NoGradGuard no_grad;
   const int64_t T = b.targets.numel(), V = logits.size(-1);
   Tensor flat = reshape(logits, {T, V});
   Tensor targets = b.targets.reshape({T});
   std::vector<int32_t> mods = b.target_modalities.to_vector<int32_t>();
-  for (int32_t m = 0; m < kNumModalities; ++m) {
+  for (int32_t m = 0; m < static_cast<int32_t>(sum.size()); ++m) {
     std::vector<double> mask(T);
     double n = 0;
     for (int64_t t = 0; t < T; ++t) n += mask[t] = mods[t] == m ? 1.0 : 0.0;
@@ -139,12 +132,16 @@ void accumulate_by_modality(const Tensor& logits, const Batch& b, std::array<dou
   }
 }
 
-Losses finish(double total_sum, double total_count, const std::array<double, kNumModalities>& sum,
-              const std::array<double, kNumModalities>& count) {
+Losses finish(double total_sum, double total_count, const std::vector<double>& sum, const std::vector<double>& count) {
   Losses l;
   l.total = total_count > 0 ? total_sum / total_count : nan();
-  for (int m = 0; m < kNumModalities; ++m) l.by_modality[m] = count[m] > 0 ? sum[m] / count[m] : nan();
+  for (size_t m = 0; m < sum.size(); ++m) l.by_modality.push_back(count[m] > 0 ? sum[m] / count[m] : nan());
   return l;
+}
+
+// loss_<name> of each modality into a log line.
+void add_modality_losses(json& r, const Losses& l, const std::vector<std::string>& modalities) {
+  for (size_t m = 0; m < modalities.size(); ++m) r["loss_" + modalities[m]] = number_or_null(l.by_modality[m]);
 }
 
 std::shared_ptr<TokenSource> make_source(const std::string& data, uint64_t seed) {
@@ -258,7 +255,7 @@ nn::LMConfig TrainConfig::lm_config(int64_t vocab_size) const {
   c.mixer.d_state = d_state;
   c.mixer.expand = expand;
   c.mixer.d_conv = d_conv;
-  c.mixer.n_modalities = kNumModalities;
+  c.mixer.n_modalities = static_cast<int64_t>(modalities.size());
   bool split = model == "mom";
   auto pick = [&](int flag) { return flag < 0 ? split : flag != 0; };
   c.mixer.split_in_proj = pick(split_in_proj);
@@ -277,7 +274,7 @@ std::string TrainConfig::to_json() const {
             {"lr", lr}, {"min_lr_ratio", min_lr_ratio}, {"weight_decay", weight_decay}, {"beta1", beta1},
             {"beta2", beta2}, {"clip", clip}, {"seed", seed}, {"device", device}, {"out", out},
             {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"ckpt_every", ckpt_every},
-            {"log_every", log_every}, {"tf32", tf32}};
+            {"log_every", log_every}, {"tf32", tf32}, {"modalities", modalities}};
   return j.dump(2);
 }
 
@@ -347,6 +344,15 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
   integer("eval_batches", c.eval_batches);
   integer("ckpt_every", c.ckpt_every);
   integer("log_every", c.log_every);
+  if (j.contains("modalities")) {  // absent: a toy run's config
+    const json& v = j["modalities"];
+    MOM_CHECK(v.is_array(), "train", "config 'modalities' must be a list of names");
+    c.modalities.clear();
+    for (const json& name : v) {
+      MOM_CHECK(name.is_string(), "train", "config 'modalities' must be a list of names");
+      c.modalities.push_back(name.get<std::string>());
+    }
+  }
   if (j.contains("tf32")) {
     MOM_CHECK(j["tf32"].is_boolean(), "train", "config 'tf32' must be true or false");
     c.tf32 = j["tf32"].get<bool>();
@@ -389,6 +395,19 @@ void TrainConfig::validate() const {
   MOM_CHECK(!data.empty(), "train", "--data is empty: give toy or a token file");
   MOM_CHECK(!out.empty(), "train", "--out is empty: give a run directory");
   parse_device(device == "auto" ? "cpu" : device);
+  check_modality_names(modalities, "train", "the config");
+}
+
+void check_modality_names(const std::vector<std::string>& names, const char* op, const std::string& where) {
+  MOM_CHECK(!names.empty() && names.size() <= static_cast<size_t>(kMaxModalities), op,
+            where << " declares " << names.size() << " modalities; the trainer takes 1 to " << kMaxModalities);
+  for (size_t m = 0; m < names.size(); ++m) {
+    MOM_CHECK(!names[m].empty(), op, where << ": modality " << m << " has an empty name");
+    for (size_t k = 0; k < m; ++k)
+      MOM_CHECK(names[k] != names[m], op, where << ": modalities " << k << " and " << m << " are both named '"
+                                                   << names[m].substr(0, 64) << "' (a modality is named by its "
+                                                   << "largest range); their losses could not be told apart");
+  }
 }
 
 const std::vector<TrainConfig::Limit>& TrainConfig::limits() {
@@ -409,6 +428,17 @@ const std::vector<TrainConfig::Limit>& TrainConfig::limits() {
       {"--log-every", 1, kMaxSteps, [](const TrainConfig& c) { return c.log_every; }},
   };
   return table;
+}
+
+std::string format_losses(const Losses& l, const std::vector<std::string>& modalities) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "loss %.4f |", l.total);
+  std::string out = buf;
+  for (size_t m = 0; m < modalities.size() && m < l.by_modality.size(); ++m) {
+    std::snprintf(buf, sizeof buf, " %.3f", l.by_modality[m]);
+    out += " " + modalities[m] + buf;
+  }
+  return out;
 }
 
 void check_model_size(const nn::LMConfig& c) {
@@ -447,7 +477,8 @@ double flops_per_token(const nn::LMConfig& c) {
 Losses evaluate(const nn::MambaLM& model, const std::vector<Batch>& batches) {
   NoGradGuard no_grad;
   Device device = model.embedding->weight.device();
-  std::array<double, kNumModalities> sum{}, count{};
+  const size_t M = static_cast<size_t>(model.config().mixer.n_modalities);
+  std::vector<double> sum(M, 0.0), count(M, 0.0);
   double total = 0, n = 0;
   for (const Batch& host : batches) {
     Batch b = to_device(host, device);
@@ -528,19 +559,19 @@ namespace {
 std::shared_ptr<TokenSource> training_source(const TrainConfig& cfg) {
   auto source = make_source(cfg.data, cfg.seed);
   const Vocab& v = source->vocab();
-  MOM_CHECK(v.num_modalities() <= kNumModalities, "train",
-            cfg.data << " declares " << v.num_modalities() << " modalities; this trainer handles at most "
-                     << kNumModalities << " (text, image, speech)");
+  check_modality_names(v.modality_names(), "train", cfg.data);
   return source;
 }
 
 }  // namespace
 
-TrainResult train(const TrainConfig& cfg) {
-  cfg.validate();
-  const Device device = resolve_device(cfg.device);
-  // The data is read and checked before the run directory is made.
-  auto source = training_source(cfg);
+TrainResult train(const TrainConfig& requested) {
+  requested.validate();
+  const Device device = resolve_device(requested.device);
+  // The data is read and checked before the run directory is made; its modalities are the run's.
+  auto source = training_source(requested);
+  TrainConfig cfg = requested;
+  cfg.modalities = source->vocab().modality_names();
   MOM_CHECK(cfg.doc_token < source->vocab().size, "train", "--doc-token " << cfg.doc_token << " is outside "
             << cfg.data << "'s vocabulary [0, " << source->vocab().size << ") (-1: read across documents)");
   RunDirectory run_dir(cfg.out);
@@ -663,16 +694,18 @@ TrainResult train(const TrainConfig& cfg) {
   };
 
   TrainResult result;
+  result.modalities = cfg.modalities;
   auto run_eval = [&] {
     result.last_eval = evaluate(model, evals);
     MOM_CHECK(std::isfinite(result.last_eval.total), "train", "the eval loss is " << number_str(result.last_eval.total)
               << " at step " << step << "; stopping. " << on_disk());
     json r = {{"kind", "eval"}, {"step", step}, {"tokens", tokens}, {"flops", flops}, {"time", elapsed},
               {"loss", number_or_null(result.last_eval.total)}};
-    for (int m = 0; m < kNumModalities; ++m)
-      r[std::string("loss_") + kModalityNames[m]] = number_or_null(result.last_eval.by_modality[m]);
+    add_modality_losses(r, result.last_eval, cfg.modalities);
     log.append(r);
-    if (!cfg.quiet) std::printf("eval  %5lld  %s\n", static_cast<long long>(step), format_losses(result.last_eval).c_str());
+    if (!cfg.quiet)
+      std::printf("eval  %5lld  %s\n", static_cast<long long>(step),
+                  format_losses(result.last_eval, cfg.modalities).c_str());
   };
 
   // The step queues its work and waits for none of it: the loss, the gradient norm and the
@@ -712,7 +745,7 @@ TrainResult train(const TrainConfig& cfg) {
                 (std::isfinite(loss_value) ? "the gradient norm" : "the loss") << " is "
                 << number_str(std::isfinite(loss_value) ? norm : loss_value) << " at step " << step << "; stopping. "
                 << on_disk());
-      std::array<double, kNumModalities> sum{}, count{};
+      std::vector<double> sum(cfg.modalities.size(), 0.0), count(cfg.modalities.size(), 0.0);
       accumulate_by_modality(logits.detach(), b, sum, count);
       result.last_train = finish(loss_value * T, T, sum, count);
       if (log_now) {
@@ -720,8 +753,7 @@ TrainResult train(const TrainConfig& cfg) {
         const double peak_mib = peak_memory_mib(device);
         json r = {{"kind", "train"}, {"step", step}, {"tokens", tokens}, {"flops", flops}, {"time", elapsed},
                   {"loss", loss_value}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_second", result.tokens_per_second}};
-        for (int m = 0; m < kNumModalities; ++m)
-          r[std::string("loss_") + kModalityNames[m]] = number_or_null(result.last_train.by_modality[m]);
+        add_modality_losses(r, result.last_train, cfg.modalities);
         if (device.is_cuda()) r["peak_memory_mib"] = peak_mib;
         log.append(r);
         if (!cfg.quiet) {
@@ -730,7 +762,7 @@ TrainResult train(const TrainConfig& cfg) {
           if (device.is_cuda()) std::snprintf(mem, sizeof mem, " | %.0f MiB peak", peak_mib);
           std::printf("step  %5lld/%lld  %s | lr %.2e | gnorm %.2f | %.1fk tok/s%s | ETA %s\n",
                       static_cast<long long>(step), static_cast<long long>(cfg.steps),
-                      format_losses(result.last_train).c_str(), lr, norm, result.tokens_per_second / 1e3, mem,
+                      format_losses(result.last_train, cfg.modalities).c_str(), lr, norm, result.tokens_per_second / 1e3, mem,
                       format_duration(eta).c_str());
           std::fflush(stdout);
         }

@@ -38,6 +38,9 @@ struct TrainConfig {
   // The token that starts a document (the toy's <bos>): the model's state resets there in training, eval
   // and generation, so no prediction depends on another document. -1 reads across documents.
   int64_t doc_token = kBos;
+  // The data's modalities, by name (Vocab::modality_names): one expert each in every routed projection,
+  // one loss each in the logs. train() sets them from --data; a config without them is the toy's.
+  std::vector<std::string> modalities{"text", "image", "speech"};
   // Optimisation.
   int64_t steps = 600, warmup = 60;
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
@@ -51,7 +54,7 @@ struct TrainConfig {
   bool quiet = false;
   bool tf32 = false;  // allow TF32 tensor-core GEMMs on CUDA (kernels::set_allow_tf32); no effect on the CPU
 
-  nn::LMConfig lm_config(int64_t vocab_size) const;
+  nn::LMConfig lm_config(int64_t vocab_size) const;  // with one modality per name of `modalities`
   std::string to_json() const;
   // Every field present, with its JSON type (an integer field must hold a whole number); throws
   // [train] naming the field. Ranges are validate()'s.
@@ -75,6 +78,10 @@ constexpr int64_t kMaxSteps = int64_t{1} << 40;
 constexpr int64_t kMaxEvalTokens = int64_t{1} << 26;   // the held-out set, kept in host memory
 constexpr double kMaxParameters = 4294967296.0;       // 2^32 (16 GiB of f32 weights, 48 GiB with AdamW's state)
 
+// Throws "[op] <where> declares 9 modalities..." (or "<where>: ...") unless there are 1 to kMaxModalities
+// names, none empty, no two alike.
+void check_modality_names(const std::vector<std::string>& names, const char* op, const std::string& where);
+
 // Throws [train] when the model of `config` would exceed the vocabulary (kMaxVocabSize, as token files)
 // or parameter limits.
 void check_model_size(const nn::LMConfig& config);
@@ -84,11 +91,15 @@ std::string flag_of(const std::string& config_key);
 
 struct Losses {
   double total = 0;
-  std::array<double, kNumModalities> by_modality{};  // NaN where the modality had no target
+  std::vector<double> by_modality;  // one per modality, NaN where the modality had no target
 };
+
+// "loss 0.5523 | text 0.960 image 0.296 speech 0.686": the total, then each modality by name.
+std::string format_losses(const Losses& l, const std::vector<std::string>& modalities);
 
 struct TrainResult {
   int64_t steps = 0;
+  std::vector<std::string> modalities;  // the data's, as the losses are ordered
   Losses last_train, last_eval;
   double tokens_per_second = 0;
 };

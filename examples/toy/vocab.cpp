@@ -46,6 +46,18 @@ int32_t Vocab::num_modalities() const {
   return m;
 }
 
+std::vector<std::string> Vocab::modality_names() const {
+  const int32_t M = num_modalities();
+  std::vector<std::string> names(static_cast<size_t>(M));
+  std::vector<int64_t> largest(static_cast<size_t>(M), 0);
+  for (const Range& r : ranges)
+    if (int64_t(r.end) - r.begin > largest[r.modality]) {
+      largest[r.modality] = int64_t(r.end) - r.begin;
+      names[r.modality] = r.name;
+    }
+  return names;
+}
+
 std::string Vocab::token_str(int32_t id) const {
   for (const Range& r : ranges)
     if (id >= r.begin && id < r.end)

@@ -64,6 +64,9 @@ constexpr int32_t kToyVocabSize = kSpeechEnd;
 // hundred thousand.
 constexpr int32_t kMaxVocabSize = 1 << 24;
 
+// The most modalities the trainer takes: each is an expert of every routed projection.
+constexpr int32_t kMaxModalities = 8;
+
 struct Vocab {
   struct Range {
     int32_t begin, end;  // ids [begin, end)
@@ -79,6 +82,9 @@ struct Vocab {
 
   int32_t modality_of(int32_t id) const;  // throws [vocab] for an id outside [0, size)
   int32_t num_modalities() const;         // 1 + the largest modality of a range
+  // One name per modality: the name of its largest range (the first of equal ones), so that the toy's
+  // modality 0, the ranges "special" (6 ids) and "text" (21), is "text".
+  std::vector<std::string> modality_names() const;
   // The token's name, or "<range name>:<id - range begin>" when the vocabulary has no token names.
   std::string token_str(int32_t id) const;
   // modality_of for every id, as a table of `size` entries.

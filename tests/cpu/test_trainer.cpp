@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "examples/toy/compare.h"
+#include "examples/toy/token_file.h"
 #include "examples/toy/train.h"
 #include "tests/support.h"
 #include "tests/toy_support.h"
@@ -38,7 +39,9 @@ TEST(Trainer, ShortRunLossFalls) {
   std::printf("train loss %.4f -> %.4f, eval %.4f\n", first, last, r.last_eval.total);
   EXPECT_LT(last, first - 0.5);
   EXPECT_LT(r.last_eval.total, first - 0.5);
-  for (int m = 0; m < toy::kNumModalities; ++m) EXPECT_TRUE(std::isfinite(r.last_eval.by_modality[m]));
+  EXPECT_EQ(r.modalities, (std::vector<std::string>{"text", "image", "speech"}));
+  ASSERT_EQ(r.last_eval.by_modality.size(), 3u);
+  for (double l : r.last_eval.by_modality) EXPECT_TRUE(std::isfinite(l));
   EXPECT_TRUE(std::filesystem::exists(c.out + "/model.safetensors"));
   // The saved model evaluates to the same held-out loss.
   toy::LoadedModel m = toy::load_model(c.out + "/model.safetensors");
@@ -99,6 +102,78 @@ TEST(Trainer, DivergingLossStopsWithAClearMessage) {
   }
 }
 
+// A token file of M modalities: a "special" range of 4 ids (modality 0; id 1 starts a document), then
+// one range of 8 ids per modality, named by `names`. Documents: <1>, then 2-4 segments of 3-12 tokens
+// of random modalities.
+std::string modality_file(const std::string& path, const std::vector<std::string>& names, Generator& gen) {
+  toy::Vocab v;
+  v.ranges.push_back({0, 4, 0, "special"});
+  for (size_t m = 0; m < names.size(); ++m) {
+    const int32_t begin = 4 + 8 * static_cast<int32_t>(m);
+    v.ranges.push_back({begin, begin + 8, static_cast<int32_t>(m), names[m]});
+  }
+  v.size = v.ranges.back().end;
+  std::vector<int32_t> tokens;
+  while (tokens.size() < 6000) {
+    tokens.push_back(1);
+    for (uint64_t s = 0, n = 2 + gen.randint(3); s < n; ++s) {
+      const int32_t begin = 4 + 8 * static_cast<int32_t>(gen.randint(names.size()));
+      for (uint64_t i = 0, len = 3 + gen.randint(10); i < len; ++i)
+        tokens.push_back(begin + static_cast<int32_t>(gen.randint(8)));
+    }
+  }
+  toy::write_token_file(path, v, tokens);
+  return path;
+}
+
+// The modalities are the data's, by name, from 1 to 8: experts, losses, logs, eval and compare.
+TEST(Trainer, AnyNumberOfModalitiesFromTheData) {
+  Generator gen(5);
+  const std::vector<std::string> four = {"words", "pixels", "audio", "motion"};
+  toy::TrainConfig c = tiny("four");
+  std::filesystem::create_directories(c.out + "-data");
+  c.data = modality_file(c.out + "-data/four.tok", four, gen);
+  c.steps = 8;
+  c.eval_every = 4;
+  const toy::TrainResult r = toy::train(c);
+  EXPECT_EQ(r.modalities, four);
+  ASSERT_EQ(r.last_eval.by_modality.size(), 4u);
+  for (double l : r.last_eval.by_modality) EXPECT_TRUE(std::isfinite(l));
+  const nlohmann::json last = read_log(c.out).back();
+  for (const std::string& name : four) EXPECT_TRUE(last.contains("loss_" + name)) << name;
+  EXPECT_FALSE(last.contains("loss_text"));
+  toy::LoadedModel m = toy::load_model(c.out);
+  EXPECT_EQ(m.config.modalities, four);
+  EXPECT_EQ(m.model->config().mixer.n_modalities, 4);
+  EXPECT_TRUE(m.model->state_dict().count("layers.0.mixer.local_experts_in_proj.3.weight"));
+  EXPECT_DOUBLE_EQ(toy::evaluate(*m.model, toy::eval_set(m.config)).total, r.last_eval.total);
+  const std::vector<toy::EvalPoint> curve = toy::read_eval_curve(c.out, four);
+  ASSERT_EQ(curve.back().loss.size(), 5u);
+  EXPECT_DOUBLE_EQ(curve.back().loss[4], r.last_eval.by_modality[3]);
+  EXPECT_EQ(toy::flops_to_match(curve, curve, four)[4].name, "motion");
+
+  // One modality: MoM has one expert per projection, the FLOPs of dense.
+  toy::TrainConfig one = tiny("one");
+  std::filesystem::create_directories(one.out + "-data");
+  one.data = modality_file(one.out + "-data/one.tok", {"tokens"}, gen);
+  one.steps = 4;
+  EXPECT_EQ(toy::train(one).modalities, std::vector<std::string>{"tokens"});
+  one.modalities = {"tokens"};
+  EXPECT_EQ(one.lm_config(20).mixer.n_modalities, 1);
+  toy::TrainConfig dense = one;
+  dense.model = "dense";
+  EXPECT_EQ(toy::flops_per_token(one.lm_config(20)), toy::flops_per_token(dense.lm_config(20)));
+
+  // Nine modalities, or two of one name: refused before anything is made, naming the file and the limit.
+  toy::TrainConfig bad = tiny("nine");
+  std::filesystem::create_directories(bad.out + "-data");
+  bad.data = modality_file(bad.out + "-data/nine.tok", {"a", "b", "c", "d", "e", "f", "g", "h", "i"}, gen);
+  test::expect_error([&] { toy::train(bad); }, "[train] " + bad.data + " declares 9 modalities; the trainer takes 1 to 8");
+  bad.data = modality_file(bad.out + "-data/twice.tok", {"a", "a"}, gen);
+  test::expect_error([&] { toy::train(bad); }, "[train] " + bad.data + ": modalities 0 and 1 are both named 'a'");
+  EXPECT_FALSE(std::filesystem::exists(bad.out));
+}
+
 TEST(Compare, FlopsToMatchInterpolatesBetweenEvaluations) {
   auto point = [](double f, double l) {
     toy::EvalPoint p;
@@ -108,7 +183,8 @@ TEST(Compare, FlopsToMatchInterpolatesBetweenEvaluations) {
   };
   std::vector<toy::EvalPoint> b = {point(100, 3.0), point(200, 2.0)};
   std::vector<toy::EvalPoint> a = {point(50, 2.5), point(100, 1.5), point(200, 1.0)};
-  auto rows = toy::flops_to_match(a, b);
+  const std::vector<std::string> names = {"text", "image", "speech"};
+  auto rows = toy::flops_to_match(a, b, names);
   ASSERT_EQ(rows.size(), 4u);
   EXPECT_EQ(rows[0].name, "total");
   // A crosses 2.0 half way between 50 (2.5) and 100 (1.5): at 75 FLOPs, 37.5% of B's 200.
@@ -116,7 +192,7 @@ TEST(Compare, FlopsToMatchInterpolatesBetweenEvaluations) {
   EXPECT_NEAR(rows[2].flops_fraction, 0.375, 1e-12);  // image: same curves shifted by 1
   EXPECT_TRUE(std::isnan(rows[3].flops_fraction));    // speech: no values at all
   std::vector<toy::EvalPoint> never = {point(100, 5.0), point(200, 4.0)};
-  EXPECT_TRUE(std::isnan(toy::flops_to_match(never, b)[0].flops_fraction));
+  EXPECT_TRUE(std::isnan(toy::flops_to_match(never, b, names)[0].flops_fraction));
 }
 
 }  // namespace

@@ -391,18 +391,22 @@ TEST(TrainerHardening, TokenFilesThisTrainerCannotUseAreRefusedEarly) {
   const std::string dir = tiny("files_data").out;
   fs::create_directories(dir);
   toy::TrainConfig c = tiny("files");
-  // Four modalities: refused at the start, naming the file and the limit.
+  // Nine modalities: refused at the start, naming the file and the limit.
+  toy::Vocab nine;
+  nine.size = 9;
+  for (int32_t m = 0; m < 9; ++m) nine.ranges.push_back({m, m + 1, m, "m" + std::to_string(m)});
+  std::vector<int32_t> tokens(4000);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>(i * 7 % 9);
+  const std::string nine_path = dir + "/nine.tok";
+  toy::write_token_file(nine_path, nine, tokens);
+  c.data = nine_path;
+  std::string msg = error_of([&] { toy::train(c); });
+  EXPECT_TRUE(starts_with(msg, "[train] " + nine_path + " declares 9 modalities")) << msg;
+  EXPECT_NE(msg.find("1 to 8"), std::string::npos) << msg;
   toy::Vocab four;
   four.size = 8;
   four.ranges = {{0, 2, 0, "text"}, {2, 4, 1, "image"}, {4, 6, 2, "speech"}, {6, 8, 3, "video"}};
-  std::vector<int32_t> tokens(4000);
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>(i * 7 % 8);
-  const std::string four_path = dir + "/four.tok";
-  toy::write_token_file(four_path, four, tokens);
-  c.data = four_path;
-  std::string msg = error_of([&] { toy::train(c); });
-  EXPECT_TRUE(starts_with(msg, "[train] " + four_path + " declares 4 modalities")) << msg;
-  EXPECT_NE(msg.find("at most 3"), std::string::npos) << msg;
   // Eval data with another vocabulary than the training data's.
   toy::Vocab three = four;
   three.ranges.pop_back();
