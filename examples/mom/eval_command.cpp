@@ -25,13 +25,14 @@ void add_eval_command(CLI::App& app, int& exit_code) {
     if (*batches > 0) m.config.eval_batches = *batches;
     if (*doc_token >= -1) m.config.doc_token = *doc_token;
     m.config.validate();
-    toy::Losses l = toy::evaluate(*m.model, toy::eval_set(m.config));
+    std::string held_out;
+    toy::Losses l = toy::evaluate(*m.model, toy::eval_set(m.config, &held_out));
     MOM_CHECK(std::isfinite(l.total), "eval", *path << ": the held-out loss is " << l.total
                                                     << ": the model's outputs are not finite");
-    std::printf("%s (%s, %lld parameters) on %lld held-out batches of %lldx%lld tokens, %s\n", path->c_str(),
-                m.config.model.c_str(), static_cast<long long>(m.model->num_parameters()),
+    std::printf("%s (%s, %lld parameters) on %lld held-out batches of %lldx%lld tokens from %s, %s\n",
+                path->c_str(), m.config.model.c_str(), static_cast<long long>(m.model->num_parameters()),
                 static_cast<long long>(m.config.eval_batches), static_cast<long long>(m.config.batch),
-                static_cast<long long>(m.config.seq_len),
+                static_cast<long long>(m.config.seq_len), held_out.c_str(),
                 m.config.doc_token >= 0 ? ("state reset at token " + std::to_string(m.config.doc_token)).c_str()
                                         : "reading across documents");
     std::printf("loss %.4f", l.total);

@@ -74,7 +74,8 @@ void add_train_command(CLI::App& app, int& exit_code) {
   add("--data", &TC::data, "toy (generated) or a token file (format: examples/toy/token_file.h)")
       ->check(non_empty())->capture_default_str();
   add("--eval-data", &TC::eval_data,
-      "token file for evaluation (default: a held-out toy seed for toy data, else the first batches of --data)")
+      "token file for evaluation (default: a held-out toy seed for toy data; for a token file, whole documents "
+      "it holds out of training, 5% of each modality mix)")
       ->check(non_empty());
   add("--batch", &TC::batch, "rows per batch B")->check(limit("--batch"))->capture_default_str();
   add("--seq-len", &TC::seq_len, "tokens per row L")->check(limit("--seq-len"))->capture_default_str();

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -144,9 +145,16 @@ void add_modality_losses(json& r, const Losses& l, const std::vector<std::string
   for (size_t m = 0; m < modalities.size(); ++m) r["loss_" + modalities[m]] = number_or_null(l.by_modality[m]);
 }
 
-std::shared_ptr<TokenSource> make_source(const std::string& data, uint64_t seed) {
-  if (data == "toy") return std::make_shared<ToyWorldSource>(seed);
-  return std::make_shared<TokenFileSource>(read_token_file(data));
+// The training data: the toy world, a token file whose evaluation reads --eval-data, or the kept
+// documents of a token file that holds out its own (split_documents).
+std::shared_ptr<TokenSource> make_source(const TrainConfig& c) {
+  if (c.data == "toy") return std::make_shared<ToyWorldSource>(c.seed);
+  TokenFile file = read_token_file(c.data);
+  if (c.eval_data.empty()) {
+    const int64_t eval_tokens = c.eval_batches * c.batch * c.seq_len + 1;
+    file.tokens = split_documents(file, c.doc_token, eval_tokens).train;
+  }
+  return std::make_shared<TokenFileSource>(std::move(file));
 }
 
 // log.jsonl, opened for appending for the whole run; every line is flushed and checked, so a full
@@ -491,22 +499,81 @@ Losses evaluate(const nn::MambaLM& model, const std::vector<Batch>& batches) {
   return finish(total, n, sum, count);
 }
 
-std::vector<Batch> eval_set(const TrainConfig& c) {
-  if (c.eval_data.empty() && c.data == "toy")
+DocumentSplit split_documents(const TokenFile& file, int64_t doc_token, int64_t eval_tokens) {
+  const std::vector<int32_t>& t = file.tokens;
+  const int64_t n = static_cast<int64_t>(t.size());
+  DocumentSplit s;
+  if (doc_token < 0) {  // no documents: the tail
+    const int64_t cut = std::max<int64_t>(0, n - eval_tokens);
+    s.train.assign(t.begin(), t.begin() + cut);
+    s.held_out.assign(t.begin() + cut, t.end());
+    return s;
+  }
+  std::vector<int64_t> starts;  // [start of each document ..., n]
+  for (int64_t i = 0; i < n; ++i)
+    if (i == 0 || t[i] == doc_token) starts.push_back(i);
+  starts.push_back(n);
+  const std::vector<int32_t> modality = file.vocab.modality_table();
+  const int64_t D = static_cast<int64_t>(starts.size()) - 1;
+  std::vector<uint32_t> mix(D, 0);  // the modalities each document holds, as bits
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t i = starts[d]; i < starts[d + 1]; ++i) mix[d] |= 1u << modality[t[i]];
+  std::map<uint32_t, std::vector<int64_t>> by_mix;
+  for (int64_t d = 0; d < D; ++d) by_mix[mix[d]].push_back(d);
+  std::vector<bool> held(D, false);
+  for (const auto& [m, docs] : by_mix) {
+    const int64_t k = static_cast<int64_t>(docs.size());
+    if (k >= kHeldOutEvery) {
+      for (int64_t j = kHeldOutEvery / 2; j < k; j += kHeldOutEvery) held[docs[j]] = true;
+    } else if (k >= 2) {
+      held[docs[k / 2]] = true;
+    }
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    std::vector<int32_t>& out = held[d] ? s.held_out : s.train;
+    out.insert(out.end(), t.begin() + starts[d], t.begin() + starts[d + 1]);
+    s.held_out_documents += held[d];
+  }
+  s.documents = D;
+  return s;
+}
+
+std::vector<Batch> eval_set(const TrainConfig& c, std::string* description) {
+  auto describe = [&](const std::string& text) {
+    if (description) *description = text;
+  };
+  if (c.eval_data.empty() && c.data == "toy") {
+    describe("the toy world's held-out seed");
     return make_eval_set(c.seed + kEvalSeedOffset, c.eval_batches, c.batch, c.seq_len, c.doc_token);
+  }
+  const int64_t needed = c.eval_batches * c.batch * c.seq_len + 1;
   const std::string& path = c.eval_data.empty() ? c.data : c.eval_data;
   TokenFile file = read_token_file(path);
-  const Vocab train_vocab = c.data == "toy" ? toy_vocab() : (path == c.data ? file.vocab : read_token_file(c.data).vocab);
-  MOM_CHECK(file.vocab.size == train_vocab.size && file.vocab.ranges == train_vocab.ranges, "train",
-            "--eval-data " << path << ": its vocabulary (" << file.vocab.size << " ids in " << file.vocab.ranges.size()
-                           << " ranges) is not the training data's (" << train_vocab.size << " ids in "
-                           << train_vocab.ranges.size() << " ranges); token ids would mean other things");
-  // The held-out set is read once, in order; a file too short for it would be read twice.
-  const int64_t needed = c.eval_batches * c.batch * c.seq_len + 1;
-  MOM_CHECK(static_cast<int64_t>(file.tokens.size()) >= needed, "train",
-            path << " holds " << file.tokens.size() << " tokens; the held-out set (--eval-batches " << c.eval_batches
-                 << " x --batch " << c.batch << " x --seq-len " << c.seq_len << ") needs " << needed
-                 << "; lower --eval-batches or give a longer file");
+  std::string what = path;
+  if (c.eval_data.empty()) {  // the documents the training data holds out
+    const DocumentSplit split = split_documents(file, c.doc_token, needed);
+    file.tokens = split.held_out;
+    what = c.doc_token < 0 ? "the last " + std::to_string(file.tokens.size()) + " tokens of " + path
+                           : "the held-out " + std::to_string(split.held_out_documents) + " of " +
+                                 std::to_string(split.documents) + " documents of " + path + " (" +
+                                 std::to_string(file.tokens.size()) + " tokens)";
+    MOM_CHECK(static_cast<int64_t>(file.tokens.size()) >= needed, "train",
+              what << " are fewer than the held-out set (--eval-batches " << c.eval_batches << " x --batch "
+                   << c.batch << " x --seq-len " << c.seq_len << ") needs, " << needed
+                   << "; lower --eval-batches, or give held-out data with --eval-data");
+  } else {
+    const Vocab train_vocab = c.data == "toy" ? toy_vocab() : read_token_file(c.data).vocab;
+    MOM_CHECK(file.vocab.size == train_vocab.size && file.vocab.ranges == train_vocab.ranges, "train",
+              "--eval-data " << path << ": its vocabulary (" << file.vocab.size << " ids in "
+                             << file.vocab.ranges.size() << " ranges) is not the training data's (" << train_vocab.size
+                             << " ids in " << train_vocab.ranges.size() << " ranges); token ids would mean other things");
+    // The held-out set is read once, in order; a file too short for it would be read twice.
+    MOM_CHECK(static_cast<int64_t>(file.tokens.size()) >= needed, "train",
+              path << " holds " << file.tokens.size() << " tokens; the held-out set (--eval-batches " << c.eval_batches
+                   << " x --batch " << c.batch << " x --seq-len " << c.seq_len << ") needs " << needed
+                   << "; lower --eval-batches or give a longer file");
+  }
+  describe(what);
   Batcher b(std::make_shared<TokenFileSource>(std::move(file)), c.batch, c.seq_len, c.doc_token);
   std::vector<Batch> out;
   for (int64_t i = 0; i < c.eval_batches; ++i) out.push_back(b.next());
@@ -557,7 +624,7 @@ namespace {
 
 // The run's data: the training source, and its vocabulary checked against what this trainer handles.
 std::shared_ptr<TokenSource> training_source(const TrainConfig& cfg) {
-  auto source = make_source(cfg.data, cfg.seed);
+  auto source = make_source(cfg);
   const Vocab& v = source->vocab();
   check_modality_names(v.modality_names(), "train", cfg.data);
   return source;
@@ -582,7 +649,9 @@ TrainResult train(const TrainConfig& requested) {
   Batcher batcher(source, cfg.batch, cfg.seq_len, cfg.doc_token);
   const nn::LMConfig lm_cfg = cfg.lm_config(source->vocab().size);
   check_model_size(lm_cfg);
-  const std::vector<Batch> evals = eval_set(cfg);
+  std::string held_out;
+  const std::vector<Batch> evals = eval_set(cfg, &held_out);
+  if (!cfg.quiet) std::printf("held-out set: %s\n", held_out.c_str());
 
   // A resumed run reads and checks its whole checkpoint before it builds anything.
   Checkpoint resumed;

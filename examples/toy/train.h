@@ -120,6 +120,21 @@ struct LoadedModel {
 };
 LoadedModel load_model(const std::string& path);
 
-std::vector<Batch> eval_set(const TrainConfig& config);
+// The run's held-out batches: the toy world at a seed no training run draws from, --eval-data, or the
+// documents a token file holds out (split_documents). `description` (if given) says which.
+std::vector<Batch> eval_set(const TrainConfig& config, std::string* description = nullptr);
+
+// The held-out documents of a token file trained on without --eval-data. Documents start at each
+// doc_token (and at the file's first token); they are grouped by their mix of modalities, and within
+// each mix, in file order, every kHeldOutEvery-th document is held out (the middle one of a mix of 2 to
+// kHeldOutEvery - 1 documents; a mix of one document is kept for training). Without a document token
+// (-1) the file's last eval_tokens tokens are held out instead. Training reads `train`, evaluation
+// `held_out`: no token is in both.
+constexpr int64_t kHeldOutEvery = 20;  // 5% of the documents
+struct DocumentSplit {
+  std::vector<int32_t> train, held_out;  // the tokens of the kept and of the held-out documents, in order
+  int64_t documents = 0, held_out_documents = 0;
+};
+DocumentSplit split_documents(const TokenFile& file, int64_t doc_token, int64_t eval_tokens);
 
 }  // namespace mom::toy

@@ -174,6 +174,54 @@ TEST(Trainer, AnyNumberOfModalitiesFromTheData) {
   EXPECT_FALSE(std::filesystem::exists(bad.out));
 }
 
+// Without --eval-data a token file holds out whole documents: every 20th of each modality mix (one of a
+// mix of 2-19), none in both parts; evaluation reads them and training the others.
+TEST(Trainer, TokenFileHoldsOutWholeDocuments) {
+  Generator gen(6);
+  toy::TrainConfig c = tiny("held_out");
+  std::filesystem::create_directories(c.out + "-data");
+  c.data = modality_file(c.out + "-data/data.tok", {"words", "pixels", "audio"}, gen);
+  const toy::TokenFile file = toy::read_token_file(c.data);
+  const toy::DocumentSplit s = toy::split_documents(file, 1, 97);
+  EXPECT_EQ(s.train.size() + s.held_out.size(), file.tokens.size());
+  auto documents = [](const std::vector<int32_t>& t) {
+    std::vector<std::vector<int32_t>> docs;
+    for (int32_t x : t) {
+      if (x == 1) docs.emplace_back();
+      docs.back().push_back(x);
+    }
+    return docs;
+  };
+  const auto all = documents(file.tokens), train = documents(s.train), held = documents(s.held_out);
+  EXPECT_EQ(static_cast<int64_t>(all.size()), s.documents);
+  EXPECT_EQ(static_cast<int64_t>(held.size()), s.held_out_documents);
+  EXPECT_EQ(train.size() + held.size(), all.size());  // whole documents only
+  EXPECT_GE(held.size(), all.size() / 25);
+  EXPECT_LE(held.size(), all.size() / 15 + 7);  // 5%, and at most one more per mix of 2-19 documents
+  // Every held-out document is in the file and the training part keeps the file's order of the others.
+  size_t i = 0;
+  for (const auto& d : all) {
+    if (i < train.size() && d == train[i]) ++i;
+  }
+  EXPECT_EQ(i, train.size());
+  // Evaluation reads the held-out tokens, in order.
+  std::string what;
+  const std::vector<toy::Batch> evals = toy::eval_set(c, &what);
+  const std::vector<int64_t> first = evals[0].tokens.to_vector<int64_t>();
+  for (size_t k = 0; k < first.size() / 2; ++k) ASSERT_EQ(first[k], s.held_out[k]) << k;
+  EXPECT_NE(what.find("the held-out " + std::to_string(held.size()) + " of " + std::to_string(all.size()) +
+                      " documents of " + c.data),
+            std::string::npos)
+      << what;
+  // Without a document token: the file's tail.
+  const toy::DocumentSplit tail = toy::split_documents(file, -1, 97);
+  EXPECT_EQ(tail.held_out, std::vector<int32_t>(file.tokens.end() - 97, file.tokens.end()));
+  // A held-out set larger than the held-out documents: refused, saying what to do.
+  c.eval_batches = 20;
+  c.seq_len = 256;
+  test::expect_error([&] { toy::eval_set(c); }, "[train] the held-out " + std::to_string(held.size()));
+}
+
 TEST(Compare, FlopsToMatchInterpolatesBetweenEvaluations) {
   auto point = [](double f, double l) {
     toy::EvalPoint p;
