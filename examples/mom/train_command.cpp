@@ -89,7 +89,7 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->check(number_in(0, 1))->capture_default_str();
   add("--weight-decay", &TC::weight_decay, "AdamW weight decay")->check(number_in(0, 1e30))->capture_default_str();
   add("--clip", &TC::clip, "global gradient-norm clip")->check(number_in(0, 1e30))->capture_default_str();
-  add("--seed", &TC::seed, "seed of the weights and the toy data")
+  add("--seed", &TC::seed, "seed of the weights, of the toy data and of a token file's document order")
       ->check(integer_in<uint64_t>(0, UINT64_MAX))->capture_default_str();
   add("--device", &TC::device, "auto (the GPU when one is visible) | cpu | cuda | cuda:N")->capture_default_str();
   add("--out", &TC::out, "run directory (config.json, log.jsonl, checkpoint, model)")
@@ -106,6 +106,10 @@ void add_train_command(CLI::App& app, int& exit_code) {
                 "resumed run can (--steps, --stop-at, --lr, --clip, --device, --tf32, --eval-every, --ckpt-every, "
                 "--log-every)");
   cmd->add_flag("--quiet", c->quiet, "no progress lines");
+  bound->push_back({cmd->add_flag("--no-shuffle{false}", c->shuffle,
+                                  "read a token file in its order (by default each pass reads its documents, which "
+                                  "start at --doc-token, in a new order drawn from --seed)"),
+                    [](TC& to, const TC& from) { to.shuffle = from.shuffle; }});
   bound->push_back({cmd->add_flag("--tf32", c->tf32,
                                   "allow TF32 tensor-core matmuls for float32 on CUDA (faster, ~1e-3 relative error)"),
                     [](TC& to, const TC& from) { to.tf32 = from.tf32; }});

@@ -105,33 +105,75 @@ void ToyWorldSource::load_state_dict(const std::map<std::string, Tensor>& state)
   position_ = position;
 }
 
-TokenFileSource::TokenFileSource(TokenFile file) : file_(std::move(file)) {
+TokenFileSource::TokenFileSource(TokenFile file, std::optional<uint64_t> shuffle_seed, int64_t doc_token)
+    : file_(std::move(file)), seed_(shuffle_seed) {
   MOM_CHECK(!file_.tokens.empty(), kOp, "the token file has no tokens");
+  const int64_t n = static_cast<int64_t>(file_.tokens.size());
+  hash_ = 0xcbf29ce484222325ull;  // FNV-1a over the tokens' little-endian bytes
+  for (int32_t t : file_.tokens)
+    for (int k = 0; k < 4; ++k) hash_ = (hash_ ^ ((static_cast<uint32_t>(t) >> (8 * k)) & 0xffu)) * 0x100000001b3ull;
+  for (int64_t i = 0; i < n; ++i)
+    if (i == 0 || (seed_ && doc_token >= 0 && file_.tokens[i] == doc_token)) starts_.push_back(i);
+  starts_.push_back(n);
+  start_epoch(0);
+}
+
+void TokenFileSource::start_epoch(int64_t epoch) {
+  epoch_ = epoch;
+  const int64_t D = static_cast<int64_t>(starts_.size()) - 1;
+  order_.resize(D);
+  for (int64_t d = 0; d < D; ++d) order_[d] = d;
+  if (seed_) {  // Fisher-Yates from a generator of the seed and the epoch alone
+    Generator gen(*seed_ * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(epoch) + 1);
+    for (int64_t i = D - 1; i > 0; --i) std::swap(order_[i], order_[gen.randint(static_cast<uint64_t>(i) + 1)]);
+  }
+  before_.assign(D + 1, 0);
+  for (int64_t i = 0; i < D; ++i) before_[i + 1] = before_[i] + starts_[order_[i] + 1] - starts_[order_[i]];
 }
 
 void TokenFileSource::read(int64_t n, std::vector<int32_t>& out) {
   const int64_t size = static_cast<int64_t>(file_.tokens.size());
   while (n > 0) {
-    int64_t take = std::min(n, size - position_);
-    out.insert(out.end(), file_.tokens.begin() + position_, file_.tokens.begin() + position_ + take);
-    position_ = (position_ + take) % size;
+    // The document holding the pass's position, and where in it.
+    const int64_t i = std::upper_bound(before_.begin(), before_.end(), position_) - before_.begin() - 1;
+    const int64_t d = order_[i], offset = position_ - before_[i];
+    const int64_t take = std::min(n, starts_[d + 1] - starts_[d] - offset);
+    const auto from = file_.tokens.begin() + starts_[d] + offset;
+    out.insert(out.end(), from, from + take);
+    position_ += take;
     n -= take;
+    if (position_ == size) {
+      position_ = 0;
+      start_epoch(epoch_ + 1);
+    }
   }
 }
 
 std::map<std::string, Tensor> TokenFileSource::state_dict() const {
+  int64_t hash;
+  std::memcpy(&hash, &hash_, 8);
   return {{"position", i64_tensor({position_})},
-          {"n_tokens", i64_tensor({static_cast<int64_t>(file_.tokens.size())})}};
+          {"n_tokens", i64_tensor({static_cast<int64_t>(file_.tokens.size())})},
+          {"epoch", i64_tensor({epoch_})},
+          {"hash", i64_tensor({hash})}};
 }
 
 void TokenFileSource::load_state_dict(const std::map<std::string, Tensor>& state) {
   int64_t n_tokens = state_i64(state, "n_tokens", 1)[0];
   int64_t position = state_i64(state, "position", 1)[0];
-  check_keys(state, {"position", "n_tokens"});
+  int64_t epoch = state_i64(state, "epoch", 1)[0];
+  int64_t hash = state_i64(state, "hash", 1)[0];
+  check_keys(state, {"position", "n_tokens", "epoch", "hash"});
   MOM_CHECK(n_tokens == static_cast<int64_t>(file_.tokens.size()), kOp, "the data state is for a token file of "
             << n_tokens << " tokens, this one has " << file_.tokens.size());
+  uint64_t saved_hash;
+  std::memcpy(&saved_hash, &hash, 8);
+  MOM_CHECK(saved_hash == hash_, kOp, "the data state is for other tokens than this token file's (same size, "
+            "another content hash): the run would not resume on the data it was reading");
   MOM_CHECK(position >= 0 && position < n_tokens, kOp, "the data state's position " << position
             << " is outside the file's " << n_tokens << " tokens");
+  MOM_CHECK(epoch >= 0 && epoch < (int64_t{1} << 40), kOp, "the data state's epoch " << epoch << " is out of range");
+  start_epoch(epoch);
   position_ = position;
 }
 

@@ -7,7 +7,8 @@
 // model resets its state there, so that no prediction depends on another document; without one (-1)
 // the flags are absent and a model reads across documents, as in llm.c.
 //
-// The stream comes from a TokenSource: the toy world (endless, seeded) or a token file (cycled).
+// The stream comes from a TokenSource: the toy world (endless, seeded) or a token file (pass after
+// pass, its documents in a new seeded order each pass unless shuffling is off).
 // state_dict() holds everything that decides the following batches (the source's position, for the
 // world its generator state and the document being read, and the one token carried from the last
 // row), so a Batcher built the same way and given load_state_dict() continues with identical batches.
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -62,19 +64,31 @@ class ToyWorldSource : public TokenSource {
   int64_t position_ = 0;
 };
 
-// The tokens of a token file, from the start again after the last. State: "position" (i64 (1)) and
-// "n_tokens" (i64 (1), checked against the file on load).
+// The tokens of a token file, pass after pass (epochs). Unshuffled, each pass reads the file in order.
+// Shuffled (a seed given), the file is cut into documents, each beginning at a doc_token (the tokens
+// before the first one form a document too), and pass e reads the documents in an order drawn from the
+// seed and e alone, so that a resumed run draws the same orders. State: "epoch", "position" (the next
+// token's index within the pass), "n_tokens" and "hash" (FNV-1a of the tokens), the last two checked
+// against the file on load, so a run resumes only on the data it was reading.
 class TokenFileSource : public TokenSource {
  public:
-  explicit TokenFileSource(TokenFile file);  // throws [batcher] for a file without tokens
+  // Throws [batcher] for a file without tokens.
+  explicit TokenFileSource(TokenFile file, std::optional<uint64_t> shuffle_seed = std::nullopt, int64_t doc_token = -1);
   const Vocab& vocab() const override { return file_.vocab; }
   void read(int64_t n, std::vector<int32_t>& out) override;
   std::map<std::string, Tensor> state_dict() const override;
   void load_state_dict(const std::map<std::string, Tensor>& state) override;
 
  private:
+  void start_epoch(int64_t epoch);  // the pass's document order and its prefix sums
+
   TokenFile file_;
-  int64_t position_ = 0;
+  std::optional<uint64_t> seed_;
+  std::vector<int64_t> starts_;  // document d is tokens [starts_[d], starts_[d + 1])
+  uint64_t hash_ = 0;
+  int64_t epoch_ = 0, position_ = 0;
+  std::vector<int64_t> order_;   // this pass's documents, in reading order
+  std::vector<int64_t> before_;  // before_[i]: tokens of order_[0 .. i) (before_.back() = the file's size)
 };
 
 class Batcher {

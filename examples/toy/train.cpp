@@ -154,7 +154,8 @@ std::shared_ptr<TokenSource> make_source(const TrainConfig& c) {
     const int64_t eval_tokens = c.eval_batches * c.batch * c.seq_len + 1;
     file.tokens = split_documents(file, c.doc_token, eval_tokens).train;
   }
-  return std::make_shared<TokenFileSource>(std::move(file));
+  return std::make_shared<TokenFileSource>(std::move(file), c.shuffle ? std::optional<uint64_t>(c.seed) : std::nullopt,
+                                           c.doc_token);
 }
 
 // log.jsonl, opened for appending for the whole run; every line is flushed and checked, so a full
@@ -282,7 +283,7 @@ std::string TrainConfig::to_json() const {
             {"lr", lr}, {"min_lr_ratio", min_lr_ratio}, {"weight_decay", weight_decay}, {"beta1", beta1},
             {"beta2", beta2}, {"clip", clip}, {"seed", seed}, {"device", device}, {"out", out},
             {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"ckpt_every", ckpt_every},
-            {"log_every", log_every}, {"tf32", tf32}, {"modalities", modalities}};
+            {"log_every", log_every}, {"tf32", tf32}, {"modalities", modalities}, {"shuffle", shuffle}};
   return j.dump(2);
 }
 
@@ -360,6 +361,11 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
       MOM_CHECK(name.is_string(), "train", "config 'modalities' must be a list of names");
       c.modalities.push_back(name.get<std::string>());
     }
+  }
+  c.shuffle = false;  // absent: a run that read its token file in order
+  if (j.contains("shuffle")) {
+    MOM_CHECK(j["shuffle"].is_boolean(), "train", "config 'shuffle' must be true or false");
+    c.shuffle = j["shuffle"].get<bool>();
   }
   if (j.contains("tf32")) {
     MOM_CHECK(j["tf32"].is_boolean(), "train", "config 'tf32' must be true or false");

@@ -41,6 +41,9 @@ struct TrainConfig {
   // The data's modalities, by name (Vocab::modality_names): one expert each in every routed projection,
   // one loss each in the logs. train() sets them from --data; a config without them is the toy's.
   std::vector<std::string> modalities{"text", "image", "speech"};
+  // A token file's documents (starting at doc_token) are read in a new order each pass, drawn from the
+  // seed and the pass; false reads the file in order. The toy world is random anyway.
+  bool shuffle = true;
   // Optimisation.
   int64_t steps = 600, warmup = 60;
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;

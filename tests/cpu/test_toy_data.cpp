@@ -6,6 +6,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <set>
 
 #include "core/safetensors.h"
@@ -387,6 +388,65 @@ TEST(ToyDataBatcher, ResumesWorldSource) {
 TEST(ToyDataBatcher, ResumesFileSource) {
   TokenFile file{toy_vocab(), generate_stream(8, 3)};
   expect_resumes([&] { return std::make_shared<TokenFileSource>(file); }, 2, 64);  // wraps around the file
+}
+
+// Shuffled, each pass reads every document once, whole, in an order drawn from the seed and the pass:
+// passes differ, seeds differ, the same seed repeats; a state saved mid-pass (and across passes)
+// resumes the same stream; a state of other tokens of the same size is refused.
+TEST(ToyDataBatcher, ShufflesDocumentsPerPassResumably) {
+  TokenFile file{toy_vocab(), generate_stream(4, 12)};
+  std::vector<std::vector<int32_t>> docs;  // the file's documents, each from its <bos>
+  for (int32_t t : file.tokens) {
+    if (t == kBos) docs.emplace_back();
+    docs.back().push_back(t);
+  }
+  ASSERT_EQ(docs.size(), 12u);
+  const int64_t n = static_cast<int64_t>(file.tokens.size());
+  auto pass_documents = [&](const std::vector<int32_t>& stream) {
+    std::vector<std::vector<int32_t>> out;
+    for (int32_t t : stream) {
+      if (t == kBos) out.emplace_back();
+      out.back().push_back(t);
+    }
+    return out;
+  };
+  TokenFileSource a(file, uint64_t{7}, kBos), same(file, uint64_t{7}, kBos), other(file, uint64_t{8}, kBos);
+  std::vector<int32_t> p1, p2, q1, r1;
+  a.read(n, p1);
+  a.read(n, p2);
+  same.read(n, q1);
+  other.read(n, r1);
+  EXPECT_EQ(p1, q1);
+  EXPECT_NE(p1, p2);
+  EXPECT_NE(p1, r1);
+  EXPECT_NE(p1, file.tokens);
+  for (const auto& pass : {p1, p2, r1}) {
+    std::vector<std::vector<int32_t>> got = pass_documents(pass), want = docs;
+    std::sort(got.begin(), got.end());
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(got, want);  // every document once, whole
+  }
+  // Unshuffled: the file in order, pass after pass.
+  TokenFileSource plain(file);
+  std::vector<int32_t> in_order;
+  plain.read(n + 5, in_order);
+  EXPECT_TRUE(std::equal(file.tokens.begin(), file.tokens.end(), in_order.begin()));
+  EXPECT_TRUE(std::equal(in_order.begin() + n, in_order.end(), file.tokens.begin()));
+  // Resume mid-pass, then across the next pass's start.
+  TokenFileSource b(file, uint64_t{7}, kBos);
+  std::vector<int32_t> skip, rest, resumed_rest;
+  b.read(n / 3, skip);
+  const std::map<std::string, Tensor> state = b.state_dict();
+  b.read(n, rest);
+  TokenFileSource c(file, uint64_t{7}, kBos);
+  c.load_state_dict(state);
+  c.read(n, resumed_rest);
+  EXPECT_EQ(rest, resumed_rest);
+  // The same number of tokens, another content.
+  TokenFile changed = file;
+  std::swap(changed.tokens[1], changed.tokens[2]);
+  TokenFileSource d(changed, uint64_t{7}, kBos);
+  expect_error([&] { d.load_state_dict(state); }, "[batcher] the data state is for other tokens");
 }
 
 TEST(ToyDataBatcher, RejectsAStateOfAnotherSource) {
