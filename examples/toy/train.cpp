@@ -153,6 +153,8 @@ std::shared_ptr<TokenSource> make_source(const TrainConfig& c) {
   if (c.eval_data.empty()) {
     const int64_t eval_tokens = c.eval_batches * c.batch * c.seq_len + 1;
     file.tokens = split_documents(file, c.doc_token, eval_tokens).train;
+    MOM_CHECK(!file.tokens.empty(), "train", c.data << ": holding out documents of every mix of modalities for "
+              << "evaluation leaves none to train on; give held-out data with --eval-data");
   }
   return std::make_shared<TokenFileSource>(std::move(file), c.shuffle ? std::optional<uint64_t>(c.seed) : std::nullopt,
                                            c.doc_token);
@@ -531,8 +533,8 @@ DocumentSplit split_documents(const TokenFile& file, int64_t doc_token, int64_t 
     const int64_t k = static_cast<int64_t>(docs.size());
     if (k >= kHeldOutEvery) {
       for (int64_t j = kHeldOutEvery / 2; j < k; j += kHeldOutEvery) held[docs[j]] = true;
-    } else if (k >= 2) {
-      held[docs[k / 2]] = true;
+    } else {
+      held[docs[k / 2]] = true;  // every mix is evaluated, a mix of one document too
     }
   }
   for (int64_t d = 0; d < D; ++d) {

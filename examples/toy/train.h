@@ -129,8 +129,8 @@ std::vector<Batch> eval_set(const TrainConfig& config, std::string* description 
 
 // The held-out documents of a token file trained on without --eval-data. Documents start at each
 // doc_token (and at the file's first token); they are grouped by their mix of modalities, and within
-// each mix, in file order, every kHeldOutEvery-th document is held out (the middle one of a mix of 2 to
-// kHeldOutEvery - 1 documents; a mix of one document is kept for training). Without a document token
+// each mix, in file order, every kHeldOutEvery-th document is held out (the middle one of a mix of fewer
+// documents, so that every mix is evaluated, a mix of one document too). Without a document token
 // (-1) the file's last eval_tokens tokens are held out instead. Training reads `train`, evaluation
 // `held_out`: no token is in both.
 constexpr int64_t kHeldOutEvery = 20;  // 5% of the documents

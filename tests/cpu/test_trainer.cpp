@@ -175,7 +175,7 @@ TEST(Trainer, AnyNumberOfModalitiesFromTheData) {
 }
 
 // Without --eval-data a token file holds out whole documents: every 20th of each modality mix (one of a
-// mix of 2-19), none in both parts; evaluation reads them and training the others.
+// mix of 1-19), none in both parts; evaluation reads them and training the others.
 TEST(Trainer, TokenFileHoldsOutWholeDocuments) {
   Generator gen(6);
   toy::TrainConfig c = tiny("held_out");
@@ -213,6 +213,11 @@ TEST(Trainer, TokenFileHoldsOutWholeDocuments) {
                       " documents of " + c.data),
             std::string::npos)
       << what;
+  // Every mix is evaluated: of three text documents the middle one, and the only one with pixels.
+  toy::TokenFile small{file.vocab, {1, 4, 5, 1, 6, 1, 7, 1, 12, 13}};
+  const toy::DocumentSplit mixes = toy::split_documents(small, 1, 1);
+  EXPECT_EQ(mixes.held_out, (std::vector<int32_t>{1, 6, 1, 12, 13}));
+  EXPECT_EQ(mixes.train, (std::vector<int32_t>{1, 4, 5, 1, 7}));
   // Without a document token: the file's tail.
   const toy::DocumentSplit tail = toy::split_documents(file, -1, 97);
   EXPECT_EQ(tail.held_out, std::vector<int32_t>(file.tokens.end() - 97, file.tokens.end()));
