@@ -104,93 +104,65 @@ std::string conv_variant(const ConvCase& c) {
   return v;
 }
 
+// A case's problem: x, weight, bias and initial_window (drawn in that order), then with `grouped`
+// modality ids (an input, so that the routing is built on the device the inputs are moved to: x and out
+// in its grouped row order) and with `docs` document starts (gradcheck_doc_starts).
+GradcheckProblem conv_problem(const ConvCase& c, bool grouped, bool docs, Generator& gen) {
+  constexpr int64_t M = 3;
+  GradcheckProblem p;
+  p.inputs = {randn({c.B, c.L, c.E}, gen, DType::f64), randn({c.E, c.W}, gen, DType::f64, 0, 0.5),
+              c.bias ? randn({c.E}, gen, DType::f64) : Tensor(),
+              c.initial_window ? randn({c.B, c.W - 1, c.E}, gen, DType::f64) : Tensor()};
+  p.names = {"x", "weight", "bias", "initial_window"};
+  if (grouped) {
+    p.inputs.push_back(randint({c.B * c.L}, 0, M, gen));
+    p.names.push_back("ids");
+  }
+  if (docs) {
+    p.inputs.push_back(gradcheck_doc_starts(c.B, c.L));
+    p.names.push_back("doc_start");
+  }
+  p.fn = [silu = c.silu, grouped, docs](const std::vector<Tensor>& in) {
+    std::optional<kernels::Routing> routing;
+    if (grouped) routing = kernels::Routing::from_modalities(in[4], M);
+    CausalConv1dResult r = causal_conv1d(
+        {in[0], in[1], in[2], in[3], docs ? in.back() : Tensor(), silu, routing ? &*routing : nullptr});
+    return std::vector<Tensor>{r.out, r.final_window};
+  };
+  return p;
+}
+
 }  // namespace
 
 void add_causal_conv1d_gradcheck_cases(std::vector<GradcheckCase>& cases) {
   // Tiny shapes get the full Jacobian; the larger ones random projections. L < W-1 makes the final
   // window reach back into the initial window; L = 1 is one step of recurrent inference.
-  static const ConvCase shapes[] = {
+  static const std::vector<ConvCase> shapes = {
       {2, 5, 3, 4, true, true, true},   {1, 1, 3, 4, true, true, true},   {2, 2, 3, 4, true, true, false},
       {1, 3, 2, 8, true, true, true},   {2, 7, 3, 2, false, false, true}, {2, 6, 5, 4, false, true, false},
       {2, 13, 7, 4, true, true, true},  {3, 11, 6, 8, true, false, true}, {1, 9, 5, 2, true, true, true},
   };
-  for (const ConvCase& c : shapes) {
-    cases.push_back({"causal_conv1d", conv_variant(c), [c](Generator& gen) {
-                       GradcheckProblem p;
-                       p.inputs = {randn({c.B, c.L, c.E}, gen, DType::f64), randn({c.E, c.W}, gen, DType::f64, 0, 0.5),
-                                   c.bias ? randn({c.E}, gen, DType::f64) : Tensor(),
-                                   c.initial_window ? randn({c.B, c.W - 1, c.E}, gen, DType::f64) : Tensor()};
-                       p.names = {"x", "weight", "bias", "initial_window"};
-                       bool silu = c.silu;
-                       p.fn = [silu](const std::vector<Tensor>& in) {
-                         CausalConv1dResult r = causal_conv1d({in[0], in[1], in[2], in[3], Tensor(), silu});
-                         return std::vector<Tensor>{r.out, r.final_window};
-                       };
-                       return p;
-                     }});
-  }
-  // x and out in the grouped row order of a routing over the B*L tokens, from random modality ids
-  // (an input, so that the routing is built on the device the inputs are moved to).
-  static const ConvCase grouped[] = {{2, 6, 3, 4, true, true, true}, {3, 5, 2, 3, false, false, false}};
-  for (const ConvCase& c : grouped) {
-    cases.push_back({"causal_conv1d", conv_variant(c) + ", grouped rows", [c](Generator& gen) {
-                       constexpr int64_t M = 3;
-                       GradcheckProblem p;
-                       p.inputs = {randn({c.B, c.L, c.E}, gen, DType::f64), randn({c.E, c.W}, gen, DType::f64, 0, 0.5),
-                                   c.bias ? randn({c.E}, gen, DType::f64) : Tensor(),
-                                   c.initial_window ? randn({c.B, c.W - 1, c.E}, gen, DType::f64) : Tensor(),
-                                   randint({c.B * c.L}, 0, M, gen)};
-                       p.names = {"x", "weight", "bias", "initial_window", "ids"};
-                       bool silu = c.silu;
-                       p.fn = [silu](const std::vector<Tensor>& in) {
-                         kernels::Routing routing = kernels::Routing::from_modalities(in[4], M);
-                         CausalConv1dResult r = causal_conv1d({in[0], in[1], in[2], in[3], Tensor(), silu, &routing});
-                         return std::vector<Tensor>{r.out, r.final_window};
-                       };
-                       return p;
-                     }});
-  }
+  // x and out in the grouped row order of a routing over the B*L tokens, from random modality ids.
+  static const std::vector<ConvCase> grouped = {{2, 6, 3, 4, true, true, true}, {3, 5, 2, 3, false, false, false}};
   // Packed rows (gradcheck_doc_starts: length-1 documents, boundaries at 0 and L-1, a whole-row
   // document), with documents shorter than the window (W = 8), L < W-1 (the final window zeroed before
   // the last document, the initial window's gradient from the first one only), and grouped rows.
-  static const ConvCase documents[] = {{2, 6, 2, 4, true, true, true},  {3, 13, 5, 4, true, true, true},
-                                       {3, 11, 4, 8, true, true, false}, {3, 2, 3, 4, true, true, true},
-                                       {3, 9, 3, 2, false, true, true},  {2, 10, 3, 3, false, false, true}};
-  for (const ConvCase& c : documents) {
-    cases.push_back({"causal_conv1d", conv_variant(c) + ", docs", [c](Generator& gen) {
-                       GradcheckProblem p;
-                       p.inputs = {randn({c.B, c.L, c.E}, gen, DType::f64), randn({c.E, c.W}, gen, DType::f64, 0, 0.5),
-                                   c.bias ? randn({c.E}, gen, DType::f64) : Tensor(),
-                                   c.initial_window ? randn({c.B, c.W - 1, c.E}, gen, DType::f64) : Tensor(),
-                                   gradcheck_doc_starts(c.B, c.L)};
-                       p.names = {"x", "weight", "bias", "initial_window", "doc_start"};
-                       bool silu = c.silu;
-                       p.fn = [silu](const std::vector<Tensor>& in) {
-                         CausalConv1dResult r = causal_conv1d({in[0], in[1], in[2], in[3], in[4], silu});
-                         return std::vector<Tensor>{r.out, r.final_window};
-                       };
-                       return p;
-                     }});
-  }
-  static const ConvCase grouped_documents[] = {{3, 7, 3, 4, true, true, true}};
-  for (const ConvCase& c : grouped_documents) {
-    cases.push_back({"causal_conv1d", conv_variant(c) + ", grouped rows, docs", [c](Generator& gen) {
-                       constexpr int64_t M = 3;
-                       GradcheckProblem p;
-                       p.inputs = {randn({c.B, c.L, c.E}, gen, DType::f64), randn({c.E, c.W}, gen, DType::f64, 0, 0.5),
-                                   c.bias ? randn({c.E}, gen, DType::f64) : Tensor(),
-                                   c.initial_window ? randn({c.B, c.W - 1, c.E}, gen, DType::f64) : Tensor(),
-                                   randint({c.B * c.L}, 0, M, gen), gradcheck_doc_starts(c.B, c.L)};
-                       p.names = {"x", "weight", "bias", "initial_window", "ids", "doc_start"};
-                       bool silu = c.silu;
-                       p.fn = [silu](const std::vector<Tensor>& in) {
-                         kernels::Routing routing = kernels::Routing::from_modalities(in[4], M);
-                         CausalConv1dResult r = causal_conv1d({in[0], in[1], in[2], in[3], in[5], silu, &routing});
-                         return std::vector<Tensor>{r.out, r.final_window};
-                       };
-                       return p;
-                     }});
-  }
+  static const std::vector<ConvCase> documents = {{2, 6, 2, 4, true, true, true},  {3, 13, 5, 4, true, true, true},
+                                                  {3, 11, 4, 8, true, true, false}, {3, 2, 3, 4, true, true, true},
+                                                  {3, 9, 3, 2, false, true, true},  {2, 10, 3, 3, false, false, true}};
+  static const std::vector<ConvCase> grouped_documents = {{3, 7, 3, 4, true, true, true}};
+  struct Family {
+    const std::vector<ConvCase>* shapes;
+    bool grouped, docs;
+    const char* suffix;
+  };
+  for (const Family& f : {Family{&shapes, false, false, ""}, Family{&grouped, true, false, ", grouped rows"},
+                          Family{&documents, false, true, ", docs"},
+                          Family{&grouped_documents, true, true, ", grouped rows, docs"}})
+    for (const ConvCase& c : *f.shapes)
+      cases.push_back({"causal_conv1d", conv_variant(c) + f.suffix, [c, g = f.grouped, d = f.docs](Generator& gen) {
+                         return conv_problem(c, g, d, gen);
+                       }});
 }
 
 }  // namespace autograd

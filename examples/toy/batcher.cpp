@@ -112,9 +112,8 @@ TokenFileSource::TokenFileSource(TokenFile file, std::optional<uint64_t> shuffle
   hash_ = 0xcbf29ce484222325ull;  // FNV-1a over the tokens' little-endian bytes
   for (int32_t t : file_.tokens)
     for (int k = 0; k < 4; ++k) hash_ = (hash_ ^ ((static_cast<uint32_t>(t) >> (8 * k)) & 0xffu)) * 0x100000001b3ull;
-  for (int64_t i = 0; i < n; ++i)
-    if (i == 0 || (seed_ && doc_token >= 0 && file_.tokens[i] == doc_token)) starts_.push_back(i);
-  starts_.push_back(n);
+  // Unshuffled, the file reads as one document, in order.
+  starts_ = seed_ ? document_starts(file_.tokens, doc_token) : std::vector<int64_t>{0, n};
   start_epoch(0);
 }
 

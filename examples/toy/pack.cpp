@@ -142,10 +142,7 @@ std::string inspect_token_file(const TokenFile& file, const std::string& path, i
     out << buf;
   }
   // Documents.
-  std::vector<int64_t> starts;
-  for (int64_t i = 0; i < static_cast<int64_t>(t.size()); ++i)
-    if (i == 0 || (doc_token >= 0 && t[i] == doc_token)) starts.push_back(i);
-  starts.push_back(static_cast<int64_t>(t.size()));
+  const std::vector<int64_t> starts = document_starts(t, doc_token);
   const int64_t D = static_cast<int64_t>(starts.size()) - 1;
   std::vector<int64_t> lengths;
   std::map<std::string, int64_t> mixes;

@@ -156,4 +156,13 @@ TokenFile read_token_file(const std::string& path) {
   return out;
 }
 
+std::vector<int64_t> document_starts(const std::vector<int32_t>& tokens, int64_t doc_token) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  std::vector<int64_t> starts;
+  for (int64_t i = 0; i < n; ++i)
+    if (i == 0 || (doc_token >= 0 && tokens[i] == doc_token)) starts.push_back(i);
+  starts.push_back(n);
+  return starts;
+}
+
 }  // namespace mom::toy

@@ -40,4 +40,8 @@ struct TokenFile {
 void write_token_file(const std::string& path, const Vocab& vocab, const std::vector<int32_t>& tokens);
 TokenFile read_token_file(const std::string& path);
 
+// Where the documents of a token stream begin: 0, every later position holding doc_token (none when
+// doc_token is -1), then the stream's size, so document d is [starts[d], starts[d + 1]).
+std::vector<int64_t> document_starts(const std::vector<int32_t>& tokens, int64_t doc_token);
+
 }  // namespace mom::toy

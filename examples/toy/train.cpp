@@ -517,10 +517,7 @@ DocumentSplit split_documents(const TokenFile& file, int64_t doc_token, int64_t 
     s.held_out.assign(t.begin() + cut, t.end());
     return s;
   }
-  std::vector<int64_t> starts;  // [start of each document ..., n]
-  for (int64_t i = 0; i < n; ++i)
-    if (i == 0 || t[i] == doc_token) starts.push_back(i);
-  starts.push_back(n);
+  const std::vector<int64_t> starts = document_starts(t, doc_token);
   const std::vector<int32_t> modality = file.vocab.modality_table();
   const int64_t D = static_cast<int64_t>(starts.size()) - 1;
   std::vector<uint32_t> mix(D, 0);  // the modalities each document holds, as bits

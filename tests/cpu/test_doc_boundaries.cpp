@@ -239,7 +239,8 @@ TEST(DocBoundaries, ScanGroupedRowsEqualPermutedPlain) {
   kernels::SelectiveScanParams g = plain;
   for (Tensor* t : {&g.u, &g.delta, &g.B_ssm, &g.C_ssm, &g.z}) *t = grouped(*t, routing);
   g.order = &routing;
-  const kernels::SelectiveScanOutput ref = kernels::selective_scan_forward(plain), got = kernels::selective_scan_forward(g);
+  const kernels::SelectiveScanOutput ref = kernels::selective_scan_forward(plain),
+                                     got = kernels::selective_scan_forward(g);
   EXPECT_TRUE(same_bits(got.out, grouped(ref.out, routing)));
   EXPECT_TRUE(same_bits(got.last_state, ref.last_state));
   const kernels::SelectiveScanGrads gref = kernels::selective_scan_backward(plain, dout, dlast);
@@ -381,7 +382,8 @@ void check_conv_documents(DType dt, const ConvShape& c, double param_tol) {
   const ConvInputs in = random_conv(c, gen, dt);
   const std::vector<uint8_t> flags = random_flags(gen, c.B, c.L);
   const Tensor doc_start = doc_start_of(flags, c.B, c.L);
-  const kernels::CausalConv1dOutput fwd = kernels::causal_conv1d_forward({in.x, in.w, in.bias, in.init, doc_start, c.silu});
+  const kernels::CausalConv1dOutput fwd =
+      kernels::causal_conv1d_forward({in.x, in.w, in.bias, in.init, doc_start, c.silu});
   const kernels::CausalConv1dGrads grads =
       kernels::causal_conv1d_backward({in.x, in.w, in.bias, in.init, doc_start, c.silu}, in.dy, in.dfinal);
 
@@ -400,7 +402,8 @@ void check_conv_documents(DType dt, const ConvShape& c, double param_tol) {
       if (last) {
         EXPECT_TRUE(same_bits(r.final_window, row_of(fwd.final_window, b)));
       }
-      const kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward({x, in.w, in.bias, init, Tensor(), c.silu}, piece(in.dy, b, s), last ? row_of(in.dfinal, b) : Tensor());
+      const kernels::CausalConv1dGrads g = kernels::causal_conv1d_backward(
+          {x, in.w, in.bias, init, Tensor(), c.silu}, piece(in.dy, b, s), last ? row_of(in.dfinal, b) : Tensor());
       EXPECT_TRUE(same_bits(g.dx, piece(grads.dx, b, s)));
       if (first && c.init) {
         EXPECT_TRUE(same_bits(g.dinitial_window, row_of(grads.dinitial_window, b)));
@@ -442,14 +445,16 @@ TEST(DocBoundaries, ConvFlagsWithoutBoundaryChangeNothing) {
   Generator gen(7);
   const ConvShape c{3, 17, 5, 4, true, true, true};
   const ConvInputs in = random_conv(c, gen, DType::f32);
-  const kernels::CausalConv1dOutput ref = kernels::causal_conv1d_forward({in.x, in.w, in.bias, in.init, Tensor(), true});
+  const kernels::CausalConv1dOutput ref =
+      kernels::causal_conv1d_forward({in.x, in.w, in.bias, in.init, Tensor(), true});
   const kernels::CausalConv1dGrads gref =
       kernels::causal_conv1d_backward({in.x, in.w, in.bias, in.init, Tensor(), true}, in.dy, in.dfinal);
   std::vector<uint8_t> at_zero(c.B * c.L, 0);
   for (int64_t b = 0; b < c.B; ++b) at_zero[b * c.L] = 1;
   for (const std::vector<uint8_t>& flags : {std::vector<uint8_t>(c.B * c.L, 0), at_zero}) {
     const Tensor doc_start = doc_start_of(flags, c.B, c.L);
-    const kernels::CausalConv1dOutput got = kernels::causal_conv1d_forward({in.x, in.w, in.bias, in.init, doc_start, true});
+    const kernels::CausalConv1dOutput got =
+        kernels::causal_conv1d_forward({in.x, in.w, in.bias, in.init, doc_start, true});
     const kernels::CausalConv1dGrads g =
         kernels::causal_conv1d_backward({in.x, in.w, in.bias, in.init, doc_start, true}, in.dy, in.dfinal);
     EXPECT_TRUE(same_bits(got.y, ref.y));
@@ -475,7 +480,8 @@ TEST(DocBoundaries, ConvGroupedRowsEqualPermutedPlain) {
     EXPECT_TRUE(same_bits(rows.final_window, plain.final_window));
     const kernels::CausalConv1dGrads pg =
         kernels::causal_conv1d_backward({in.x, in.w, in.bias, in.init, doc_start, c.silu}, in.dy, in.dfinal);
-    const kernels::CausalConv1dGrads rg = kernels::causal_conv1d_backward({grouped(in.x, r), in.w, in.bias, in.init, doc_start, c.silu, &r}, grouped(in.dy, r), in.dfinal);
+    const kernels::CausalConv1dGrads rg = kernels::causal_conv1d_backward(
+        {grouped(in.x, r), in.w, in.bias, in.init, doc_start, c.silu, &r}, grouped(in.dy, r), in.dfinal);
     EXPECT_TRUE(same_bits(rg.dx, grouped(pg.dx, r)));
     EXPECT_TRUE(same_bits(rg.dweight, pg.dweight));
     EXPECT_TRUE(same_bits(rg.dbias, pg.dbias));

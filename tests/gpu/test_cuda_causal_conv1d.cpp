@@ -143,7 +143,8 @@ TEST_F(Cuda, CausalConv1dMisalignedInputsTakeTheScalarPath) {
   SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   double worst32[6] = {}, worst64[6] = {};
-  for (const ConvCase& c : {ConvCase{2, 300, 1536, 4, true, true, true, true}, ConvCase{3, 70, 8, 7, false, true, true, false}}) {
+  for (const ConvCase& c :
+       {ConvCase{2, 300, 1536, 4, true, true, true, true}, ConvCase{3, 70, 8, 7, false, true, true, false}}) {
     SCOPED_TRACE(describe(c));
     ConvInputs in = make_inputs(c, gen);
     ConvResults ref = run_conv(c, in, DType::f64, kCpu);
@@ -214,7 +215,8 @@ TEST_F(Cuda, CausalConv1dRepeatsBitForBit) {
   uint64_t seed = test_seed();
   SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
-  for (const ConvCase& c : {ConvCase{3, 1000, 1537, 4, true, true, true, true}, ConvCase{2, 2049, 1536, 4, true, false, false, true}}) {
+  for (const ConvCase& c :
+       {ConvCase{3, 1000, 1537, 4, true, true, true, true}, ConvCase{2, 2049, 1536, 4, true, false, false, true}}) {
     SCOPED_TRACE(describe(c));
     ConvInputs in = make_inputs(c, gen);
     ConvResults first = run_conv(c, in, DType::f32, kGpu), second = run_conv(c, in, DType::f32, kGpu);
@@ -250,8 +252,8 @@ TEST_F(Cuda, CausalConv1dForwardSiluIsAccurateOverTheRange) {
         if (std::fabs(ref) >= 2e-36) worst = std::max(worst, err / std::fabs(ref));
       }
       EXPECT_EQ(bad, 0);
-      std::printf("silu in the conv forward, %s E=%lld: max relative error %.2e\n", dt == DType::f32 ? "float32" : "float64",
-                  static_cast<long long>(E), worst);
+      std::printf("silu in the conv forward, %s E=%lld: max relative error %.2e\n",
+                  dt == DType::f32 ? "float32" : "float64", static_cast<long long>(E), worst);
     }
   }
 }
@@ -266,7 +268,8 @@ TEST_F(Cuda, CausalConv1dRejectsMixedDevicesAndBadShapes) {
   expect_error(fwd(x, w, b.to(kCpu), init), "[causal_conv1d] bias is on cpu but x is on cuda:0");
   expect_error(fwd(x, w, b, init.to(kCpu)), "[causal_conv1d] initial_window is on cpu but x is on cuda:0");
   expect_error(fwd(x.to(kCpu), w, Tensor(), Tensor()), "[causal_conv1d] weight is on cuda:0 but x is on cpu");
-  expect_error(fwd(x, ones({3, 9}, DType::f32, kGpu), Tensor(), Tensor()), "[causal_conv1d] conv width W = 9 is outside [2, 8]");
+  expect_error(fwd(x, ones({3, 9}, DType::f32, kGpu), Tensor(), Tensor()),
+               "[causal_conv1d] conv width W = 9 is outside [2, 8]");
   Tensor dy = ones({2, 5, 3}, DType::f32, kGpu);
   expect_error([&] { kernels::causal_conv1d_backward({x, w, b, init, Tensor(), true}, dy.to(kCpu), Tensor()); },
                "[causal_conv1d] dy is on cpu but x is on cuda:0");
