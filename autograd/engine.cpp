@@ -112,6 +112,9 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
         MOM_CHECK(g.shape() == n->inputs[i].shape, n->name(),
                   "internal: gradient for input " << i << " has shape " << shape_str(g.shape())
                                                   << ", the input has " << shape_str(n->inputs[i].shape));
+        MOM_CHECK(g.dtype() == n->inputs[i].dtype, n->name(),
+                  "internal: gradient for input " << i << " is " << dtype_name(g.dtype()) << ", the input is "
+                                                  << dtype_name(n->inputs[i].dtype));
         accumulate(buffers[e.node.get()], e.input_nr, g);
       }
       owners.emplace(e.node.get(), e.node);

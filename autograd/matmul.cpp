@@ -50,7 +50,8 @@ struct MatmulBackward : Node {
     if (grads.da.defined() && transpose_a) grads.da = grads.da.transpose(-1, -2);
     if (grads.db.defined() && transpose_b) grads.db = grads.db.transpose(-1, -2);
     if (next_edges.size() < 3) return {grads.da, grads.db};
-    Tensor dbias = next_edges[2].valid() ? kernels::sum_to_shape(dc, inputs[2].shape) : Tensor();
+    // The bias is of dc's accumulation dtype (float32 beside bf16): its gradient sums the widened dc.
+    Tensor dbias = next_edges[2].valid() ? kernels::sum_to_shape(kernels::widen_bf16(dc), inputs[2].shape) : Tensor();
     return {grads.da, grads.db, dbias};
   }
   void release_saved() override { a.reset(); b.reset(); }

@@ -120,8 +120,12 @@ Tensor embedding(const Tensor& ids_in, const Tensor& weight_in) {
 }
 
 Tensor rms_norm(const Tensor& x_in, const Tensor& weight_in, double eps) {
+  return rms_norm(x_in, weight_in, eps, x_in.dtype());
+}
+
+Tensor rms_norm(const Tensor& x_in, const Tensor& weight_in, double eps, DType y_dtype) {
   Tensor x = kernel_input(x_in), weight = kernel_input(weight_in);
-  kernels::RmsNormForward f = kernels::rms_norm_forward(x, weight, eps);
+  kernels::RmsNormForward f = kernels::rms_norm_forward(x, weight, eps, y_dtype);
   Tensor y = f.y;
   if (needs_grad({x_in, weight_in})) {
     auto node = make_node<RmsNormBackwardNode>({x_in, weight_in});

@@ -88,5 +88,13 @@ Tensor embedding(const Tensor& ids, const Tensor& weight);
 
 // x (..., D), weight (D): y = x / sqrt(mean(x^2) + eps) * weight
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-5);
+// The same with y of dtype y_dtype: x's own, or bf16 beside a float32 x (mixed precision's pre-norm: the
+// float32 residual stream normalised into bf16 activations; dx is float32).
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps, DType y_dtype);
+
+// ---- dtype (autograd/shape_ops.cpp) ----
+// x converted to dtype (floating to floating; bf16 rounds to nearest even); the gradient is converted
+// back to x's dtype. x itself when it has that dtype already.
+Tensor cast(const Tensor& x, DType dtype);
 
 }  // namespace mom

@@ -93,6 +93,13 @@ struct ContiguousBackward : Node {
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override { return {g[0]}; }
 };
 
+// The gradient of a cast goes back in the input's dtype (a bf16 gradient widened exactly, a float32
+// one rounded once).
+struct CastBackward : Node {
+  std::string name() const override { return "cast"; }
+  std::vector<Tensor> apply(std::vector<Tensor>&& g) override { return {g[0].to(inputs[0].dtype)}; }
+};
+
 struct CatBackward : Node {
   std::vector<int64_t> sizes;
   int64_t dim;
@@ -190,6 +197,14 @@ Tensor expand(const Tensor& x, const Shape& shape) {
 Tensor contiguous(const Tensor& x) {
   if (x.is_contiguous()) return x;
   return record_view<ContiguousBackward>(x, x.detach().contiguous());
+}
+
+Tensor cast(const Tensor& x, DType dtype) {
+  MOM_CHECK(x.defined(), "cast", "x is undefined");
+  if (x.dtype() == dtype) return x;
+  MOM_CHECK(is_floating(x.dtype()) && is_floating(dtype), "cast",
+            "casts convert between floating dtypes, got " << dtype_name(x.dtype()) << " to " << dtype_name(dtype));
+  return record_view<CastBackward>(x, x.detach().to(dtype));
 }
 
 Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {

@@ -44,6 +44,11 @@ inline const char* dtype_name(DType t) {
 // Floating dtypes: the ones that can require grad and that checkpoints hold as weights.
 inline bool is_floating(DType t) { return t == DType::f32 || t == DType::f64 || t == DType::bf16; }
 
+// The dtype a floating dtype accumulates in: float32 for bfloat16, the dtype itself otherwise. Beside
+// bf16 activations, the parameters and states that need the precision (biases, the scan's A, D and
+// state, the conv's filters, norm weights) and every sum are float32.
+inline DType acc_dtype(DType t) { return t == DType::bf16 ? DType::f32 : t; }
+
 template <typename T> struct DTypeOf;
 template <> struct DTypeOf<float> { static constexpr DType value = DType::f32; };
 template <> struct DTypeOf<double> { static constexpr DType value = DType::f64; };

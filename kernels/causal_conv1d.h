@@ -65,6 +65,9 @@
 //
 // Inputs must be contiguous, on one device, of one floating dtype (f32 or f64), except doc_start: bool,
 // (B, L), contiguous, on x's device. Outputs are fresh; errors are mom::Error "[causal_conv1d] ...".
+// bfloat16 (mixed precision): x, the windows, y, dy, dx and their window gradients bf16; weight, bias,
+// dweight and dbias float32; the sums and SiLU in float32, each bf16 output rounded once. The CPU
+// computes it as the float32 op on the widened inputs (the reference).
 // The CUDA version (kernels/cuda/causal_conv1d.cu) runs the same math; its dweight and dbias sum
 // per-tile partials in a fixed order instead (see there), equally deterministic. With doc_start its y and
 // final_window equal one call per document bit for bit as well (the same taps read zeros), dx up to

@@ -9,11 +9,13 @@
 //   dlogits[t, v] = dloss * w_t / W * (exp(logits[t, v] - lse_t) - [v == target_t])   for t counted,
 //                   0 for ignored rows, and everywhere when W = 0.
 //
-// Shapes: logits (T, V) f32/f64 contiguous, V >= 1; targets (T) int32/int64 contiguous, each in
+// Shapes: logits (T, V) f32/f64/bf16 contiguous, V >= 1; targets (T) int32/int64 contiguous, each in
 // [0, V) or equal to ignore_index (otherwise "[cross_entropy] target 9 at position 3 is out of range
-// for 8 classes"); weight: undefined or (T), the dtype of logits, non-negative; loss () and dloss ()
-// the dtype of logits.
-// The forward saves lse (T), in the dtype of logits (ignored rows hold their lse too); the backward
+// for 8 classes"); weight: undefined or (T), non-negative; weight, loss (), dloss () and lse in the
+// accumulation dtype of logits (float32 for bf16 logits, the logits' dtype otherwise); dlogits in the
+// dtype of logits. bf16 logits are computed as the float32 op on the widened logits, dlogits rounded
+// once (on both devices).
+// The forward saves lse (T) (ignored rows hold their lse too); the backward
 // recomputes W from targets and weight. The sums over t run serially in index order (in double), so
 // results repeat bit for bit. Nothing accumulates: the backward returns a fresh dlogits.
 #pragma once

@@ -9,7 +9,8 @@
 //   sum_to_shape(g, shape)          sums g over the dims that broadcasting expanded to reach g's shape
 //
 // softplus(x) = log(1 + exp(x)), and x itself above the threshold 20 (as PyTorch).
-// Inputs must be contiguous, on one device, of one floating dtype; outputs are fresh and contiguous.
+// Inputs must be contiguous, on one device, of one floating dtype (float32 or float64; binary also takes
+// bf16, computed in float32 and rounded once); outputs are fresh and contiguous.
 // Nothing accumulates: every function returns a new tensor.
 #pragma once
 
@@ -49,9 +50,20 @@ Tensor sum_to_shape(const Tensor& g, const Shape& shape);
 void check_defined(const Tensor& t, const char* op, const char* name);
 void check_contiguous(const Tensor& t, const char* op, const char* name);
 void check_floating(const Tensor& t, const char* op, const char* name);  // float32 or float64 (not bf16)
+// float32, float64 or bfloat16: the activations of the ops with a bf16 version (matmul, masked_linear,
+// causal_conv1d, selective_scan, rms_norm, cross_entropy).
+void check_compute(const Tensor& t, const char* op, const char* name);
+// t is of x's accumulation dtype (acc_dtype): float32 beside a bf16 x, x's own dtype otherwise.
+void check_acc_dtype(const Tensor& t, const Tensor& x, const char* op, const char* name_t, const char* name_x);
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op, const char* name_a, const char* name_b);
 void check_same_device(const Tensor& a, const Tensor& b, const char* op, const char* name_a, const char* name_b);
 void check_shape(const Tensor& t, const Shape& expected, const char* op, const char* name);
 void check_cpu(const Tensor& t, const char* op, const char* name);
+
+// The bf16 reference of the ops above, on the CPU: every bf16 input widened to float32 (exactly), the
+// float32 kernel, every bf16 output rounded once to nearest even. The CUDA bf16 kernels are checked
+// against it.
+Tensor widen_bf16(const Tensor& t);           // bf16 -> float32; any other dtype (or undefined) as it is
+Tensor round_to(const Tensor& t, DType dtype);  // t cast to dtype when it differs; undefined stays undefined
 
 }  // namespace mom::kernels

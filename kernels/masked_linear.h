@@ -26,7 +26,10 @@
 // gathers x again. Every gradient is written (=); nothing accumulates into an input. The GEMMs are
 // CBLAS (OpenBLAS) calls on the CPU and cuBLAS calls on CUDA (TF32 when kernels::allow_tf32()): for a
 // fixed shape (and thread count, or GPU model) they give the same bits on every run. Inputs must be
-// contiguous, on one device, of one floating dtype (f32 or f64); outputs are fresh.
+// contiguous, on one device, of one floating dtype (f32 or f64); outputs are fresh. bfloat16 (mixed
+// precision): x, the weights, dy, y, dx and dweight bf16, the biases and dbias float32; every bf16 output
+// is its float32 value rounded once (the bias added before the rounding). The CPU computes it in float32
+// on the widened inputs (the reference); CUDA runs bf16 GEMMs with float32 accumulation.
 //
 // On CUDA (kernels/cuda/masked_linear.cu): masked_linear needs routing.perm on x's device. As on the CPU the
 // rows of y (and of dx) are moved to token order from a grouped-order buffer in one parallel pass. When

@@ -15,8 +15,12 @@
 // projection of every token, x (B, L, In) @ W^T) runs as one GEMM over all B*L rows, and so does its
 // weight gradient. The forward saves a and b (as stored) for the backward; nothing accumulates:
 // every function returns fresh contiguous tensors. Inputs must be contiguous tensors of one floating
-// dtype on one device. With OpenBLAS at a fixed thread count, and with cuBLAS on one GPU model (one
+// dtype (bias: its accumulation dtype, see below) on one device. With OpenBLAS at a fixed thread count, and with cuBLAS on one GPU model (one
 // stream, atomics off), the results repeat bit for bit.
+//
+// bfloat16 (mixed precision): a, b (and dc) bf16, bias float32; c, da and db bf16, each the float32
+// accumulation (plus the bias) rounded once. The CPU computes it as the float32 product of the widened
+// operands (the reference); CUDA runs cuBLAS GEMMs on bf16 operands with float32 accumulation.
 //
 // TF32 (CUDA, float32 only): off by default, so float32 products are full float32 GEMMs, as on the CPU.
 // set_allow_tf32(true) lets cuBLAS round the inputs of float32 GEMMs to TF32 (10-bit mantissa, about

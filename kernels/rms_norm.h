@@ -8,7 +8,11 @@
 //   dweight[i] = sum_r dy[r, i] * x[r, i] * rstd_r
 //
 // Shapes: x (..., D) with rank >= 1, seen as rows r; weight (D); y, dy, dx (..., D); rstd (...), one
-// value per row; all one floating dtype, contiguous. eps >= 0.
+// value per row; all contiguous. eps >= 0. x, dx: float32, float64 or bfloat16; weight, dweight and
+// rstd: x's accumulation dtype (float32 for bf16); y and dy: x's dtype, or bf16 beside a float32 x (the
+// pre-norm of mixed precision: a float32 residual stream normalised into bf16 activations). A call with
+// a bf16 tensor computes the float32 op on the widened inputs and rounds each bf16 output once (on
+// both devices).
 // The forward returns rstd, which the autograd function saves with x and weight for the backward.
 // Row sums are taken in double. dweight sums over rows in row order (each column block owned by one
 // thread), so results repeat bit for bit whatever the thread count. Nothing accumulates: the backward
@@ -29,7 +33,11 @@ struct RmsNormBackward {
   Tensor dweight;  // (D)
 };
 
-RmsNormForward rms_norm_forward(const Tensor& x, const Tensor& weight, double eps);
+// y_dtype: x's dtype, or bf16 for a float32 x.
+RmsNormForward rms_norm_forward(const Tensor& x, const Tensor& weight, double eps, DType y_dtype);
+inline RmsNormForward rms_norm_forward(const Tensor& x, const Tensor& weight, double eps) {
+  return rms_norm_forward(x, weight, eps, x.dtype());
+}
 RmsNormBackward rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd);
 
 // CUDA versions, called by the functions above after their checks (CUDA builds only).

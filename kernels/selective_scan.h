@@ -76,7 +76,10 @@
 //     B = 2, L = 1024, E = 512, N = 16, float).
 //
 // Inputs must be contiguous, on one device, of one floating dtype (float32 or float64), except doc_start:
-// bool, (B, L), contiguous, on u's device. Errors are mom::Error starting with "[selective_scan]". On
+// bool, (B, L), contiguous, on u's device. bfloat16 (mixed precision): u, delta, B_ssm, C_ssm, z, out and
+// their gradients bf16; A, D, delta_bias, initial_state, last_state, dlast_state and their gradients
+// float32 (the state and every sum are float32 whatever the input type). The CPU computes it as the
+// float32 scan of the widened inputs, each bf16 output rounded once (the reference). Errors are mom::Error starting with "[selective_scan]". On
 // CUDA (kernels/cuda/selective_scan.cu) the same API runs one thread group per channel; N is limited to
 // 64 there. Its outputs with document boundaries equal one call per document to f32 rounding (the
 // CPU's equality is bitwise).

@@ -10,6 +10,10 @@ Tensor uniform(const Shape& shape, double lo, double hi, Generator& gen, DType d
   return rand(shape, gen, dtype, lo, hi);
 }
 
+Tensor weight_for(const Tensor& w, const Tensor& x) {
+  return x.dtype() == DType::bf16 && w.dtype() == DType::f32 ? cast(w, DType::bf16) : w;
+}
+
 Linear::Linear(int64_t in, int64_t out, bool with_bias, Generator& gen, DType dtype) {
   double k = 1.0 / std::sqrt(static_cast<double>(in));
   weight = register_parameter("weight", uniform({out, in}, -k, k, gen, dtype));
@@ -21,7 +25,7 @@ Tensor Linear::forward(const Tensor& x) const {
             "input has " << (x.dim() ? x.size(-1) : 0) << " features, the layer expects " << weight.size(1));
   Shape out_shape = x.shape();
   out_shape.back() = weight.size(0);
-  return reshape(linear(reshape(x, {-1, weight.size(1)}), weight, bias), out_shape);
+  return reshape(linear(reshape(x, {-1, weight.size(1)}), weight_for(weight, x), bias), out_shape);
 }
 
 std::vector<Tensor> Linear::forward_split(const Tensor& x, const std::vector<int64_t>& split) const {
@@ -39,11 +43,11 @@ std::vector<Tensor> Linear::forward_split(const Tensor& x, const std::vector<int
   const int64_t extra_reads = (static_cast<int64_t>(split.size()) - 1) * weight.size(1);
   if (extra_reads >= 2 * weight.size(0)) return mom::split(forward(x), split, -1);
   Shape out_shape = x.shape();
-  const Tensor rows = reshape(x, {-1, weight.size(1)});
+  const Tensor rows = reshape(x, {-1, weight.size(1)}), w = weight_for(weight, x);
   std::vector<Tensor> parts;
   int64_t start = 0;
   for (int64_t n : split) {
-    Tensor y = linear(rows, narrow(weight, 0, start, n), bias.defined() ? narrow(bias, 0, start, n) : Tensor());
+    Tensor y = linear(rows, narrow(w, 0, start, n), bias.defined() ? narrow(bias, 0, start, n) : Tensor());
     out_shape.back() = n;
     parts.push_back(reshape(y, out_shape));
     start += n;
@@ -68,7 +72,7 @@ std::vector<Tensor> ModalityLinear::forward_split(const Tensor& x, const Routing
                                << " experts");
   std::vector<Tensor> w, b;
   for (const auto& e : experts) {
-    w.push_back(e->weight);
+    w.push_back(weight_for(e->weight, x));
     if (e->bias.defined()) b.push_back(e->bias);
   }
   return masked_linear_split(x, routing, w, b, split, order);
@@ -85,6 +89,8 @@ RMSNorm::RMSNorm(int64_t D, double eps_, DType dtype) : eps(eps_) {
 }
 
 Tensor RMSNorm::forward(const Tensor& x) const { return rms_norm(x, weight, eps); }
+
+Tensor RMSNorm::forward(const Tensor& x, DType y_dtype) const { return rms_norm(x, weight, eps, y_dtype); }
 
 CausalConv1d::CausalConv1d(int64_t E, int64_t W, bool with_bias, Generator& gen, DType dtype) {
   double k = 1.0 / std::sqrt(static_cast<double>(W));  // fan_in = (in_channels / groups) * W = W

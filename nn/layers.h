@@ -13,6 +13,7 @@
 namespace mom::nn {
 
 // y = x W^T + b over the last dim. weight (Out, In), bias (Out) optional. x (..., In) -> (..., Out).
+// A bf16 x multiplies a bf16 copy of a float32 weight (weight_for); the bias stays float32.
 class Linear : public Module {
  public:
   Linear(int64_t in, int64_t out, bool bias, Generator& gen, DType dtype = DType::f32);
@@ -48,6 +49,8 @@ class RMSNorm : public Module {
  public:
   explicit RMSNorm(int64_t D, double eps = 1e-5, DType dtype = DType::f32);  // weight = 1
   Tensor forward(const Tensor& x) const;
+  // y of dtype y_dtype: x's own, or bf16 beside a float32 x (mixed precision's pre-norm).
+  Tensor forward(const Tensor& x, DType y_dtype) const;
   Tensor weight;
   double eps;
 };
@@ -63,6 +66,10 @@ class CausalConv1d : public Module {
                              const Tensor& doc_start = Tensor()) const;
   Tensor weight, bias;
 };
+
+// The weight a product with x uses: w as it is, or its bf16 copy (cast, differentiable) when x is bf16
+// and w float32: mixed precision keeps float32 master weights and multiplies in bf16.
+Tensor weight_for(const Tensor& w, const Tensor& x);
 
 // U(lo, hi) of the given shape (used by the initialisers).
 Tensor uniform(const Shape& shape, double lo, double hi, Generator& gen, DType dtype);

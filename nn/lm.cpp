@@ -23,11 +23,12 @@ ResidualBlock::ResidualBlock(const LMConfig& config, Generator& gen, DType dtype
 }
 
 Tensor ResidualBlock::forward(const Tensor& x, const Routing& routing, MambaLayerState* state,
-                              const Tensor& doc_start) const {
-  return add(x, mixer->forward(norm->forward(x), routing, state, doc_start));
+                              const Tensor& doc_start, DType compute) const {
+  return add(x, cast(mixer->forward(norm->forward(x, compute), routing, state, doc_start), x.dtype()));
 }
 
-MambaLM::MambaLM(const LMConfig& config, Generator& gen, DType dtype) : config_(config) {
+MambaLM::MambaLM(const LMConfig& config, Generator& gen, DType dtype)
+    : config_(config), param_dtype_(dtype), compute_(dtype) {
   config_.mixer.validate();
   MOM_CHECK(config_.vocab_size >= 1 && config_.n_layers >= 1, "MambaLM", "vocab_size and n_layers must be positive");
   embedding = register_module("embedding", std::make_shared<Embedding>(config_.vocab_size, config_.mixer.d_model, gen, dtype));
@@ -62,22 +63,23 @@ Tensor MambaLM::run(const Tensor& tokens, const Tensor& modalities, const Tensor
   if (state && starts.defined() && tokens.size(1) > 0) {
     // Rows whose first token starts a document continue no state: zero theirs (a flag at t = 0 cuts
     // nothing in the kernels).
+    // (A bf16 conv window is scaled in float32: the elementwise kernels take float32 and float64.)
     const DType dt = (*state)[0].ssm.dtype();
     Tensor keep = sub(scalar_tensor(1.0, dt).to(tokens.device()), starts.narrow(1, 0, 1).contiguous().to(dt));
     keep = reshape(keep, {B, 1, 1});
     for (MambaLayerState& s : *state) {
-      s.conv_window = mul(s.conv_window, keep);
+      s.conv_window = mul(s.conv_window.to(dt), keep).to(s.conv_window.dtype());
       s.ssm = mul(s.ssm, keep);
     }
   }
   Routing routing = Routing::from_modalities(modalities.contiguous().reshape({-1}), config_.mixer.n_modalities);
   Tensor h = embedding->forward(tokens);
   for (size_t i = 0; i < layers.size(); ++i)
-    h = layers[i]->forward(h, routing, state ? &(*state)[i] : nullptr, starts);
-  h = norm_f->forward(h);
+    h = layers[i]->forward(h, routing, state ? &(*state)[i] : nullptr, starts, compute_);
+  h = norm_f->forward(h, compute_);
   if (lm_head) return lm_head->forward(h);
   const int64_t L = tokens.size(1), D = config_.mixer.d_model;
-  Tensor logits = matmul(reshape(h, {B * L, D}), transpose(embedding->weight, 0, 1));
+  Tensor logits = matmul(reshape(h, {B * L, D}), transpose(weight_for(embedding->weight, h), 0, 1));
   return reshape(logits, {B, L, config_.vocab_size});
 }
 
@@ -87,8 +89,15 @@ Tensor MambaLM::forward(const Tensor& tokens, const Tensor& modalities, const Te
 
 LMState MambaLM::allocate_state(int64_t batch) const {
   LMState s;
-  for (const auto& layer : layers) s.push_back(layer->mixer->allocate_state(batch));
+  for (const auto& layer : layers) s.push_back(layer->mixer->allocate_state(batch, compute_));
   return s;
+}
+
+void MambaLM::set_compute_dtype(DType dtype) {
+  MOM_CHECK(dtype == param_dtype_ || (dtype == DType::bf16 && param_dtype_ == DType::f32), "MambaLM",
+            "computes in its parameters' dtype, or in bfloat16 beside float32 parameters; got "
+                << dtype_name(dtype) << " for " << dtype_name(param_dtype_) << " parameters");
+  compute_ = dtype;
 }
 
 Tensor MambaLM::step(const Tensor& token, const Tensor& modality, LMState& state, const Tensor& doc_start) const {
@@ -100,7 +109,7 @@ Tensor MambaLM::step(const Tensor& token, const Tensor& modality, LMState& state
             "doc_start must be (B) like the token, got " << shape_str(doc_start.shape()));
   Tensor logits = run(token.reshape({B, 1}), modality.reshape({B, 1}),
                       doc_start.defined() ? doc_start.reshape({B, 1}) : Tensor(), &state);
-  return logits.detach().reshape({B, config_.vocab_size});
+  return logits.detach().reshape({B, config_.vocab_size}).to(param_dtype_);
 }
 
 std::string MambaLM::parameter_summary() const {

@@ -9,6 +9,9 @@
 // each layer carries its conv window and SSM state, for dense and MoM alike, and the logits equal the
 // parallel forward's.
 //
+// Mixed precision (set_compute_dtype(bf16)): see set_compute_dtype below; step() returns float32 logits
+// whatever the compute dtype.
+//
 // Packed documents: doc_start (B, L) bool marks the first token of each document (the trainer sets it
 // at every <bos>); no state crosses a start, in every layer, so each document's logits are those of the
 // document alone. With a carried state, a row whose first token starts a document begins from a zero
@@ -34,8 +37,10 @@ struct LMConfig {
 class ResidualBlock : public Module {
  public:
   ResidualBlock(const LMConfig& config, Generator& gen, DType dtype);
-  // x + mixer(norm(x))
-  Tensor forward(const Tensor& x, const Routing& routing, MambaLayerState* state, const Tensor& doc_start) const;
+  // x + mixer(norm(x)); the mixer runs in dtype `compute` (norm's output dtype), its output is added to
+  // the residual stream in x's dtype.
+  Tensor forward(const Tensor& x, const Routing& routing, MambaLayerState* state, const Tensor& doc_start,
+                 DType compute) const;
   std::shared_ptr<RMSNorm> norm;
   std::shared_ptr<MambaBlock> mixer;
 };
@@ -49,6 +54,13 @@ class MambaLM : public Module {
   // tokens, modalities (B, L) int32/int64, doc_start (B, L) bool or undefined -> logits (B, L, V).
   Tensor forward(const Tensor& tokens, const Tensor& modalities, const Tensor& doc_start = Tensor()) const;
   LMState allocate_state(int64_t batch) const;
+
+  // The dtype of the activations: the parameters' dtype (default), or bf16 beside float32 parameters
+  // (mixed precision): the embedding and the residual stream stay float32, each norm writes bf16, the
+  // projections multiply bf16 copies of the float32 weights (nn::weight_for), the conv and the scan take
+  // bf16 sequences beside their float32 parameters and state, and the logits are bf16.
+  void set_compute_dtype(DType dtype);
+  DType compute_dtype() const { return compute_; }
   // token, modality (B), doc_start (B) bool or undefined -> logits (B, V); advances state by one token,
   // from a zero state in the rows whose token starts a document.
   Tensor step(const Tensor& token, const Tensor& modality, LMState& state, const Tensor& doc_start = Tensor()) const;
@@ -65,6 +77,7 @@ class MambaLM : public Module {
  private:
   Tensor run(const Tensor& tokens, const Tensor& modalities, const Tensor& doc_start, LMState* state) const;
   LMConfig config_;
+  DType param_dtype_, compute_;
 };
 
 }  // namespace mom::nn

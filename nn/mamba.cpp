@@ -73,8 +73,8 @@ MambaBlock::MambaBlock(const MambaConfig& config, Generator& gen, DType dtype) :
   D = register_parameter("D", ones({E}, dtype), /*weight_decay=*/false);
 }
 
-MambaLayerState MambaBlock::allocate_state(int64_t batch) const {
-  return {zeros({batch, config_.d_conv - 1, config_.d_inner()}, dtype_, A_log.device()),
+MambaLayerState MambaBlock::allocate_state(int64_t batch, DType compute) const {
+  return {zeros({batch, config_.d_conv - 1, config_.d_inner()}, compute, A_log.device()),
           zeros({batch, config_.d_inner(), config_.d_state}, dtype_, A_log.device())};
 }
 

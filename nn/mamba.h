@@ -83,7 +83,10 @@ class MambaBlock : public Module {
   // continuing a state that begins a new document must have that state zeroed (MambaLM does).
   Tensor forward(const Tensor& x, const Routing& routing, MambaLayerState* state = nullptr,
                  const Tensor& doc_start = Tensor()) const;
-  MambaLayerState allocate_state(int64_t batch) const;
+  // The conv window in the dtype of the activations (compute: bf16 under mixed precision), the SSM
+  // state in the parameters' dtype (the scan's state stays float32 beside bf16).
+  MambaLayerState allocate_state(int64_t batch, DType compute) const;
+  MambaLayerState allocate_state(int64_t batch) const { return allocate_state(batch, dtype_); }
 
   const MambaConfig& config() const { return config_; }
   Projection in_proj, x_proj, dt_proj, out_proj;

@@ -2,7 +2,7 @@
 # The one GPU script: builds the CUDA tests and benchmarks for sm_90, runs the `gpu`-labelled
 # ctest suite, compute-sanitizer (memcheck, racecheck) over the GPU test binary where the sanitizer
 # works, `mom gradcheck --device cuda` (every registered case on the GPU against the CPU), a short
-# `mom train --device cuda` run of each model, then every kernel benchmark
+# `mom train --device cuda` run of each model in float32 and in bf16, then every kernel benchmark
 # (examples/bench/bench_cuda_*.cpp), and prints a short table last. Full logs go to $OUT when it is set
 # (else build-gpu/logs). Exits non-zero when the build fails, a test fails or a sanitizer finds errors.
 #
@@ -225,13 +225,17 @@ else
   note "gradcheck" "FAILED: $(grep -c FAIL "$logs/gradcheck.log") rows; $(tail -1 "$logs/gradcheck.log") (gradcheck.log)"
 fi
 for model in mom dense; do
-  if timeout 120 "$build_dir/mom" train --device cuda --model "$model" --steps 300 --eval-every 300 --ckpt-every 300 \
-       --log-every 100 --out "$build_dir/runs/$model" >"$logs/train-$model.log" 2>&1; then
-    note "train $model" "$(grep -E '^step +300' "$logs/train-$model.log" | tail -1 | tr -s ' ')"
-  else
-    status=1
-    note "train $model" "FAILED: $(tail -2 "$logs/train-$model.log" | tr '\n' ' ') (train-$model.log)"
-  fi
+  for precision in f32 bf16; do
+    run="$model-$precision"
+    if timeout 120 "$build_dir/mom" train --device cuda --model "$model" --precision "$precision" --steps 300 \
+         --eval-every 300 --ckpt-every 300 --log-every 100 --out "$build_dir/runs/$run" >"$logs/train-$run.log" 2>&1; then
+      note "train $run" "$(grep -E '^step +300' "$logs/train-$run.log" | tail -1 | tr -s ' ')"
+      note "" "$(grep -E '^eval +300' "$logs/train-$run.log" | tail -1 | tr -s ' ')"
+    else
+      status=1
+      note "train $run" "FAILED: $(tail -2 "$logs/train-$run.log" | tr '\n' ' ') (train-$run.log)"
+    fi
+  done
 done
 
 # ---- benchmarks ----

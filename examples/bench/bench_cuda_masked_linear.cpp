@@ -138,7 +138,8 @@ int main(int argc, char** argv) {
   }
   const int64_t D = 768, E = 2 * D, N = 16, R = 48, T = 8 * 2048, M = 3;
   // The floor's GEMM rates, in_proj's forward shape; raw buffers, freed before the projections run.
-  const bench::Rate gemm[2] = {bench::gemm_rate(T, 2 * E, D, false, runs), bench::gemm_rate(T, 2 * E, D, true, runs)};
+  const bench::Rate gemm[2] = {bench::gemm_rate(T, 2 * E, D, bench::GemmType::f32, runs),
+                               bench::gemm_rate(T, 2 * E, D, bench::GemmType::tf32, runs)};
   Generator gen(2024);
   int64_t spans = 0;
   Tensor ids = from_vector<int32_t>(span_ids(T, M, gen, spans), {T}).to(kGpu);

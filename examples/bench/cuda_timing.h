@@ -16,8 +16,9 @@
 // work over a rate measured here with median_ms, the same warm-up, busy start and cold L2 as the kernels:
 //   - bytes (each input read once, each output written once) over copy_rate(): bytes read + written per
 //     second by a cudaMemcpyAsync device-to-device copy of 512 MiB;
-//   - FLOPs over gemm_rate(): one cuBLAS float32 GEMM at a shape the benchmark names, full float32
-//     (CUBLAS_COMPUTE_32F) or TF32 allowed (CUBLAS_COMPUTE_32F_FAST_TF32);
+//   - FLOPs over gemm_rate(): one cuBLAS GEMM at a shape the benchmark names, full float32
+//     (CUBLAS_COMPUTE_32F), TF32 allowed (CUBLAS_COMPUTE_32F_FAST_TF32) or bf16 operands with float32
+//     accumulation;
 //   - exponentials over exp2_rate(): a kernel of nothing but MUFU.EX2 (ex2.approx.ftz.f32, the
 //     instruction each float32 exponential of the selective scan is), 8 independent chains per thread.
 // Their buffers are raw device memory too, freed before they return.
@@ -34,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bf16.h"
 #include "core/cuda/memory.h"
 #include "core/cuda/stream.h"
 #include "core/error.h"
@@ -118,34 +120,44 @@ inline Rate copy_rate(int runs, size_t bytes = kCopyBytes) {
   return {2.0 * double(bytes) / (ms * 1e-3), ms};
 }
 
-// FLOPs (multiply-add = 2) per second of cuBLAS's float32 GEMM y (m, n) = x (m, k) @ w^T, x and w
-// row-major with w (n, k): nn::Linear's projection of m tokens, on random inputs in [-1, 1).
-inline Rate gemm_rate(int64_t m, int64_t n, int64_t k, bool tf32, int runs) {
+// The operand types of a GEMM rate: float32 (CUBLAS_COMPUTE_32F), float32 with TF32 allowed
+// (CUBLAS_COMPUTE_32F_FAST_TF32), and bf16 operands and output with float32 accumulation.
+enum class GemmType { f32, tf32, bf16 };
+
+// FLOPs (multiply-add = 2) per second of cuBLAS's GEMM y (m, n) = x (m, k) @ w^T, x and w row-major with
+// w (n, k): nn::Linear's projection of m tokens, on random inputs in [-1, 1).
+inline Rate gemm_rate(int64_t m, int64_t n, int64_t k, GemmType type, int runs) {
+  const bool narrow = type == GemmType::bf16;
+  const size_t elem = narrow ? sizeof(bf16) : sizeof(float);
   std::vector<float> host(static_cast<size_t>(std::max(m, n) * k));
   std::mt19937 rng(12345);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   for (float& v : host) v = uniform(rng);
+  std::vector<bf16> host_bf16;
+  for (float v : host) host_bf16.push_back(bf16(v));
+  const void* src = narrow ? static_cast<const void*>(host_bf16.data()) : static_cast<const void*>(host.data());
   constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // cuBLAS's recommended workspace for Hopper
-  float *x = nullptr, *w = nullptr, *y = nullptr;
-  void* workspace = nullptr;
-  MOM_CUDA_CHECK(cudaMalloc(&x, sizeof(float) * m * k));
-  MOM_CUDA_CHECK(cudaMalloc(&w, sizeof(float) * n * k));
-  MOM_CUDA_CHECK(cudaMalloc(&y, sizeof(float) * m * n));
+  void *x = nullptr, *w = nullptr, *y = nullptr, *workspace = nullptr;
+  MOM_CUDA_CHECK(cudaMalloc(&x, elem * m * k));
+  MOM_CUDA_CHECK(cudaMalloc(&w, elem * n * k));
+  MOM_CUDA_CHECK(cudaMalloc(&y, elem * m * n));
   MOM_CUDA_CHECK(cudaMalloc(&workspace, kWorkspaceBytes));
-  MOM_CUDA_CHECK(cudaMemcpy(x, host.data(), sizeof(float) * m * k, cudaMemcpyHostToDevice));
-  MOM_CUDA_CHECK(cudaMemcpy(w, host.data(), sizeof(float) * n * k, cudaMemcpyHostToDevice));
+  MOM_CUDA_CHECK(cudaMemcpy(x, src, elem * m * k, cudaMemcpyHostToDevice));
+  MOM_CUDA_CHECK(cudaMemcpy(w, src, elem * n * k, cudaMemcpyHostToDevice));
   MOM_CUDA_CHECK(cudaDeviceSynchronize());  // the copies from pageable memory, before the framework's stream reads
   cublasHandle_t handle;
   MOM_BENCH_CUBLAS_CHECK(cublasCreate(&handle));
   MOM_BENCH_CUBLAS_CHECK(cublasSetStream(handle, cuda::stream(0)));
   MOM_BENCH_CUBLAS_CHECK(cublasSetWorkspace(handle, workspace, kWorkspaceBytes));  // after the stream, which resets it
   const float alpha = 1.0f, beta = 0.0f;
+  const cudaDataType_t data = narrow ? CUDA_R_16BF : CUDA_R_32F;
+  const cublasComputeType_t compute = type == GemmType::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   // Row-major y = x w^T is column-major y^T = w x^T: w transposed first, (n, m) out, k the reduction.
   const double ms = median_ms(runs, [&] {
     MOM_BENCH_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                                        static_cast<int>(k), &alpha, w, CUDA_R_32F, static_cast<int>(k), x, CUDA_R_32F,
-                                        static_cast<int>(k), &beta, y, CUDA_R_32F, static_cast<int>(n),
-                                        tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                        static_cast<int>(k), &alpha, w, data, static_cast<int>(k), x, data,
+                                        static_cast<int>(k), &beta, y, data, static_cast<int>(n), compute,
+                                        CUBLAS_GEMM_DEFAULT));
   });
   cuda::synchronize(0);
   MOM_BENCH_CUBLAS_CHECK(cublasDestroy(handle));

@@ -127,7 +127,7 @@ void accumulate_by_modality(const Tensor& logits, const Batch& b, std::vector<do
     for (int64_t t = 0; t < T; ++t) n += mask[t] = mods[t] == m ? 1.0 : 0.0;
     if (n == 0) continue;
     CrossEntropyOptions opts;
-    opts.weight = from_vector<double>(mask, {T}).to(logits.dtype()).to(logits.device());
+    opts.weight = from_vector<double>(mask, {T}).to(acc_dtype(logits.dtype())).to(logits.device());
     sum[m] += cross_entropy(flat, targets, opts).item() * n;
     count[m] += n;
   }
@@ -240,7 +240,8 @@ class RunDirectory {
 // run needs lowered), and how and where to report. Everything else decides the weights, the data or
 // the optimiser's state, and must be the checkpoint's.
 bool changeable_on_resume(const std::string& key) {
-  for (const char* k : {"steps", "lr", "clip", "device", "out", "eval_every", "ckpt_every", "log_every", "tf32"})
+  for (const char* k : {"steps", "lr", "clip", "device", "out", "eval_every", "ckpt_every", "log_every", "tf32",
+                        "precision"})
     if (key == k) return true;
   return false;
 }
@@ -285,7 +286,8 @@ std::string TrainConfig::to_json() const {
             {"lr", lr}, {"min_lr_ratio", min_lr_ratio}, {"weight_decay", weight_decay}, {"beta1", beta1},
             {"beta2", beta2}, {"clip", clip}, {"seed", seed}, {"device", device}, {"out", out},
             {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"ckpt_every", ckpt_every},
-            {"log_every", log_every}, {"tf32", tf32}, {"modalities", modalities}, {"shuffle", shuffle}};
+            {"log_every", log_every}, {"tf32", tf32}, {"precision", precision}, {"modalities", modalities},
+            {"shuffle", shuffle}};
   return j.dump(2);
 }
 
@@ -373,6 +375,7 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     MOM_CHECK(j["tf32"].is_boolean(), "train", "config 'tf32' must be true or false");
     c.tf32 = j["tf32"].get<bool>();
   }
+  if (j.contains("precision")) text_field("precision", c.precision);  // absent: a float32 run
   return c;
 }
 
@@ -385,6 +388,8 @@ std::string flag_of(const std::string& key) {
 
 void TrainConfig::validate() const {
   MOM_CHECK(model == "dense" || model == "mom", "train", "--model must be dense or mom, got '" << model << "'");
+  MOM_CHECK(precision == "f32" || precision == "bf16", "train",
+            "--precision must be f32 or bf16, got '" << precision << "'");
   for (auto [flag, v] : {std::pair{"--split-in-proj", split_in_proj}, {"--split-x-proj", split_x_proj},
                          {"--split-dt-proj", split_dt_proj}, {"--split-out-proj", split_out_proj}})
     MOM_CHECK(v >= -1 && v <= 1, "train", flag << " must be 0 or 1, got " << v);
@@ -675,6 +680,7 @@ TrainResult train(const TrainConfig& requested) {
   Generator gen(cfg.seed);
   nn::MambaLM model(lm_cfg, gen);  // initialised on the CPU (the seeded generator), then moved
   model.to(device);
+  model.set_compute_dtype(cfg.precision == "bf16" ? DType::bf16 : DType::f32);
   kernels::set_allow_tf32(cfg.tf32);
   optim::AdamW opt = optim::AdamW::from_module(model, {cfg.lr, cfg.beta1, cfg.beta2, 1e-8, cfg.weight_decay});
   optim::WarmupCosine schedule{cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio};

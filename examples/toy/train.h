@@ -56,6 +56,9 @@ struct TrainConfig {
   int64_t stop_at = 0;  // > 0: stop after this step (checkpointed) as if interrupted; --resume continues
   bool quiet = false;
   bool tf32 = false;  // allow TF32 tensor-core GEMMs on CUDA (kernels::set_allow_tf32); no effect on the CPU
+  // "f32", or "bf16": mixed precision (nn::MambaLM::set_compute_dtype): float32 master weights and AdamW
+  // state, bf16 activations and products, float32 sums, states, norms and losses.
+  std::string precision = "f32";
 
   nn::LMConfig lm_config(int64_t vocab_size) const;  // with one modality per name of `modalities`
   std::string to_json() const;

@@ -18,26 +18,30 @@ struct ConvDims {
   int64_t B, L, E, W;
 };
 
-void check_input(const Tensor& t, const Tensor& x, const char* name) {
-  check_floating(t, kOp, name);
-  check_same_dtype(t, x, kOp, name, "x");
+// A sequence tensor of x's dtype, or (acc) a parameter of its accumulation dtype: float32 beside bf16.
+void check_input(const Tensor& t, const Tensor& x, const char* name, bool acc = false) {
+  check_compute(t, kOp, name);
+  if (acc)
+    check_acc_dtype(t, x, kOp, name, "x");
+  else
+    check_same_dtype(t, x, kOp, name, "x");
   check_contiguous(t, kOp, name);
   check_same_device(t, x, kOp, name, "x");
 }
 
 ConvDims check_conv_inputs(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& initial_window) {
-  check_floating(x, kOp, "x");
+  check_compute(x, kOp, "x");
   MOM_CHECK(x.dim() == 3, kOp, "x must be (B, L, E), got shape " << shape_str(x.shape()));
   ConvDims d{x.size(0), x.size(1), x.size(2), 0};
   MOM_CHECK(d.L >= 1, kOp, "x has length L = 0; each row needs at least one step");
   check_contiguous(x, kOp, "x");
-  check_input(weight, x, "weight");
+  check_input(weight, x, "weight", /*acc=*/true);
   MOM_CHECK(weight.dim() == 2, kOp, "weight must be (E, W), got shape " << shape_str(weight.shape()));
   MOM_CHECK(weight.size(0) == d.E, kOp, "weight has " << weight.size(0) << " channels, x has E = " << d.E);
   d.W = weight.size(1);
   MOM_CHECK(d.W >= 2 && d.W <= 8, kOp, "conv width W = " << d.W << " is outside [2, 8]");
   if (bias.defined()) {
-    check_input(bias, x, "bias");
+    check_input(bias, x, "bias", /*acc=*/true);
     check_shape(bias, {d.E}, kOp, "bias");
   }
   if (initial_window.defined()) {
@@ -206,6 +210,27 @@ template <typename T> void parameter_gradients(const ConvData<T>& c, const T* dp
   }
 }
 
+// The bf16 reference: the float32 op on the widened x and windows (the parameters are float32
+// already), every bf16 output rounded once.
+CausalConv1dParams widened(const CausalConv1dParams& p) {
+  CausalConv1dParams q = p;
+  q.x = widen_bf16(p.x);
+  q.initial_window = widen_bf16(p.initial_window);
+  return q;
+}
+
+CausalConv1dOutput widened_forward(const CausalConv1dParams& p) {
+  CausalConv1dOutput o = causal_conv1d_forward(widened(p));
+  return {o.y.to(DType::bf16), o.final_window.to(DType::bf16)};
+}
+
+CausalConv1dGrads widened_backward(const CausalConv1dParams& p, const Tensor& dy, const Tensor& dfinal_window) {
+  CausalConv1dGrads g = causal_conv1d_backward(widened(p), widen_bf16(dy), widen_bf16(dfinal_window));
+  g.dx = g.dx.to(DType::bf16);
+  g.dinitial_window = round_to(g.dinitial_window, DType::bf16);
+  return g;
+}
+
 }  // namespace
 
 CausalConv1dOutput causal_conv1d_forward(const CausalConv1dParams& p) {
@@ -221,6 +246,7 @@ CausalConv1dOutput causal_conv1d_forward(const CausalConv1dParams& p) {
   }
 #endif
   check_cpu(x, kOp, "x");
+  if (x.dtype() == DType::bf16) return widened_forward(p);
   CausalConv1dOutput out{empty_like(x), empty({d.B, d.W - 1, d.E}, x.dtype())};
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
@@ -258,6 +284,7 @@ CausalConv1dGrads causal_conv1d_backward(const CausalConv1dParams& p, const Tens
   }
 #endif
   check_cpu(x, kOp, "x");
+  if (x.dtype() == DType::bf16) return widened_backward(p, dy, dfinal_window);
   CausalConv1dGrads grads;
   grads.dx = empty_like(x);
   grads.dweight = empty_like(weight);

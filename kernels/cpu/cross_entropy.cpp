@@ -24,7 +24,7 @@ struct Tokens {
 
 // Shapes, dtypes, layouts and devices of logits, targets and weight.
 void check_args(const Tensor& logits, const Tensor& targets, const Tensor& weight) {
-  check_floating(logits, kOp, "logits");
+  check_compute(logits, kOp, "logits");
   MOM_CHECK(logits.dim() == 2, kOp, "logits must have 2 dimensions (T, V), got shape " << shape_str(logits.shape()));
   check_contiguous(logits, kOp, "logits");
   const int64_t T = logits.size(0), V = logits.size(1);
@@ -36,8 +36,7 @@ void check_args(const Tensor& logits, const Tensor& targets, const Tensor& weigh
   check_contiguous(targets, kOp, "targets");
   check_same_device(targets, logits, kOp, "targets", "logits");
   if (weight.defined()) {
-    check_floating(weight, kOp, "weight");
-    check_same_dtype(weight, logits, kOp, "weight", "logits");
+    check_acc_dtype(weight, logits, kOp, "weight", "logits");
     check_shape(weight, {T}, kOp, "weight");
     check_contiguous(weight, kOp, "weight");
     check_same_device(weight, logits, kOp, "weight", "logits");
@@ -70,6 +69,8 @@ Tokens read_tokens(const Tensor& logits, const Tensor& targets, int64_t ignore_i
 CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                           const Tensor& weight) {
   check_args(logits, targets, weight);
+  // bf16 logits (either device): the float32 op on the widened logits; loss and lse are float32.
+  if (logits.dtype() == DType::bf16) return cross_entropy_forward(widen_bf16(logits), targets, ignore_index, weight);
 #ifdef MOM_WITH_CUDA
   if (logits.device().is_cuda()) return cuda::cross_entropy_forward(logits, targets, ignore_index, weight);
 #endif
@@ -103,15 +104,15 @@ Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const T
                               int64_t ignore_index, const Tensor& weight) {
   check_args(logits, targets, weight);
   const int64_t T = logits.size(0), V = logits.size(1);
-  check_floating(dloss, kOp, "dloss");
   check_shape(dloss, {}, kOp, "dloss");
-  check_same_dtype(dloss, logits, kOp, "dloss", "logits");
+  check_acc_dtype(dloss, logits, kOp, "dloss", "logits");
   check_same_device(dloss, logits, kOp, "dloss", "logits");
-  check_floating(lse, kOp, "lse");
   check_shape(lse, {T}, kOp, "lse");
   check_contiguous(lse, kOp, "lse");
-  check_same_dtype(lse, logits, kOp, "lse", "logits");
+  check_acc_dtype(lse, logits, kOp, "lse", "logits");
   check_same_device(lse, logits, kOp, "lse", "logits");
+  if (logits.dtype() == DType::bf16)
+    return cross_entropy_backward(dloss, widen_bf16(logits), targets, lse, ignore_index, weight).to(DType::bf16);
 #ifdef MOM_WITH_CUDA
   if (logits.device().is_cuda()) return cuda::cross_entropy_backward(dloss, logits, targets, lse, ignore_index, weight);
 #endif

@@ -27,6 +27,22 @@ void check_floating(const Tensor& t, const char* op, const char* name) {
             name << " must be float32 or float64, got " << dtype_name(t.dtype()));
 }
 
+void check_compute(const Tensor& t, const char* op, const char* name) {
+  check_defined(t, op, name);
+  MOM_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::f64 || t.dtype() == DType::bf16, op,
+            name << " must be float32, float64 or bfloat16, got " << dtype_name(t.dtype()));
+}
+
+void check_acc_dtype(const Tensor& t, const Tensor& x, const char* op, const char* name_t, const char* name_x) {
+  MOM_CHECK(t.dtype() == acc_dtype(x.dtype()), op,
+            name_t << " must be " << dtype_name(acc_dtype(x.dtype())) << " beside " << dtype_name(x.dtype()) << " "
+                   << name_x << ", got " << dtype_name(t.dtype()));
+}
+
+Tensor widen_bf16(const Tensor& t) { return t.defined() && t.dtype() == DType::bf16 ? t.to(DType::f32) : t; }
+
+Tensor round_to(const Tensor& t, DType dtype) { return t.defined() && t.dtype() != dtype ? t.to(dtype) : t; }
+
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op, const char* name_a, const char* name_b) {
   MOM_CHECK(a.dtype() == b.dtype(), op,
             name_a << " is " << dtype_name(a.dtype()) << " but " << name_b << " is " << dtype_name(b.dtype()));
@@ -177,12 +193,14 @@ Tensor unary_backward(UnaryOp op, const Tensor& dy, const Tensor& x, const Tenso
 
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   const char* name = binary_name(op);
-  check_floating(a, name, "a");
-  check_floating(b, name, "b");
+  check_compute(a, name, "a");
+  check_compute(b, name, "b");
   check_same_dtype(a, b, name, "a", "b");
   check_same_device(a, b, name, "a", "b");
   check_contiguous(a, name, "a");
   check_contiguous(b, name, "b");
+  // bf16 (the sum of two bf16 gradients of one activation): the float32 op, rounded once.
+  if (a.dtype() == DType::bf16) return binary(op, widen_bf16(a), widen_bf16(b)).to(DType::bf16);
 #ifdef MOM_WITH_CUDA
   if (a.device().is_cuda()) return cuda::binary(op, a, b);
 #endif

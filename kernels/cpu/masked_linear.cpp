@@ -24,16 +24,20 @@ struct LinearDims {
 
 std::string expert_name(const char* what, int64_t m) { return std::string(what) + "[" + std::to_string(m) + "]"; }
 
-void check_expert(const Tensor& t, const Tensor& x, const std::string& name) {
-  check_floating(t, kOp, name.c_str());
-  check_same_dtype(t, x, kOp, name.c_str(), "x");
+// A weight or gradient of x's dtype; a bias (acc) of its accumulation dtype (float32 beside bf16).
+void check_expert(const Tensor& t, const Tensor& x, const std::string& name, bool acc = false) {
+  check_compute(t, kOp, name.c_str());
+  if (acc)
+    check_acc_dtype(t, x, kOp, name.c_str(), "x");
+  else
+    check_same_dtype(t, x, kOp, name.c_str(), "x");
   check_contiguous(t, kOp, name.c_str());
   check_same_device(t, x, kOp, name.c_str(), "x");
 }
 
 LinearDims check_linear_inputs(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
                                const std::vector<Tensor>& bias) {
-  check_floating(x, kOp, "x");
+  check_compute(x, kOp, "x");
   check_contiguous(x, kOp, "x");
   MOM_CHECK(x.dim() == 2, kOp, "x must be (T, In), got shape " << shape_str(x.shape()));
   LinearDims d{x.size(0), x.size(1), 0, routing.num_modalities};
@@ -65,7 +69,7 @@ LinearDims check_linear_inputs(const Tensor& x, const Routing& routing, const st
             "got " << bias.size() << " expert biases for M = " << d.M << " modalities (give none or one per modality)");
   for (size_t m = 0; m < bias.size(); ++m) {
     std::string name = expert_name("bias", static_cast<int64_t>(m));
-    check_expert(bias[m], x, name);
+    check_expert(bias[m], x, name, /*acc=*/true);
     check_shape(bias[m], {d.Out}, kOp, name.c_str());
   }
   return d;
@@ -121,12 +125,21 @@ template <typename S> void column_sums(const S* g, int64_t begin, int64_t end, i
 
 namespace {
 
+std::vector<Tensor> widened(const std::vector<Tensor>& ts) {
+  std::vector<Tensor> out;
+  for (const Tensor& t : ts) out.push_back(widen_bf16(t));
+  return out;
+}
+
 // The CPU forward, rows of x and y in the given orders: y is computed in grouped order (x gathered
 // into it unless it is there already), then its rows are moved to token order with the bias added,
-// or, for a grouped y, the bias is added in place.
+// or, for a grouped y, the bias is added in place. bf16: the float32 forward of the widened x and
+// weights, y rounded once.
 Tensor forward_rows(const Tensor& x, const Routing& routing, const std::vector<Tensor>& weight,
                     const std::vector<Tensor>& bias, RowOrder order, const LinearDims& d) {
   check_cpu(x, kOp, "x");
+  if (x.dtype() == DType::bf16)
+    return forward_rows(widen_bf16(x), routing, widened(weight), bias, order, d).to(DType::bf16);
   Tensor y = empty({d.T, d.Out}, x.dtype());
   dispatch_float(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
@@ -151,11 +164,19 @@ Tensor forward_rows(const Tensor& x, const Routing& routing, const std::vector<T
   return y;
 }
 
-// The CPU backward, rows of dy and x (and dx) in the given orders.
+// The CPU backward, rows of dy and x (and dx) in the given orders. bf16: the float32 backward of the
+// widened inputs, dx and dweight rounded once, dbias (float32) as it is.
 MaskedLinearGrads backward_rows(const Tensor& dy, const Tensor& x, const Routing& routing,
                                 const std::vector<Tensor>& weight, bool has_bias, bool need_dx, bool need_dparams,
                                 RowOrder order, const LinearDims& d) {
   check_cpu(x, kOp, "x");
+  if (x.dtype() == DType::bf16) {
+    MaskedLinearGrads g = backward_rows(widen_bf16(dy), widen_bf16(x), routing, widened(weight), has_bias, need_dx,
+                                        need_dparams, order, d);
+    g.dx = round_to(g.dx, DType::bf16);
+    for (Tensor& w : g.dweight) w = round_to(w, DType::bf16);
+    return g;
+  }
   MaskedLinearGrads grads;
   grads.dweight.resize(d.M);
   if (has_bias) grads.dbias.resize(d.M);

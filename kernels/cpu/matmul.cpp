@@ -20,7 +20,7 @@ using cpu::gemm;
 std::atomic<bool> tf32_allowed{false};
 
 void check_operand(const Tensor& t, const char* name) {
-  check_floating(t, "matmul", name);
+  check_compute(t, "matmul", name);
   check_contiguous(t, "matmul", name);
   MOM_CHECK(t.dim() >= 2, "matmul",
             name << " must have at least 2 dims, got shape " << shape_str(t.shape()) << "; unsqueeze a vector first");
@@ -112,20 +112,21 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
   if (bias.defined()) {
     MOM_CHECK(b.dim() == 2 && !transpose_a, "matmul",
               "a bias is added to x @ W^T: b must be 2-D and a not transposed, got b " << shape_str(b.shape()));
-    check_floating(bias, "matmul", "bias");
     check_contiguous(bias, "matmul", "bias");
-    check_same_dtype(a, bias, "matmul", "a", "bias");
+    check_acc_dtype(bias, a, "matmul", "bias", "a");
     check_same_device(a, bias, "matmul", "a", "bias");
     check_shape(bias, Shape{n}, "matmul", "bias");
   }
   if (shape_numel(out_shape) == 0 || k == 0) {
-    Tensor c = zeros(out_shape, a.dtype(), a.device());
-    return bias.defined() && shape_numel(out_shape) > 0 ? add(c, bias) : c;
+    Tensor c = zeros(out_shape, acc_dtype(a.dtype()), a.device());
+    return round_to(bias.defined() && shape_numel(out_shape) > 0 ? add(c, bias) : c, a.dtype());
   }
 #ifdef MOM_WITH_CUDA
   if (a.device().is_cuda()) return cuda::matmul(a, b, transpose_a, transpose_b, bias);
 #endif
   check_cpu(a, "matmul", "a");
+  if (a.dtype() == DType::bf16)
+    return matmul(widen_bf16(a), widen_bf16(b), transpose_a, transpose_b, bias).to(DType::bf16);
   Tensor c = empty(out_shape, a.dtype());
   Shape ba = batch_of(a), bb = batch_of(b), batch(out_shape.begin(), out_shape.end() - 2);
   dispatch_float(a.dtype(), "matmul", [&](auto tag) {
@@ -159,7 +160,6 @@ MatmulGrads matmul_backward(const Tensor& dc, const Tensor& a, const Tensor& b, 
   check_operand(b, "b");
   check_same_dtype(a, b, "matmul", "a", "b");
   check_same_device(a, b, "matmul", "a", "b");
-  check_floating(dc, "matmul", "dc");
   check_contiguous(dc, "matmul", "dc");
   check_same_dtype(dc, a, "matmul", "dc", "a");
   check_same_device(dc, a, "matmul", "dc", "a");
@@ -168,6 +168,11 @@ MatmulGrads matmul_backward(const Tensor& dc, const Tensor& a, const Tensor& b, 
   if (a.device().is_cuda()) return cuda::matmul_backward(dc, a, b, transpose_a, transpose_b, need_a, need_b);
 #endif
   check_cpu(a, "matmul", "a");
+  if (a.dtype() == DType::bf16) {
+    MatmulGrads g = matmul_backward(widen_bf16(dc), widen_bf16(a), widen_bf16(b), transpose_a, transpose_b, need_a,
+                                    need_b);
+    return {round_to(g.da, DType::bf16), round_to(g.db, DType::bf16)};
+  }
   MatmulGrads g;
   if (need_a) {
     // stored da = dc @ op(b)^T, or its transpose op(b) @ dc^T when a is read transposed.

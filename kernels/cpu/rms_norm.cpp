@@ -21,11 +21,12 @@ void check_tensor(const Tensor& t, const char* name) {
 
 // Checks x (..., D) and weight (D); returns D.
 int64_t check_x_weight(const Tensor& x, const Tensor& weight) {
-  check_tensor(x, "x");
+  check_compute(x, kOp, "x");
+  check_contiguous(x, kOp, "x");
   MOM_CHECK(x.dim() >= 1, kOp, "x must have at least 1 dimension (..., D), got a scalar");
   check_tensor(weight, "weight");
   MOM_CHECK(weight.dim() == 1, kOp, "weight must have 1 dimension, got shape " << shape_str(weight.shape()));
-  check_same_dtype(weight, x, kOp, "weight", "x");
+  check_acc_dtype(weight, x, kOp, "weight", "x");
   check_same_device(weight, x, kOp, "weight", "x");
   const int64_t D = x.size(-1);
   MOM_CHECK(weight.size(0) == D, kOp, "weight has " << weight.size(0) << " elements, x has D = " << D);
@@ -36,9 +37,16 @@ Shape row_shape(const Tensor& x) { return Shape(x.shape().begin(), x.shape().end
 
 }  // namespace
 
-RmsNormForward rms_norm_forward(const Tensor& x, const Tensor& weight, double eps) {
+RmsNormForward rms_norm_forward(const Tensor& x, const Tensor& weight, double eps, DType y_dtype) {
   const int64_t D = check_x_weight(x, weight);
   MOM_CHECK(eps >= 0, kOp, "eps must be >= 0, got " << eps);
+  MOM_CHECK(y_dtype == x.dtype() || (y_dtype == DType::bf16 && x.dtype() == DType::f32), kOp,
+            "y must be of x's dtype, or bfloat16 beside a float32 x; got " << dtype_name(y_dtype) << " for "
+                                                                           << dtype_name(x.dtype()) << " x");
+  if (x.dtype() == DType::bf16 || y_dtype != x.dtype()) {
+    RmsNormForward f = rms_norm_forward(widen_bf16(x), weight, eps);
+    return {f.y.to(y_dtype), f.rstd};
+  }
 #ifdef MOM_WITH_CUDA
   if (x.device().is_cuda()) return cuda::rms_norm_forward(x, weight, eps);
 #endif
@@ -67,14 +75,21 @@ RmsNormForward rms_norm_forward(const Tensor& x, const Tensor& weight, double ep
 
 RmsNormBackward rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd) {
   const int64_t D = check_x_weight(x, weight);
-  check_tensor(dy, "dy");
+  check_compute(dy, kOp, "dy");
+  check_contiguous(dy, kOp, "dy");
   check_shape(dy, x.shape(), kOp, "dy");
-  check_same_dtype(dy, x, kOp, "dy", "x");
+  MOM_CHECK(dy.dtype() == x.dtype() || (dy.dtype() == DType::bf16 && x.dtype() == DType::f32), kOp,
+            "dy must be of x's dtype, or bfloat16 beside a float32 x; got " << dtype_name(dy.dtype()) << " for "
+                                                                            << dtype_name(x.dtype()) << " x");
   check_same_device(dy, x, kOp, "dy", "x");
   check_tensor(rstd, "rstd");
   check_shape(rstd, row_shape(x), kOp, "rstd");
-  check_same_dtype(rstd, x, kOp, "rstd", "x");
+  check_acc_dtype(rstd, x, kOp, "rstd", "x");
   check_same_device(rstd, x, kOp, "rstd", "x");
+  if (x.dtype() == DType::bf16 || dy.dtype() != x.dtype()) {
+    RmsNormBackward b = rms_norm_backward(widen_bf16(dy), widen_bf16(x), weight, rstd);
+    return {b.dx.to(x.dtype()), b.dweight};
+  }
 #ifdef MOM_WITH_CUDA
   if (x.device().is_cuda()) return cuda::rms_norm_backward(dy, x, weight, rstd);
 #endif

@@ -17,19 +17,24 @@ constexpr const char* kOp = "selective_scan";
 
 // ---- argument checks ----
 
-// Every input matches u's dtype and device (u's device picks the implementation).
-void check_input(const Tensor& t, const char* name, const char* layout, const Shape& expected, const Tensor& u) {
+// Every input is on u's device (u's device picks the implementation). The sequence tensors have u's
+// dtype; the parameters and states (acc) its accumulation dtype: float32 beside bf16, u's own otherwise.
+void check_input(const Tensor& t, const char* name, const char* layout, const Shape& expected, const Tensor& u,
+                 bool acc = false) {
   check_defined(t, kOp, name);
   MOM_CHECK(t.shape() == expected, kOp,
             name << " has shape " << shape_str(t.shape()) << ", expected " << layout << " = " << shape_str(expected));
-  MOM_CHECK(t.dtype() == u.dtype(), kOp,
-            name << " is " << dtype_name(t.dtype()) << " but u is " << dtype_name(u.dtype()));
+  const DType want = acc ? acc_dtype(u.dtype()) : u.dtype();
+  MOM_CHECK(t.dtype() == want, kOp,
+            name << " is " << dtype_name(t.dtype()) << " but must be " << dtype_name(want) << " beside "
+                 << dtype_name(u.dtype()) << " u");
   check_contiguous(t, kOp, name);
   check_same_device(t, u, kOp, name, "u");
 }
 
-void check_optional(const Tensor& t, const char* name, const char* layout, const Shape& expected, const Tensor& u) {
-  if (t.defined()) check_input(t, name, layout, expected, u);
+void check_optional(const Tensor& t, const char* name, const char* layout, const Shape& expected, const Tensor& u,
+                    bool acc = false) {
+  if (t.defined()) check_input(t, name, layout, expected, u, acc);
 }
 
 // doc_start: bool flags in token order, one per (b, t).
@@ -380,10 +385,18 @@ void backward_cpu(const ScanData<scalar_t>& s, BackwardBuffers<scalar_t> g, scal
   }
 }
 
+// The bf16 reference: the float32 scan of the widened sequence tensors (the parameters and the state
+// are float32 already); the caller rounds each bf16 output once.
+SelectiveScanParams widened(const SelectiveScanParams& p) {
+  SelectiveScanParams q = p;
+  for (Tensor* t : {&q.u, &q.delta, &q.B_ssm, &q.C_ssm, &q.z}) *t = widen_bf16(*t);
+  return q;
+}
+
 }  // namespace
 
 SelectiveScanDims check_selective_scan(const SelectiveScanParams& p) {
-  check_floating(p.u, kOp, "u");
+  check_compute(p.u, kOp, "u");
   MOM_CHECK(p.u.dim() == 3, kOp, "u must have 3 dimensions (B, L, E), got shape " << shape_str(p.u.shape()));
   check_defined(p.A, kOp, "A");
   MOM_CHECK(p.A.dim() == 2, kOp, "A must have 2 dimensions (E, N), got shape " << shape_str(p.A.shape()));
@@ -391,13 +404,13 @@ SelectiveScanDims check_selective_scan(const SelectiveScanParams& p) {
   const Tensor& u = p.u;
   check_input(p.u, "u", "(B, L, E)", {d.B, d.L, d.E}, u);
   check_input(p.delta, "delta", "(B, L, E)", {d.B, d.L, d.E}, u);
-  check_input(p.A, "A", "(E, N)", {d.E, d.N}, u);
+  check_input(p.A, "A", "(E, N)", {d.E, d.N}, u, /*acc=*/true);
   check_input(p.B_ssm, "B_ssm", "(B, L, N)", {d.B, d.L, d.N}, u);
   check_input(p.C_ssm, "C_ssm", "(B, L, N)", {d.B, d.L, d.N}, u);
-  check_optional(p.D, "D", "(E)", {d.E}, u);
+  check_optional(p.D, "D", "(E)", {d.E}, u, /*acc=*/true);
   check_optional(p.z, "z", "(B, L, E)", {d.B, d.L, d.E}, u);
-  check_optional(p.delta_bias, "delta_bias", "(E)", {d.E}, u);
-  check_optional(p.initial_state, "initial_state", "(B, E, N)", {d.B, d.E, d.N}, u);
+  check_optional(p.delta_bias, "delta_bias", "(E)", {d.E}, u, /*acc=*/true);
+  check_optional(p.initial_state, "initial_state", "(B, E, N)", {d.B, d.E, d.N}, u, /*acc=*/true);
   if (p.doc_start.defined()) check_doc_start(p.doc_start, d, u);
   if (p.order) {
     MOM_CHECK(p.order->num_tokens() == d.B * d.L && p.order->inverse.defined(), kOp,
@@ -417,6 +430,11 @@ SelectiveScanOutput selective_scan_forward(const SelectiveScanParams& p, bool sa
 #endif
   (void)save_checkpoints;
   check_cpu(p.u, kOp, "u");
+  if (p.u.dtype() == DType::bf16) {
+    SelectiveScanOutput r = selective_scan_forward(widened(p));
+    r.out = r.out.to(DType::bf16);
+    return r;
+  }
   SelectiveScanOutput r{empty({d.B, d.L, d.E}, p.u.dtype()), empty({d.B, d.E, d.N}, p.u.dtype()), Tensor()};
   dispatch_float(p.u.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
@@ -434,7 +452,7 @@ SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const T
   const SelectiveScanDims d = check_selective_scan(p);
   const DType dt = p.u.dtype();
   check_optional(dout, "dout", "(B, L, E)", {d.B, d.L, d.E}, p.u);
-  check_optional(dlast_state, "dlast_state", "(B, E, N)", {d.B, d.E, d.N}, p.u);
+  check_optional(dlast_state, "dlast_state", "(B, E, N)", {d.B, d.E, d.N}, p.u, /*acc=*/true);
 #ifdef MOM_WITH_CUDA
   if (p.u.device().is_cuda()) {
     return cuda::selective_scan_backward(p, d, dout, dlast_state, checkpoints, dz_over_dout);
@@ -442,6 +460,11 @@ SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const T
 #endif
   MOM_CHECK(!checkpoints.defined(), kOp, "checkpoints come only from a CUDA forward");
   check_cpu(p.u, kOp, "u");
+  if (dt == DType::bf16) {
+    SelectiveScanGrads r = selective_scan_backward(widened(p), widen_bf16(dout), dlast_state);
+    for (Tensor* g : {&r.du, &r.ddelta, &r.dB_ssm, &r.dC_ssm, &r.dz}) *g = round_to(*g, DType::bf16);
+    return r;
+  }
   auto grad_like = [](const Tensor& t) { return t.defined() ? empty(t.shape(), t.dtype()) : Tensor(); };
   SelectiveScanGrads r;
   r.du = grad_like(p.u);

@@ -1,14 +1,29 @@
 // CUDA versions of kernels/causal_conv1d.h, called by the public functions
-// (kernels/cpu/causal_conv1d.cpp) after their argument checks. Same math as the CPU reference, f32
-// and f64; W (2..8) and silu are template parameters, so the windows live in registers.
+// (kernels/cpu/causal_conv1d.cpp) after their argument checks. Same math as the CPU reference, f32,
+// f64 and bf16; W (2..8) and silu are template parameters, so the windows live in registers.
+//
+// bf16 (mixed precision): the kernels take the stored type T of x, y, the windows and their gradients,
+// and its acc type (acc_t: float for bf16, T itself for f32 and f64) for weight, bias, dweight, dbias
+// and every value computed. A bf16 value is widened exactly where it is read (the windows hold the
+// stored bf16 values; dpre, the weights and the sums are float), and each bf16 output is rounded once,
+// to nearest even, by core/bf16.h's conversion: so a bf16 call is the f32 computation on the widened
+// inputs, as the CPU reference, with the f32 kernels' arithmetic and order. final_window holds copies
+// of inputs, and dfinal_window is added to dx in float before the rounding. For f32 and f64, acc_t is
+// T and the conversions are identities: their kernels are the plain T kernels, the same code.
 //
 // Decomposition. Channel-last (B, L, E): a row of E channels is contiguous, so a thread owns a pack
 // of N adjacent channels and one chunk of time steps of one batch row (kForwardChunk = 16 in the
 // forward, kChunk = 64 in the backward). Packs are 16 bytes in the forward (float4, double2) and 8
 // bytes in the backward (float2, double: with 16-byte packs its two windows and the weight sums take
 // 122 registers, 4 blocks per multiprocessor), when E and every pointer allow it, else one channel. A block is 32 packs (threadIdx.x: a warp reads 256 or 512
-// contiguous bytes of a row) by 4 consecutive chunks (threadIdx.y): 128 threads. The thread slides a
-// register window over its chunk:
+// contiguous bytes of a row) by 4 consecutive chunks (threadIdx.y): 128 threads. bf16 takes f32's
+// channels per thread (4 forward, 2 backward: the weights, dpre and the sums are float, so its
+// registers and occupancy are f32's), in packs of 8 and 4 bytes (a warp reads 256 and 128 contiguous
+// bytes of a row). ptxas, sm_90, W = 4: forward 64 registers (8 blocks per multiprocessor, as f32),
+// backward 64-72 (as f32). Packs of 8 bf16 channels in the forward take 104-111 registers (4 blocks
+// per multiprocessor; capped at 80 they spill 500-660 bytes). A 2-byte pack (one bf16 channel: odd E
+// or a misaligned pointer) is copied through a register, as cp.async copies 4, 8 or 16 bytes. The
+// thread slides a register window over its chunk:
 //   forward:  one step at a time; xw holds xe[t - (W-1) .. t]. The W-1 steps before the chunk (the
 //             halo) come from x, the initial window, or zeros. x itself streams through a ring of
 //             kRing = 8 shared-memory slots per thread, filled by cp.async (global to shared, no
@@ -16,8 +31,8 @@
 //             issued before the weights and the halo load, and each step's slot is refilled with the
 //             step 8 ahead once its value is used, so 8 steps of loads are in flight per thread at 64
 //             registers (8 blocks per multiprocessor in f32). Each thread has its own slots: no
-//             barrier. y[t] = act(bias + sum_k w[k] xe[t-(W-1)+k]), k ascending, in the input type
-//             (the CPU's order), stored with the streaming cache hint; f32's SiLU uses the hardware
+//             barrier. y[t] = act(bias + sum_k w[k] xe[t-(W-1)+k]), k ascending, in the acc type
+//             (the CPU's order), stored with the streaming cache hint; float's SiLU uses the hardware
 //             exp2 and a fast divide (silu_forward). The thread whose chunk holds t = L-1 writes the
 //             final window from its xw, which reaches into the initial window when L < W-1.
 //             Measured on an H200 at the benchmark's shape (bench_cuda_conv): 0.0568-0.0572 ms;
@@ -26,7 +41,7 @@
 //             takes 0.0511-0.0515 (docs/architecture.md has the variants tried).
 //   backward: one step at a time, x and dy streaming through two per-thread rings of kRing
 //             shared-memory slots filled by cp.async, as the forward's x. A second window dp holds
-//             dpre = dy * silu'(pre), pre recomputed from the x window; f32's sigmoid takes the
+//             dpre = dy * silu'(pre), pre recomputed from the x window; float's sigmoid takes the
 //             forward's hardware exp2 and fast divide (sigmoid_fast). dx[s] needs dpre[s .. s+W-1],
 //             so the thread also reads the W-1 steps after its chunk (x has a halo on both sides, dy
 //             on the right) and emits dx[s] W-1 steps behind the dpre it computes, with the streaming
@@ -35,7 +50,7 @@
 //             dfinal_window[j] is added to row s = L-(W-1)+j, whether that row is in dx or in
 //             dinitial_window (L < W-1).
 // Parameter gradients, without atomics, in an order fixed by the shapes:
-//   each thread sums dpre * xe (dweight) and dpre (dbias) over its chunk in the input type (64
+//   each thread sums dpre * xe (dweight) and dpre (dbias) over its chunk in the acc type (64
 //   terms); the block adds its 4 chunks in order, in double, into partial[tile][k][e] (tile = batch
 //   row x 256-step block; k = 0..W-1 the taps, W the bias); param_reduce_kernel adds the tiles (8
 //   strided slices in double, then the slices in order) into dweight (E, W) and dbias (E). Results
@@ -78,11 +93,34 @@ constexpr int kChunksPerBlock = 4;  // consecutive time chunks per block (thread
 constexpr int kChunk = 64;          // time steps per thread in the backward
 constexpr int kForwardChunk = 16;   // time steps per thread in the forward
 constexpr int kRing = 8;            // forward: steps of x in flight per thread (shared-memory slots)
-// The forward's register budget up to W = 4: 8 blocks of 128 threads per multiprocessor in f32 (64
-// registers), 6 in f64 (80; 64 spilled). Wider windows keep what they need (they would spill).
-template <typename T> constexpr int forward_blocks_per_sm(int W) { return W > 4 ? 1 : sizeof(T) == 4 ? 8 : 6; }
 constexpr int kBlockThreads = kLanes * kChunksPerBlock;
 constexpr int kReduceSlices = 8;    // tile slices per channel in param_reduce_kernel
+
+// The acc type of a stored type T: the type of every sum, of weight, bias, dweight and dbias. bf16
+// stores x, y, the windows and their gradients and sums in float32; f32 and f64 are their own.
+template <typename T> struct AccOf {
+  using type = T;
+};
+template <> struct AccOf<bf16> {
+  using type = float;
+};
+template <typename T> using acc_t = typename AccOf<T>::type;
+
+// A stored value as the acc type (exact), and an acc value stored: bf16 rounds once, to nearest even,
+// by core/bf16.h's conversion (the CPU reference's bits). Identities for f32 and f64.
+template <typename T> __device__ inline acc_t<T> widen(T v) { return static_cast<acc_t<T>>(v); }
+template <typename T> __device__ inline T narrow(acc_t<T> v) { return static_cast<T>(v); }
+
+template <typename T> __device__ inline T zero_value() {
+  if constexpr (std::is_same<T, bf16>::value)
+    return bf16::from_bits(0);
+  else
+    return T(0);
+}
+
+// The forward's register budget up to W = 4: 8 blocks of 128 threads per multiprocessor in f32 and
+// bf16 (64 registers), 6 in f64 (80; 64 spilled). Wider windows keep what they need (they would spill).
+template <typename T> constexpr int forward_blocks_per_sm(int W) { return W > 4 ? 1 : sizeof(acc_t<T>) == 4 ? 8 : 6; }
 
 template <typename T, int N> struct alignas(sizeof(T) * N) Pack {
   T v[N];
@@ -91,7 +129,7 @@ template <typename T, int N> struct alignas(sizeof(T) * N) Pack {
 template <typename T, int N> __device__ inline Pack<T, N> zero_pack() {
   Pack<T, N> p;
 #pragma unroll
-  for (int n = 0; n < N; ++n) p.v[n] = T(0);
+  for (int n = 0; n < N; ++n) p.v[n] = zero_value<T>();
   return p;
 }
 
@@ -103,11 +141,13 @@ template <typename T, int N> __device__ inline void store_pack(T* p, const Pack<
   *reinterpret_cast<Pack<T, N>*>(p) = v;
 }
 
-// The forward's y stores, with the streaming cache hint (evict first: written once) on 16-byte packs;
-// other packs as plain stores.
+// The forward's y stores, with the streaming cache hint (evict first: written once) on the forward's
+// packs of 4 or more channels (16 bytes; 8 in bf16); other packs as plain stores.
 template <typename T, int N> __device__ inline void store_pack_streaming(T* p, const Pack<T, N>& v) {
   if constexpr (sizeof(Pack<T, N>) == 16)
     __stcs(reinterpret_cast<float4*>(p), *reinterpret_cast<const float4*>(&v));
+  else if constexpr (std::is_same<T, bf16>::value && N == 4)
+    __stcs(reinterpret_cast<float2*>(p), *reinterpret_cast<const float2*>(&v));
   else
     store_pack(p, v);
 }
@@ -115,14 +155,19 @@ template <typename T, int N> __device__ inline void store_pack_streaming(T* p, c
 // The forward's x loads: a copy from global to shared memory that holds no register while in flight
 // (cp.async, sm_80 on; 16-byte packs bypass L1, .cg, since x is read once). Each thread commits one
 // group per step and waits until at most kPending of its groups are still in flight. Before sm_80 the
-// copy goes through a register and the waits are empty.
+// copy goes through a register and the waits are empty; so does a 2-byte pack (one bf16 channel, the
+// misaligned fallback), which cp.async cannot copy.
 template <typename T, int N> __device__ inline void copy_async(Pack<T, N>* dst, const T* src) {
 #if __CUDA_ARCH__ >= 800
-  const unsigned to = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  if constexpr (sizeof(Pack<T, N>) == 16)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(to), "l"(src) : "memory");
-  else
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(to), "l"(src), "n"(sizeof(Pack<T, N>)) : "memory");
+  if constexpr (sizeof(Pack<T, N>) < 4) {
+    *dst = load_pack<T, N>(src);
+  } else {
+    const unsigned to = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    if constexpr (sizeof(Pack<T, N>) == 16)
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(to), "l"(src) : "memory");
+    else
+      asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(to), "l"(src), "n"(sizeof(Pack<T, N>)) : "memory");
+  }
 #else
   *dst = load_pack<T, N>(src);
 #endif
@@ -162,19 +207,20 @@ __device__ inline float silu_forward(float v) {
 }
 __device__ inline double silu_forward(double v) { return v * sigmoid(v); }
 
-// One call's tensors (null where the header allows an undefined one) and its launch geometry.
+// One call's tensors (null where the header allows an undefined one) and its launch geometry. T is the
+// stored type of x, y, the windows and their gradients; weight and bias are in the acc type.
 template <typename T> struct ConvArgs {
-  const T* x;       // (B, L, E)
-  const T* weight;  // (E, W)
-  const T* bias;    // (E) or null
-  const T* init;    // (B, W-1, E) or null
-  T* y;             // forward: (B, L, E)
-  T* final_window;  // forward: (B, W-1, E)
-  const T* dy;      // backward: (B, L, E)
-  const T* dfinal;  // backward: (B, W-1, E) or null
-  T* dx;            // backward: (B, L, E)
-  T* dinit;         // backward: (B, W-1, E), null without an initial window
-  double* partial;  // backward: (tiles, W+1, E)
+  const T* x;               // (B, L, E)
+  const acc_t<T>* weight;   // (E, W)
+  const acc_t<T>* bias;     // (E) or null
+  const T* init;            // (B, W-1, E) or null
+  T* y;                     // forward: (B, L, E)
+  T* final_window;          // forward: (B, W-1, E)
+  const T* dy;              // backward: (B, L, E)
+  const T* dfinal;          // backward: (B, W-1, E) or null
+  T* dx;                    // backward: (B, L, E)
+  T* dinit;                 // backward: (B, W-1, E), null without an initial window
+  double* partial;          // backward: (tiles, W+1, E)
   const int64_t* rows;  // (B*L) storage row of token b*L + t in x, y, dy, dx; null: the plain layout
   const bool* docs;     // (B, L) doc_start in token order, or null: no document boundaries
   int64_t B, L, E;
@@ -246,12 +292,12 @@ __device__ inline Pack<T, N> load_xe(const ConvArgs<T>& a, int64_t b, int64_t s,
 }
 
 template <typename T, int W, int N>
-__device__ inline void load_weights(const ConvArgs<T>& a, int64_t e0, T (&w)[W][N], T (&bias)[N]) {
+__device__ inline void load_weights(const ConvArgs<T>& a, int64_t e0, acc_t<T> (&w)[W][N], acc_t<T> (&bias)[N]) {
 #pragma unroll
   for (int n = 0; n < N; ++n) {
 #pragma unroll
     for (int k = 0; k < W; ++k) w[k][n] = a.weight[(e0 + n) * W + k];
-    bias[n] = a.bias ? a.bias[e0 + n] : T(0);
+    bias[n] = a.bias ? a.bias[e0 + n] : acc_t<T>(0);
   }
 }
 
@@ -274,12 +320,13 @@ __device__ inline void cut_halo(Pack<T, N> (&xw)[W], const DocBits<kWords, kDocs
   }
 }
 
-// pre for step i of the window: bias + sum_k w[k] xw[i + k], k ascending (the CPU's order).
-template <typename T, int W, int N, int M>
-__device__ inline T pre_at(const T (&w)[W][N], const T (&bias)[N], const Pack<T, N> (&xw)[M], int i, int n) {
-  T acc = bias[n];
+// pre for step i of the window: bias + sum_k w[k] xw[i + k], k ascending (the CPU's order), in the
+// acc type.
+template <typename T, typename A, int W, int N, int M>
+__device__ inline A pre_at(const A (&w)[W][N], const A (&bias)[N], const Pack<T, N> (&xw)[M], int i, int n) {
+  A acc = bias[n];
 #pragma unroll
-  for (int k = 0; k < W; ++k) acc += w[k][n] * xw[i + k].v[n];
+  for (int k = 0; k < W; ++k) acc += w[k][n] * widen(xw[i + k].v[n]);
   return acc;
 }
 
@@ -302,7 +349,7 @@ __global__ void __launch_bounds__(kBlockThreads, forward_blocks_per_sm<T>(W)) fo
     if (j < steps) copy_async(&ring[j][thread], a.x + at(j));
     copy_async_commit();
   }
-  T w[W][N], bias[N];
+  acc_t<T> w[W][N], bias[N];
   load_weights<T, W, N>(a, tl.e0, w, bias);
   Pack<T, N> xw[W];  // xw[i] = xe[t - (W-1) + i] at step t; xw[W-1] is step t's x
 #pragma unroll
@@ -319,8 +366,8 @@ __global__ void __launch_bounds__(kBlockThreads, forward_blocks_per_sm<T>(W)) fo
         Pack<T, N> out;
 #pragma unroll
         for (int n = 0; n < N; ++n) {
-          const T pre = pre_at(w, bias, xw, 0, n);
-          out.v[n] = kSilu ? silu_forward(pre) : pre;
+          const acc_t<T> pre = pre_at(w, bias, xw, 0, n);
+          out.v[n] = narrow<T>(kSilu ? silu_forward(pre) : pre);
         }
         store_pack_streaming(a.y + at(t), out);
         // The slot is free once its value is used: refill it with step t + kRing.
@@ -357,12 +404,13 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
   const Tile tl = tile_of<T, N, kChunk>(a);
   static_assert(kChunk + 8 + 8 <= 96, "the chunk's document starts and both halos fit in three DocBits words");
   const DocBits<3, kDocs, T> docs(a, tl.b, tl.t0);
-  T dw[W][N], db[N];  // this thread's dweight, dbias over its chunk
+  using A = acc_t<T>;
+  A dw[W][N], db[N];  // this thread's dweight, dbias over its chunk
 #pragma unroll
   for (int n = 0; n < N; ++n) {
-    db[n] = T(0);
+    db[n] = A(0);
 #pragma unroll
-    for (int k = 0; k < W; ++k) dw[k][n] = T(0);
+    for (int k = 0; k < W; ++k) dw[k][n] = A(0);
   }
   if (tl.active) {
     const int thread = threadIdx.y * kLanes + threadIdx.x;
@@ -380,10 +428,10 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
       }
       copy_async_commit();
     }
-    T w[W][N], bias[N];
+    A w[W][N], bias[N];
     load_weights<T, W, N>(a, tl.e0, w, bias);
     Pack<T, N> xw[W];  // xw[i] = xe[t0 + j - (W-1) + i] at step j
-    Pack<T, N> dp[W];  // dp[i] = dpre[t0 + j - (W-1) + i]; 0 before the chunk (not needed there)
+    Pack<A, N> dp[W];  // dp[i] = dpre[t0 + j - (W-1) + i]; 0 before the chunk (not needed there)
     // cut: bit m says whether step t0 + j - (W-2) + m starts a document (m < W-1), for the step j
     // computed: then output s + 1 + m = t0 + j - (W-2) + m reads nothing at or before row s = t0 + j - (W-1),
     // so dx[s] takes dpre[s + i] only while bits 0 .. i-1 are clear.
@@ -391,7 +439,7 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
 #pragma unroll
     for (int i = 0; i < W - 1; ++i) {
       xw[i] = load_xe<T, N, W, kRows>(a, tl.b, tl.t0 - (W - 1) + i, tl.e0);
-      dp[i] = zero_pack<T, N>();
+      dp[i] = zero_pack<A, N>();
       if (kDocs) cut |= uint32_t(docs.starts(i - (W - 1))) << i;
     }
     cut_halo(xw, docs);
@@ -421,39 +469,42 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
 #pragma unroll
           for (int n = 0; n < N; ++n) {
             if (kSilu) {
-              const T pre = pre_at(w, bias, xw, 0, n);
-              const T sg = sigmoid_fast(pre);
-              dp[W - 1].v[n] = g.v[n] * sg * (T(1) + pre * (T(1) - sg));
+              const A pre = pre_at(w, bias, xw, 0, n);
+              const A sg = sigmoid_fast(pre);
+              dp[W - 1].v[n] = widen(g.v[n]) * sg * (A(1) + pre * (A(1) - sg));
             } else {
-              dp[W - 1].v[n] = g.v[n];
+              dp[W - 1].v[n] = widen(g.v[n]);
             }
           }
           if (j < own) {
 #pragma unroll
             for (int n = 0; n < N; ++n) {
-              const T gg = dp[W - 1].v[n];
+              const A gg = dp[W - 1].v[n];
               db[n] += gg;
 #pragma unroll
-              for (int k = 0; k < W; ++k) dw[k][n] += gg * xw[k].v[n];
+              for (int k = 0; k < W; ++k) dw[k][n] += gg * widen(xw[k].v[n]);
             }
           }
           const int64_t s = tl.t0 + j - (W - 1);
           const bool mine = j >= W - 1;
           if (mine || (s < 0 && a.dinit)) {
-            Pack<T, N> out;
+            A sum[N];
 #pragma unroll
             for (int n = 0; n < N; ++n) {
-              T acc = T(0);
+              A acc = A(0);
 #pragma unroll
               for (int k = 0; k < W; ++k)  // output s + (W-1) - k, unless a document starts after s
                 if ((cut & ((1u << (W - 1 - k)) - 1u)) == 0u) acc += w[k][n] * dp[W - 1 - k].v[n];
-              out.v[n] = acc;
+              sum[n] = acc;
             }
             if (a.dfinal && s >= fw_start && cut == 0u) {  // the final window keeps the last document
               const Pack<T, N> f = load_pack<T, N>(a.dfinal + (tl.b * (W - 1) + s - fw_start) * a.E + tl.e0);
 #pragma unroll
-              for (int n = 0; n < N; ++n) out.v[n] += f.v[n];
+              for (int n = 0; n < N; ++n) sum[n] += widen(f.v[n]);
             }
+            Pack<T, N> out;
+#pragma unroll
+            for (int n = 0; n < N; ++n) out.v[n] = narrow<T>(sum[n]);
             if (mine)
               store_pack_streaming(a.dx + at(j - (W - 1)), out);
             else
@@ -469,7 +520,7 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(ConvArgs<T> a) 
       }
     }
   }
-  __shared__ T red[kChunksPerBlock][W + 1][kLanes * N];
+  __shared__ A red[kChunksPerBlock][W + 1][kLanes * N];
 #pragma unroll
   for (int n = 0; n < N; ++n) {
 #pragma unroll
@@ -582,13 +633,32 @@ void launch_backward(const ConvArgs<T>& a, bool silu, unsigned blocks, cudaStrea
   MOM_CUDA_CHECK_LAUNCH();
 }
 
+// Calls f(TypeTag<T>{}) with T the stored type of x: float, double or bf16.
+template <typename F> void dispatch_stored(DType dt, F&& f) {
+  if (dt == DType::bf16)
+    f(TypeTag<bf16>{});
+  else
+    dispatch_float(dt, kOp, f);
+}
+
+// A defined tensor `name` must have dtype dt (x's for the stored tensors, the acc type's for the
+// parameters and their gradients). The public functions check this before calling here.
+void check_dtype(const Tensor& t, DType dt, const char* name) {
+  if (!t.defined()) return;
+  MOM_CHECK(t.dtype() == dt, kOp, name << " must be " << dtype_name(dt) << ", got " << dtype_name(t.dtype()));
+}
+
 template <typename T> ConvArgs<T> inputs(const CausalConv1dParams& p) {
+  const DType acc = dtype_of<acc_t<T>>();
+  check_dtype(p.weight, acc, "weight");
+  check_dtype(p.bias, acc, "bias");
+  check_dtype(p.initial_window, dtype_of<T>(), "initial_window");
   ConvArgs<T> a{};
   a.x = p.x.data<T>();
   a.rows = p.order ? p.order->inverse.data<int64_t>() : nullptr;
   a.docs = data_or_null<bool>(p.doc_start);
-  a.weight = p.weight.data<T>();
-  a.bias = data_or_null<T>(p.bias);
+  a.weight = p.weight.data<acc_t<T>>();
+  a.bias = data_or_null<acc_t<T>>(p.bias);
   a.init = data_or_null<T>(p.initial_window);
   a.B = p.x.size(0);
   a.L = p.x.size(1);
@@ -607,12 +677,14 @@ CausalConv1dOutput causal_conv1d_forward(const CausalConv1dParams& p) {
   const int device = x.device().index;
   ::mom::cuda::DeviceGuard guard(device);
   cudaStream_t st = ::mom::cuda::stream(device);
-  dispatch_float(x.dtype(), kOp, [&](auto tag) {
+  dispatch_stored(x.dtype(), [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
     ConvArgs<scalar_t> a = inputs<scalar_t>(p);
     a.y = out.y.data<scalar_t>();
     a.final_window = out.final_window.data<scalar_t>();
-    constexpr int kPack = 16 / sizeof(scalar_t);
+    // Channels per thread by the acc type (the weights and the sums take its registers): 16-byte
+    // packs in f32 and f64, 8 in bf16.
+    constexpr int kPack = 16 / sizeof(acc_t<scalar_t>);
     const bool packed = packable(E, kPack, sizeof(scalar_t), {a.x, a.init, a.y, a.final_window});
     const unsigned blocks = geometry(a, packed ? kPack : 1, kForwardChunk);
     dispatch_width(W, [&](auto w_tag) {
@@ -643,16 +715,21 @@ CausalConv1dGrads causal_conv1d_backward(const CausalConv1dParams& p, const Tens
   const int device = x.device().index;
   ::mom::cuda::DeviceGuard guard(device);
   cudaStream_t st = ::mom::cuda::stream(device);
-  dispatch_float(x.dtype(), kOp, [&](auto tag) {
+  dispatch_stored(x.dtype(), [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
+    using acc_type = acc_t<scalar_t>;
     ConvArgs<scalar_t> a = inputs<scalar_t>(p);
+    check_dtype(dy, x.dtype(), "dy");
+    check_dtype(dfinal_window, x.dtype(), "dfinal_window");
     a.dy = dy.data<scalar_t>();
     a.dfinal = data_or_null<scalar_t>(dfinal_window);
     a.dx = grads.dx.data<scalar_t>();
     a.dinit = mutable_data_or_null<scalar_t>(grads.dinitial_window);
     dispatch_width(W, [&](auto w_tag) {
       constexpr int kW = decltype(w_tag)::value;
-      constexpr int kPack = 8 / sizeof(scalar_t);  // 8-byte packs: the two windows need the registers
+      // Channels per thread by the acc type: 8-byte packs in f32 and f64 (the two windows need the
+      // registers), 4-byte in bf16.
+      constexpr int kPack = 8 / sizeof(acc_type);
       const bool packed =
           kPack > 1 && packable(E, kPack, sizeof(scalar_t), {a.x, a.init, a.dy, a.dfinal, a.dx, a.dinit});
       const unsigned blocks = geometry(a, packed ? kPack : 1, kChunk);
@@ -663,9 +740,9 @@ CausalConv1dGrads causal_conv1d_backward(const CausalConv1dParams& p, const Tens
       else
         launch_backward<scalar_t, kW, 1>(a, silu, blocks, st);
       const dim3 reduce_grid(static_cast<unsigned>((E + kLanes - 1) / kLanes), kW + 1);
-      param_reduce_kernel<scalar_t><<<reduce_grid, dim3(kLanes, kReduceSlices), 0, st>>>(
-          a.partial, B * a.time_blocks, E, kW, grads.dweight.data<scalar_t>(),
-          mutable_data_or_null<scalar_t>(grads.dbias));
+      param_reduce_kernel<acc_type><<<reduce_grid, dim3(kLanes, kReduceSlices), 0, st>>>(
+          a.partial, B * a.time_blocks, E, kW, grads.dweight.data<acc_type>(),
+          mutable_data_or_null<acc_type>(grads.dbias));
       MOM_CUDA_CHECK_LAUNCH();
     });
   });

@@ -22,8 +22,17 @@
 // a fixed order, then one thread per column adds the chunks' partials in order: no atomics, the same
 // bits every run. The GEMMs are cuBLAS's (kernels/cuda/blas.cuh), deterministic on one stream.
 // Indices are 64-bit throughout.
+//
+// bf16: x, the weights, dy, y, dx and dweight bf16 (rows move as 2-byte values, 8 to a 16-byte
+// vector), the biases and dbias float32. The GEMMs accumulate in float32 and round each output once;
+// the bias is added by the GEMM (cuBLASLt's epilogue, or blas.cuh's float32 fallback) to the float32
+// value before that rounding, and the scatter moves the rounded rows unchanged, so y rounds once. The
+// bias sums read bf16 dy and sum in double as for float. dx of several dy parts is one GEMM over the
+// parts gathered side by side (never one GEMM per part added with beta = 1, which would round the
+// running sum after every part).
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "core/cuda/memory.h"
@@ -239,14 +248,14 @@ __global__ void column_totals_kernel(const double* __restrict__ partial, int64_t
 }
 
 // out (C) = column sums of g (rows, C), rows >= 1, on stream st; partial holds chunks_for(rows).count * C
-// doubles.
-template <typename T>
-void column_sums(const T* g, int64_t rows, int64_t C, double* partial, T* out, int device, cudaStream_t st) {
+// doubles. O: T, or float beside bf16 g.
+template <typename T, typename O>
+void column_sums(const T* g, int64_t rows, int64_t C, double* partial, O* out, int device, cudaStream_t st) {
   const Chunks ch = chunks_for(rows);
   const dim3 grid(static_cast<unsigned>((C + kSumCols - 1) / kSumCols), static_cast<unsigned>(ch.count));
   column_partials_kernel<T><<<grid, dim3(kSumCols, kSumRowLanes), 0, st>>>(g, rows, C, ch.rows, partial);
   MOM_CUDA_CHECK_LAUNCH();
-  column_totals_kernel<T><<<grid_for(C, device), kThreads, 0, st>>>(partial, ch.count, C, out);
+  column_totals_kernel<O><<<grid_for(C, device), kThreads, 0, st>>>(partial, ch.count, C, out);
   MOM_CUDA_CHECK_LAUNCH();
 }
 
@@ -275,8 +284,9 @@ std::vector<Tensor> masked_linear_forward(const Tensor& x, const Routing& routin
   std::vector<Tensor> ys;
   for (int64_t cols : split) ys.push_back(empty({T, cols}, x.dtype(), x.device()));
   if (T == 0) return ys;
-  dispatch_float(x.dtype(), kOp, [&](auto tag) {
+  dispatch_gemm(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
+    using acc = gemm_acc_t<scalar_t>;  // the bias's type
     // A side whose rows are already in grouped order (or whose routing is the identity) moves none.
     const bool x_direct = routing.perm_is_identity || order.x_grouped;
     const bool y_direct = routing.perm_is_identity || order.y_grouped;
@@ -294,7 +304,7 @@ std::vector<Tensor> masked_linear_forward(const Tensor& x, const Routing& routin
       const int64_t off = routing.offsets[m], n = routing.counts[m];
       if (n == 0) continue;
       const scalar_t* w = weight[m].data<scalar_t>();
-      const scalar_t* b = bias.empty() ? nullptr : bias[m].data<scalar_t>();
+      const acc* b = bias.empty() ? nullptr : bias[m].data<acc>();
       cublasHandle_t lane = lanes.handle(static_cast<int>(m));
       cudaStream_t st = lanes.stream(static_cast<int>(m));
       if (!x_direct) gather_rows(x.data<scalar_t>(), perm + off, n, In, xg + off * In, device, st);
@@ -335,11 +345,13 @@ MaskedLinearGrads masked_linear_backward(const std::vector<Tensor>& dy, const Te
   if (T == 0 || !(need_dx || need_dparams)) return grads;
   std::vector<int64_t> split;
   for (const Tensor& d : dy) split.push_back(d.size(1));
-  dispatch_float(x.dtype(), kOp, [&](auto tag) {
+  dispatch_gemm(x.dtype(), kOp, [&](auto tag) {
     using scalar_t = MOM_TYPE(tag);
+    using acc = gemm_acc_t<scalar_t>;  // the bias gradient's type
     const bool x_direct = routing.perm_is_identity || order.x_grouped;
     const bool y_direct = routing.perm_is_identity || order.y_grouped;
-    const bool per_part = y_direct && gemm_per_part(split, In, Out);
+    // bf16 takes dy's parts gathered into one matrix: dx in one GEMM, rounded once (the header).
+    const bool per_part = y_direct && gemm_per_part(split, In, Out) && !std::is_same_v<scalar_t, bf16>;
     const int64_t* perm = routing.perm.data<int64_t>();
     ::mom::cuda::DeviceGuard guard(device);
     // dy in grouped order as one matrix (unless its parts are used one by one), x (for the weight
@@ -372,7 +384,7 @@ MaskedLinearGrads masked_linear_backward(const std::vector<Tensor>& dy, const Te
     for (int64_t m = 0; m < M && need_dparams; ++m) {  // every output exists before the lanes fork
       if (routing.counts[m] == 0) continue;               // an absent expert: undefined gradients
       grads.dweight[m] = empty({Out, In}, x.dtype(), x.device());
-      if (has_bias) grads.dbias[m] = empty({Out}, x.dtype(), x.device());
+      if (has_bias) grads.dbias[m] = empty({Out}, acc_dtype(x.dtype()), x.device());
     }
     // Everything of modality m runs on lane m: its rows of dy (and x) gathered, its GEMMs and bias sums,
     // its rows of dx scattered; one modality's moves overlap the others' GEMMs.
@@ -395,7 +407,7 @@ MaskedLinearGrads masked_linear_backward(const std::vector<Tensor>& dy, const Te
       for (size_t k = 0; k < parts.size() && need_dx; ++k) {
         Gemm<scalar_t> g(false, false, n, In, parts[k].cols, parts[k].data, parts[k].cols, w + parts[k].start * In, In,
                          dxg_t.data<scalar_t>() + off * In, In);
-        g.beta = scalar_t(k == 0 ? 0 : 1), g.plan_m = T;
+        g.beta = acc(k == 0 ? 0 : 1), g.plan_m = T;
         gemm(device, g, lane);
       }
       if (need_dx && !x_direct)
@@ -410,7 +422,7 @@ MaskedLinearGrads masked_linear_backward(const std::vector<Tensor>& dy, const Te
         gemm(device, g, lane);
         if (has_bias)
           column_sums(q.data, n, q.cols, partial.data<double>() + partial_at[m] + chunks_for(n).count * q.start,
-                      grads.dbias[m].data<scalar_t>() + q.start, device, st);
+                      grads.dbias[m].data<acc>() + q.start, device, st);
       }
     }
     lanes.join();

@@ -1,5 +1,7 @@
 // CUDA version of kernels/selective_scan.h, called by the public functions (kernels/cpu/selective_scan.cpp)
-// after their argument checks. Same math and API as the CPU reference; f32 (state in float) and f64.
+// after their argument checks. Same math and API as the CPU reference; f32 (state in float), f64, and
+// bf16 (mixed precision: u, delta, B_ssm, C_ssm, z, out, dout and their gradients bf16; A, D,
+// delta_bias, the states and their gradients float32; see the last paragraph).
 //
 // Layout is channel-last, (B, L, E): at one step t the channels of a row are adjacent in memory, so the
 // scan runs one thread (group) per channel and walks t sequentially, and every load of u, delta, z, dout
@@ -22,7 +24,7 @@
 // one flag per lane, loaded one chunk ahead with the inputs); at a start the state is zeroed before the
 // step, in the forward and in the backward's recomputation, and the backward's g = dL/dh stops there
 // (g = 0 for h_{t-1}), so no gradient crosses a boundary and dinitial_state takes only the first
-// document's. Without doc_start the mask is 0 and the branch never runs.
+// document's. Without doc_start the kernels are built without the mask (kDocs false).
 //
 // Backward (recompute from checkpoints): the state at the start of every chunk, (B, ceil(L/kChunk), E, N)
 // in the accumulation type, is a checkpoint. A forward asked for them (save_checkpoints: the autograd
@@ -41,8 +43,14 @@
 // Every result is therefore produced by a fixed sequence of float operations: identical from run to
 // run (no floating-point atomics anywhere).
 //
-// Accumulation type: float for float inputs (as the CPU's acc_type), double for double. Indices into
-// (B, L, E) arrays are 64-bit (the rows of a row order 32-bit, their offsets 64-bit).
+// Accumulation type: float for float and bf16 inputs (as the CPU's acc_type), double for double. The
+// parameters (A, D, delta_bias), the states (initial_state, last_state, checkpoints, dlast_state) and
+// their gradients are of the accumulation type, so for float and double every pointer is of the input
+// type, and for bf16 only the sequence tensors are bf16: they widen exactly to float on load, everything
+// after runs in float as for float inputs, and each bf16 output (out, du, ddelta, dz, and dB, dC after
+// their float sums over the channel blocks) is rounded once from its float value, as core/bf16.h rounds,
+// the same bits as the CPU's rounding of the same float. Indices into (B, L, E) arrays are 64-bit (the
+// rows of a row order 32-bit, their offsets 64-bit).
 #include <cstdint>
 #include <type_traits>
 
@@ -55,8 +63,13 @@ namespace {
 
 constexpr int kThreads = 128;  // per block
 
-template <typename T> struct Acc { using type = float; };
+template <typename T> struct Acc { using type = float; };  // float and bf16
 template <> struct Acc<double> { using type = double; };
+
+// The zero of an element type, for the loads past the end: bf16's own bits (its conversion from an
+// integer goes through double).
+template <typename T> __device__ inline T zero() { return T(0); }
+template <> __device__ inline bf16 zero<bf16>() { return bf16::from_bits(0); }
 
 // Steps per chunk: the checkpoint interval and the length of the register-held state history.
 template <typename acc> constexpr int chunk_steps() { return sizeof(acc) == 4 ? 16 : 8; }
@@ -96,15 +109,16 @@ template <int kLanes, typename A> __device__ inline A lane_sum(A x) {
 }
 
 template <typename T> struct ScanArgs {
+  using acc = typename Acc<T>::type;
   const T* u;
   const T* delta;
-  const T* A;
+  const acc* A;
   const T* Bm;
   const T* Cm;
-  const T* D;     // or null
-  const T* z;     // or null
-  const T* bias;  // delta_bias or null
-  const T* init;  // initial_state or null
+  const acc* D;     // or null
+  const T* z;       // or null
+  const acc* bias;  // delta_bias or null
+  const acc* init;  // initial_state or null
   const int64_t* rows;  // (B*L): the storage row of (b, t) in every (B, L, .) tensor, or null (b*L + t)
   const bool* docs;     // (B, L) doc_start in token order, or null (no document boundaries)
   bool softplus;
@@ -113,19 +127,19 @@ template <typename T> struct ScanArgs {
 };
 
 template <typename T> struct ForwardOut {
-  T* out;                     // (B, L, E) or null (checkpoint pass)
-  T* last;                    // (B, E, N) or null
+  T* out;                       // (B, L, E) or null (checkpoint pass)
+  typename Acc<T>::type* last;  // (B, E, N) or null
   typename Acc<T>::type* ckpt;  // (B, nchunks, E, N) states at chunk starts, or null
 };
 
 template <typename T> struct BackwardOut {
-  const T* dout;   // or null
-  const T* dlast;  // or null
+  const T* dout;                       // or null
+  const typename Acc<T>::type* dlast;  // or null
   const typename Acc<T>::type* ckpt;
   T* du;
   T* ddelta;
-  T* dz;     // or null
-  T* dinit;  // or null
+  T* dz;                         // or null
+  typename Acc<T>::type* dinit;  // or null
   typename Acc<T>::type* part_A;     // (B, E, N)
   typename Acc<T>::type* part_D;     // (B, E)
   typename Acc<T>::type* part_bias;  // (B, E)
@@ -216,6 +230,8 @@ template <> struct RowPrefetch<true> {
 // document after t = 0 (a flag at t = 0 cuts nothing). One flag per lane and a ballot, so every warp
 // holds the chunk's mask in one register; a block owns one batch row, so the mask is uniform over the
 // block and the reset it drives is a branch no thread diverges on. Every lane of the warp calls this.
+// Only the kernels built for documents (kDocs) call it: without them the mask is a compile-time 0 and
+// the steps carry no test at all.
 template <int kChunk, typename T> __device__ inline uint32_t chunk_starts(const ScanArgs<T>& a, const Place& p, int64_t k) {
   static_assert(kChunk <= 32, "one chunk's flags fit in a warp");
   if (!a.docs) return 0;
@@ -224,7 +240,7 @@ template <int kChunk, typename T> __device__ inline uint32_t chunk_starts(const 
   return __ballot_sync(0xffffffffu, lane < kChunk && t > 0 && t < a.L && a.docs[p.b * a.L + t]);
 }
 
-template <typename T, int kLanes, int kStates, int kChunk, bool kRows>
+template <typename T, int kLanes, int kStates, int kChunk, bool kRows, bool kDocs>
 __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, ForwardOut<T> o) {
   using acc = typename Acc<T>::type;
   using S = Smem<acc, kLanes, kStates, kChunk>;
@@ -260,7 +276,7 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
   RowPrefetch<kRows> rows;  // the storage rows of the chunk load_chunk reads next
   auto load_rows = [&](int64_t k) { rows.template load<kChunk>(a, p, k); };
   auto load_chunk = [&](int64_t k) {
-    r_starts = chunk_starts<kChunk>(a, p, k);
+    if constexpr (kDocs) r_starts = chunk_starts<kChunk>(a, p, k);
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -268,9 +284,9 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
       const bool ok = q < S::per_channel && t < L && p.c_active;
       const int64_t idx = rows.offset(q / kC, p.b * L + t, E) + p.ce;
       if constexpr (kRows) r_at[j] = idx;
-      r_u[j] = ok ? a.u[idx] : T(0);
-      r_delta[j] = ok ? a.delta[idx] : T(0);
-      r_z[j] = ok && a.z ? a.z[idx] : T(0);
+      r_u[j] = ok ? a.u[idx] : zero<T>();
+      r_delta[j] = ok ? a.delta[idx] : zero<T>();
+      r_z[j] = ok && a.z ? a.z[idx] : zero<T>();
     }
 #pragma unroll
     for (int j = 0; j < kBC; ++j) {
@@ -278,8 +294,8 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
       const int64_t t = k * kChunk + q / kNp, n = q % kNp;
       const bool ok = q < S::per_state && t < L && n < N;
       const int64_t at = rows.offset(q / kNp, p.b * L + t, N) + n;
-      r_B[j] = ok ? a.Bm[at] : T(0);
-      r_C[j] = ok ? a.Cm[at] : T(0);
+      r_B[j] = ok ? a.Bm[at] : zero<T>();
+      r_C[j] = ok ? a.Cm[at] : zero<T>();
     }
     load_rows(k + 1);  // in flight while this chunk is computed
   };
@@ -295,7 +311,7 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
     for (int j = 0; j < kPairs; ++j)
       out_at[j] = kRows ? r_at[j] : (p.b * L + k * kChunk + (p.tid + j * kThreads) / kC) * E + p.ce;
     T cur_z[kPairs];
-    const uint32_t starts = r_starts;
+    const uint32_t starts = kDocs ? r_starts : 0u;  // a compile-time 0 without documents
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -365,12 +381,12 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
 #pragma unroll
     for (int s = 0; s < kStates; ++s) {
       const int64_t n = p.lane * kStates + s;
-      if (n < N) o.last[(p.b * E + p.e) * N + n] = T(h[s]);
+      if (n < N) o.last[(p.b * E + p.e) * N + n] = h[s];
     }
   }
 }
 
-template <typename T, int kLanes, int kStates, int kChunk, bool kRows>
+template <typename T, int kLanes, int kStates, int kChunk, bool kRows, bool kDocs>
 __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, BackwardOut<T> o) {
   using acc = typename Acc<T>::type;
   using S = Smem<acc, kLanes, kStates, kChunk>;
@@ -414,17 +430,17 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
   RowPrefetch<kRows> rows;  // the storage rows of the chunk load_chunk reads next
   auto load_rows = [&](int64_t k) { rows.template load<kChunk>(a, p, k); };
   auto load_chunk = [&](int64_t k) {
-    r_starts = chunk_starts<kChunk>(a, p, k);
+    if constexpr (kDocs) r_starts = chunk_starts<kChunk>(a, p, k);
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
       const int64_t t = k * kChunk + q / kC;
       const bool ok = q < S::per_channel && t < L && p.c_active;
       const int64_t idx = rows.offset(q / kC, p.b * L + t, E) + p.ce;
-      r_u[j] = ok ? a.u[idx] : T(0);
-      r_delta[j] = ok ? a.delta[idx] : T(0);
-      r_z[j] = ok && a.z ? a.z[idx] : T(0);
-      r_dout[j] = ok && o.dout ? o.dout[idx] : T(0);
+      r_u[j] = ok ? a.u[idx] : zero<T>();
+      r_delta[j] = ok ? a.delta[idx] : zero<T>();
+      r_z[j] = ok && a.z ? a.z[idx] : zero<T>();
+      r_dout[j] = ok && o.dout ? o.dout[idx] : zero<T>();
     }
 #pragma unroll
     for (int j = 0; j < kBC; ++j) {
@@ -432,8 +448,8 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
       const int64_t t = k * kChunk + q / kNp, n = q % kNp;
       const bool ok = q < S::per_state && t < L && n < N;
       const int64_t at = rows.offset(q / kNp, p.b * L + t, N) + n;
-      r_B[j] = ok ? a.Bm[at] : T(0);
-      r_C[j] = ok ? a.Cm[at] : T(0);
+      r_B[j] = ok ? a.Bm[at] : zero<T>();
+      r_C[j] = ok ? a.Cm[at] : zero<T>();
     }
     load_rows(k - 1);  // in flight while this chunk is computed (time runs backwards here)
   };
@@ -444,7 +460,7 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
     rows.template load_current<kChunk>(a, p, k);
     // ---- stage the chunk ----
     acc cur_x[kPairs], cur_z[kPairs], cur_dout[kPairs];
-    const uint32_t starts = r_starts;
+    const uint32_t starts = kDocs ? r_starts : 0u;  // a compile-time 0 without documents
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -583,7 +599,7 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
   for (int s = 0; s < kStates; ++s) {
     const int64_t n = p.lane * kStates + s;
     if (!p.active || n >= N) continue;
-    if (o.dinit) o.dinit[(p.b * E + p.e) * N + n] = T(g[s]);
+    if (o.dinit) o.dinit[(p.b * E + p.e) * N + n] = g[s];
     o.part_A[(p.b * E + p.e) * N + n] = dA_acc[s];
   }
   // dD and ddelta_bias of each channel: the kLanes cooperative threads of the channel, in thread order.
@@ -628,17 +644,34 @@ void sum_leading(const acc* part, int64_t count, int64_t stride, T* out, int dev
 template <typename T> const T* ptr(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
 template <typename T> T* mut_ptr(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
 
+// A tensor the kernels read or write as `want` (undefined: absent, nothing to check).
+void check_dtype(const Tensor& t, DType want, const char* name, DType u) {
+  MOM_CHECK(!t.defined() || t.dtype() == want, "selective_scan",
+            name << " is " << dtype_name(t.dtype()) << ", a " << dtype_name(u) << " scan on CUDA takes it as "
+                 << dtype_name(want));
+}
+
 template <typename T> ScanArgs<T> scan_args(const SelectiveScanParams& p, const SelectiveScanDims& d, int chunk) {
+  using acc = typename Acc<T>::type;
+  const DType t = dtype_of<T>(), at = dtype_of<acc>();
+  check_dtype(p.delta, t, "delta", t);
+  check_dtype(p.B_ssm, t, "B_ssm", t);
+  check_dtype(p.C_ssm, t, "C_ssm", t);
+  check_dtype(p.z, t, "z", t);
+  check_dtype(p.A, at, "A", t);
+  check_dtype(p.D, at, "D", t);
+  check_dtype(p.delta_bias, at, "delta_bias", t);
+  check_dtype(p.initial_state, at, "initial_state", t);
   ScanArgs<T> a;
   a.u = p.u.data<T>();
   a.delta = p.delta.data<T>();
-  a.A = p.A.data<T>();
+  a.A = p.A.data<acc>();
   a.Bm = p.B_ssm.data<T>();
   a.Cm = p.C_ssm.data<T>();
-  a.D = ptr<T>(p.D);
+  a.D = ptr<acc>(p.D);
   a.z = ptr<T>(p.z);
-  a.bias = ptr<T>(p.delta_bias);
-  a.init = ptr<T>(p.initial_state);
+  a.bias = ptr<acc>(p.delta_bias);
+  a.init = ptr<acc>(p.initial_state);
   a.rows = p.order ? p.order->inverse.data<int64_t>() : nullptr;
   a.docs = ptr<bool>(p.doc_start);
   // Rows and strides of a row order are 32-bit in the kernels (row_offset).
@@ -662,7 +695,8 @@ template <typename Kernel> void allow_smem(Kernel kernel, size_t bytes) {
 // per thread and kLanes = the smallest power of two with kLanes * kStates >= N. Four states per thread
 // (more independent work per step, fewer instructions per state) unless that leaves fewer than two
 // blocks per multiprocessor; then two (twice the threads). Measured on the H200 at B=8, L=2048, E=1536,
-// N=16: four states 1.79 ms forward+backward, two 2.08 ms. Doubles always take four (tests only).
+// N=16: four states 1.79 ms forward+backward, two 2.08 ms. bf16 runs the float arithmetic and follows
+// float; doubles always take four (tests only).
 template <typename T, typename F> void dispatch_layout(const SelectiveScanDims& d, int dev, F&& f) {
   using I1 = std::integral_constant<int, 1>;
   using I2 = std::integral_constant<int, 2>;
@@ -672,7 +706,7 @@ template <typename T, typename F> void dispatch_layout(const SelectiveScanDims& 
   const int64_t lanes4 = d.N <= 4 ? 1 : d.N <= 8 ? 2 : d.N <= 16 ? 4 : d.N <= 32 ? 8 : 16;
   const int64_t blocks4 = d.B * ((d.E + kThreads / lanes4 - 1) / (kThreads / lanes4));
   const bool two = blocks4 < 2 * int64_t(::mom::cuda::multiprocessor_count(dev));
-  if (std::is_same<T, float>::value && d.N <= 32 && two) {
+  if (std::is_same<typename Acc<T>::type, float>::value && d.N <= 32 && two) {
     if (d.N <= 2) f(I1{}, I2{});
     else if (d.N <= 4) f(I2{}, I2{});
     else if (d.N <= 8) f(I4{}, I2{});
@@ -695,8 +729,10 @@ void launch_forward(const ScanArgs<T>& a, const ForwardOut<T>& o, const Selectiv
     constexpr int kLanes = decltype(lanes)::value, kStates = decltype(states)::value;
     using S = Smem<acc, kLanes, kStates, kChunk>;
     const size_t smem = sizeof(acc) * S::forward_elems;
-    auto kernel = a.rows ? scan_forward_kernel<T, kLanes, kStates, kChunk, true>
-                         : scan_forward_kernel<T, kLanes, kStates, kChunk, false>;
+    auto kernel = a.rows ? (a.docs ? scan_forward_kernel<T, kLanes, kStates, kChunk, true, true>
+                                   : scan_forward_kernel<T, kLanes, kStates, kChunk, true, false>)
+                         : (a.docs ? scan_forward_kernel<T, kLanes, kStates, kChunk, false, true>
+                                   : scan_forward_kernel<T, kLanes, kStates, kChunk, false, false>);
     allow_smem(kernel, smem);
     const dim3 grid(static_cast<unsigned>((a.E + S::kC - 1) / S::kC), static_cast<unsigned>(a.B));
     kernel<<<grid, kThreads, smem, ::mom::cuda::stream(dev)>>>(a, o);
@@ -704,7 +740,15 @@ void launch_forward(const ScanArgs<T>& a, const ForwardOut<T>& o, const Selectiv
   });
 }
 
-DType acc_dtype(DType dt) { return dt == DType::f64 ? DType::f64 : DType::f32; }
+// The scan's element types: those of dispatch_float, and bf16 (float arithmetic, Acc<bf16>).
+template <typename F> void dispatch_scan(DType dt, F&& f) {
+  switch (dt) {
+    case DType::f32: f(TypeTag<float>{}); return;
+    case DType::f64: f(TypeTag<double>{}); return;
+    case DType::bf16: f(TypeTag<bf16>{}); return;
+    default: MOM_THROW("selective_scan", "expects float32, float64 or bfloat16, got " << dtype_name(dt));
+  }
+}
 
 int64_t num_chunks(DType dt, int64_t L) {
   const int64_t chunk = dt == DType::f64 ? chunk_steps<double>() : chunk_steps<float>();
@@ -719,8 +763,8 @@ SelectiveScanOutput selective_scan_forward(const SelectiveScanParams& p, const S
   ::mom::cuda::DeviceGuard guard(dev.index);
   MOM_CHECK(d.B <= 65535, "selective_scan", "the CUDA scan supports B up to 65535, got " << d.B);
   MOM_CHECK(d.N >= 1 && d.N <= 64, "selective_scan", "the CUDA scan supports N from 1 to 64, got N = " << d.N);
-  SelectiveScanOutput r{empty({d.B, d.L, d.E}, p.u.dtype(), dev), empty({d.B, d.E, d.N}, p.u.dtype(), dev),
-                        Tensor()};
+  const DType adt = acc_dtype(p.u.dtype());
+  SelectiveScanOutput r{empty({d.B, d.L, d.E}, p.u.dtype(), dev), empty({d.B, d.E, d.N}, adt, dev), Tensor()};
   if (d.B == 0 || d.E == 0 || d.L == 0) {  // nothing to scan
     if (r.last_state.numel()) {
       if (p.initial_state.defined()) r.last_state.copy_(p.initial_state);
@@ -728,13 +772,13 @@ SelectiveScanOutput selective_scan_forward(const SelectiveScanParams& p, const S
     }
     return r;
   }
-  if (save_checkpoints) r.checkpoints = empty({d.B, num_chunks(p.u.dtype(), d.L), d.E, d.N}, acc_dtype(p.u.dtype()), dev);
-  dispatch_float(p.u.dtype(), "selective_scan", [&](auto tag) {
+  if (save_checkpoints) r.checkpoints = empty({d.B, num_chunks(p.u.dtype(), d.L), d.E, d.N}, adt, dev);
+  dispatch_scan(p.u.dtype(), [&](auto tag) {
     using T = MOM_TYPE(tag);
     using acc = typename Acc<T>::type;
     ScanArgs<T> a = scan_args<T>(p, d, chunk_steps<acc>());
     acc* ckpt = save_checkpoints ? r.checkpoints.data<acc>() : nullptr;
-    launch_forward(a, ForwardOut<T>{r.out.data<T>(), r.last_state.data<T>(), ckpt}, d, dev.index);
+    launch_forward(a, ForwardOut<T>{r.out.data<T>(), r.last_state.data<acc>(), ckpt}, d, dev.index);
   });
   return r;
 }
@@ -773,11 +817,13 @@ SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const S
                   checkpoints.device() == dev && checkpoints.is_contiguous(),
               "selective_scan", "checkpoints do not come from a forward of these inputs");
   }
-  dispatch_float(p.u.dtype(), "selective_scan", [&](auto tag) {
+  dispatch_scan(p.u.dtype(), [&](auto tag) {
     using T = MOM_TYPE(tag);
     using acc = typename Acc<T>::type;
     constexpr int kChunk = chunk_steps<acc>();
     ScanArgs<T> a = scan_args<T>(p, d, kChunk);
+    check_dtype(dout, dtype_of<T>(), "dout", dtype_of<T>());
+    check_dtype(dlast_state, dtype_of<acc>(), "dlast_state", dtype_of<T>());
     Tensor ckpt = checkpoints;
     if (!ckpt.defined()) {  // recompute the chunk-start states: the forward without its outputs
       ckpt = empty(ckpt_shape, acc_dtype(p.u.dtype()), dev);
@@ -796,28 +842,30 @@ SelectiveScanGrads selective_scan_backward(const SelectiveScanParams& p, const S
       Tensor part_Cm = empty({G, d.B, d.L, d.N}, adt, dev);
       BackwardOut<T> o;
       o.dout = ptr<T>(dout);
-      o.dlast = ptr<T>(dlast_state);
+      o.dlast = ptr<acc>(dlast_state);
       o.ckpt = ckpt.data<acc>();
       o.du = r.du.data<T>();
       o.ddelta = r.ddelta.data<T>();
       o.dz = mut_ptr<T>(r.dz);
-      o.dinit = mut_ptr<T>(r.dinitial_state);
+      o.dinit = mut_ptr<acc>(r.dinitial_state);
       o.part_A = part_A.data<acc>();
       o.part_D = part_D.data<acc>();
       o.part_bias = part_bias.data<acc>();
       o.part_Bm = part_Bm.data<acc>();
       o.part_Cm = part_Cm.data<acc>();
       const size_t smem = sizeof(acc) * S::backward_elems;
-      auto kernel = a.rows ? scan_backward_kernel<T, kLanes, kStates, kChunk, true>
-                           : scan_backward_kernel<T, kLanes, kStates, kChunk, false>;
+      auto kernel = a.rows ? (a.docs ? scan_backward_kernel<T, kLanes, kStates, kChunk, true, true>
+                                     : scan_backward_kernel<T, kLanes, kStates, kChunk, true, false>)
+                           : (a.docs ? scan_backward_kernel<T, kLanes, kStates, kChunk, false, true>
+                                     : scan_backward_kernel<T, kLanes, kStates, kChunk, false, false>);
       allow_smem(kernel, smem);
       const dim3 grid(static_cast<unsigned>(G), static_cast<unsigned>(d.B));
       kernel<<<grid, kThreads, smem, ::mom::cuda::stream(dev.index)>>>(a, o);
       MOM_CUDA_CHECK_LAUNCH();
 
-      sum_leading(o.part_A, d.B, d.E * d.N, r.dA.data<T>(), dev.index);
-      if (r.dD.defined()) sum_leading(o.part_D, d.B, d.E, r.dD.data<T>(), dev.index);
-      if (r.ddelta_bias.defined()) sum_leading(o.part_bias, d.B, d.E, r.ddelta_bias.data<T>(), dev.index);
+      sum_leading(o.part_A, d.B, d.E * d.N, r.dA.data<acc>(), dev.index);
+      if (r.dD.defined()) sum_leading(o.part_D, d.B, d.E, r.dD.data<acc>(), dev.index);
+      if (r.ddelta_bias.defined()) sum_leading(o.part_bias, d.B, d.E, r.ddelta_bias.data<acc>(), dev.index);
       sum_leading(o.part_Bm, G, d.B * d.L * d.N, r.dB_ssm.data<T>(), dev.index, a.rows, d.N);
       sum_leading(o.part_Cm, G, d.B * d.L * d.N, r.dC_ssm.data<T>(), dev.index, a.rows, d.N);
     });

@@ -248,8 +248,8 @@ TEST(CausalConv1d, BadInput) {
   expect_error(fwd(zeros({2, 0, 3}), w), "[causal_conv1d] x has length L = 0");
   expect_error(fwd(x, zeros({4, 4})), "[causal_conv1d] weight has 4 channels, x has E = 3");
   expect_error(fwd(x, zeros({3, 4, 1})), "[causal_conv1d] weight must be (E, W)");
-  expect_error(fwd(x, zeros({3, 4}, DType::f64)), "[causal_conv1d] weight is float64 but x is float32");
-  expect_error(fwd(zeros({2, 5, 3}, DType::i32), w), "[causal_conv1d] x must be float32 or float64");
+  expect_error(fwd(x, zeros({3, 4}, DType::f64)), "[causal_conv1d] weight must be float32 beside float32 x, got float64");
+  expect_error(fwd(zeros({2, 5, 3}, DType::i32), w), "[causal_conv1d] x must be float32, float64 or bfloat16, got int32");
   expect_error(fwd(x, w, zeros({4})), "[causal_conv1d] bias has shape (4,), expected (3,)");
   expect_error(fwd(x, w, Tensor(), zeros({2, 4, 3})),
                "[causal_conv1d] initial_window has shape (2, 4, 3), expected (2, 3, 3)");

@@ -290,7 +290,7 @@ TEST(MaskedLinear, BadInput) {
   expect_error(fwd(zeros({4, 128}), r3, w3, {zeros({5}), zeros({4}), zeros({5})}),
                "[masked_linear] bias[1] has shape (4,), expected (5,)");
   expect_error(fwd(zeros({4, 128}, DType::f64), r3, w3, {}), "[masked_linear] weight[0] is float32 but x is float64");
-  expect_error(fwd(zeros({4, 128}, DType::i32), r3, w3, {}), "[masked_linear] x must be float32 or float64");
+  expect_error(fwd(zeros({4, 128}, DType::i32), r3, w3, {}), "[masked_linear] x must be float32, float64 or bfloat16, got int32");
   expect_error(fwd(zeros({4, 128, 1}), r3, w3, {}), "[masked_linear] x must be (T, In)");
   expect_error(fwd(zeros({128, 4}).transpose(0, 1), r3, w3, {}), "[masked_linear] x must be contiguous");
   expect_error(fwd(zeros({4, 128}), Routing{}, w3, {}), "[masked_linear] the routing is empty");

@@ -307,7 +307,7 @@ TEST(NnOps, BadInputsThrowBracketedErrors) {
   expect_error([&] { cross_entropy(logits, zeros({4}, DType::f32)); }, "[cross_entropy] targets must be int32");
   CrossEntropyOptions opts;
   opts.weight = ones({4}, DType::f64);
-  expect_error([&] { cross_entropy(logits, zeros({4}, DType::i64), opts); }, "[cross_entropy] weight is float64");
+  expect_error([&] { cross_entropy(logits, zeros({4}, DType::i64), opts); }, "[cross_entropy] weight must be float32 beside float32 logits, got float64");
   opts.weight = from_vector<float>({1, -1, 1, 1}, {4});
   expect_error([&] { cross_entropy(logits, zeros({4}, DType::i64), opts); }, "[cross_entropy] weight -1 at position 1");
   opts.weight = leaf(ones({4}));
@@ -319,7 +319,7 @@ TEST(NnOps, BadInputsThrowBracketedErrors) {
   expect_error([&] { embedding(zeros({2}, DType::f32), table); }, "[embedding] ids must be int32");
   expect_error([&] { embedding(zeros({2}, DType::i64), zeros({10})); }, "[embedding] weight must have 2");
 
-  expect_error([&] { rms_norm(zeros({2, 5}), zeros({5}, DType::f64)); }, "[rms_norm] weight is float64");
+  expect_error([&] { rms_norm(zeros({2, 5}), zeros({5}, DType::f64)); }, "[rms_norm] weight must be float32 beside float32 x, got float64");
   expect_error([&] { rms_norm(zeros({2, 5}), zeros({4})); }, "[rms_norm] weight has 4 elements");
   expect_error([&] { rms_norm(zeros({2, 5}), zeros({1, 5})); }, "[rms_norm] weight must have 1");
   expect_error([&] { rms_norm(zeros({2, 5}), zeros({5}), -1.0); }, "[rms_norm] eps");
