@@ -2,8 +2,8 @@
 //
 // With --resume the run's own config.json is the starting point and only the flags given on the
 // command line change it; the trainer then refuses any change a resumed run cannot make (anything
-// but --steps, --stop-at, --lr, --clip, --device, --tf32, --precision and the reporting cadences),
-// naming the flag.
+// but --steps, --stop-at, --lr, --clip, --device, --tf32, --precision, --save-dtype and the reporting
+// cadences), naming the flag.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -96,6 +96,8 @@ void add_train_command(CLI::App& app, int& exit_code) {
   add("--precision", &TC::precision,
       "f32 | bf16: mixed precision (float32 master weights and optimiser state, bf16 activations and products)")
       ->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
+  add("--save-dtype", &TC::save_dtype, "f32 | bf16: the dtype of model.safetensors (the checkpoint stays f32)")
+      ->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
   add("--out", &TC::out, "run directory (config.json, log.jsonl, checkpoint, model)")
       ->check(non_empty())->capture_default_str();
   add("--eval-every", &TC::eval_every, "steps between evaluations")->check(limit("--eval-every"))->capture_default_str();
@@ -107,8 +109,8 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->check(limit("--stop-at"));
   cmd->add_flag("--resume", c->resume,
                 "continue the run in --out from its checkpoint, with its config; flags given change it where a "
-                "resumed run can (--steps, --stop-at, --lr, --clip, --device, --tf32, --precision, --eval-every, "
-                "--ckpt-every, --log-every)");
+                "resumed run can (--steps, --stop-at, --lr, --clip, --device, --tf32, --precision, --save-dtype, "
+                "--eval-every, --ckpt-every, --log-every)");
   cmd->add_flag("--quiet", c->quiet, "no progress lines");
   bound->push_back({cmd->add_flag("--no-shuffle{false}", c->shuffle,
                                   "read a token file in its order (by default each pass reads its documents, which "

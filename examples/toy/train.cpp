@@ -99,6 +99,29 @@ double peak_memory_mib(Device d) {
   return 0.0;
 }
 
+// FLOP/s of the CUDA device's bf16 GEMM, the dense rate MFU is measured against: ten 4096^3 products of
+// kernels::matmul on random bf16 operands after a warm-up, timed on the host around a synchronisation.
+// 0 on the CPU (no MFU there).
+double bf16_gemm_rate(Device d) {
+#ifdef MOM_WITH_CUDA
+  if (d.is_cuda()) {
+    constexpr int64_t n = 4096;
+    constexpr int runs = 10;
+    Generator gen(0);
+    const Tensor a = randn({n, n}, gen).to(DType::bf16).to(d), b = randn({n, n}, gen).to(DType::bf16).to(d);
+    kernels::matmul(a, b);
+    cuda::synchronize(d.index);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < runs; ++i) kernels::matmul(a, b);
+    cuda::synchronize(d.index);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return runs * 2.0 * n * n * n / s;
+  }
+#endif
+  (void)d;
+  return 0.0;
+}
+
 void reset_peak_memory(Device d) {
 #ifdef MOM_WITH_CUDA
   if (d.is_cuda()) cuda::reset_peak(d.index);
@@ -241,7 +264,7 @@ class RunDirectory {
 // the optimiser's state, and must be the checkpoint's.
 bool changeable_on_resume(const std::string& key) {
   for (const char* k : {"steps", "lr", "clip", "device", "out", "eval_every", "ckpt_every", "log_every", "tf32",
-                        "precision"})
+                        "precision", "save_dtype"})
     if (key == k) return true;
   return false;
 }
@@ -286,7 +309,8 @@ std::string TrainConfig::to_json() const {
             {"lr", lr}, {"min_lr_ratio", min_lr_ratio}, {"weight_decay", weight_decay}, {"beta1", beta1},
             {"beta2", beta2}, {"clip", clip}, {"seed", seed}, {"device", device}, {"out", out},
             {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"ckpt_every", ckpt_every},
-            {"log_every", log_every}, {"tf32", tf32}, {"precision", precision}, {"modalities", modalities},
+            {"log_every", log_every}, {"tf32", tf32}, {"precision", precision}, {"save_dtype", save_dtype},
+            {"modalities", modalities},
             {"shuffle", shuffle}};
   return j.dump(2);
 }
@@ -376,6 +400,7 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
     c.tf32 = j["tf32"].get<bool>();
   }
   if (j.contains("precision")) text_field("precision", c.precision);  // absent: a float32 run
+  if (j.contains("save_dtype")) text_field("save_dtype", c.save_dtype);
   return c;
 }
 
@@ -390,6 +415,8 @@ void TrainConfig::validate() const {
   MOM_CHECK(model == "dense" || model == "mom", "train", "--model must be dense or mom, got '" << model << "'");
   MOM_CHECK(precision == "f32" || precision == "bf16", "train",
             "--precision must be f32 or bf16, got '" << precision << "'");
+  MOM_CHECK(save_dtype == "f32" || save_dtype == "bf16", "train",
+            "--save-dtype must be f32 or bf16, got '" << save_dtype << "'");
   for (auto [flag, v] : {std::pair{"--split-in-proj", split_in_proj}, {"--split-x-proj", split_x_proj},
                          {"--split-dt-proj", split_dt_proj}, {"--split-out-proj", split_out_proj}})
     MOM_CHECK(v >= -1 && v <= 1, "train", flag << " must be 0 or 1, got " << v);
@@ -616,6 +643,9 @@ LoadedModel load_model(const std::string& path) {
     weights = std::move(f.tensors);
     MOM_CHECK(weights.count("embedding.weight"), "load_model", file << " has no embedding.weight");
     check_finite(weights, "weight", "load_model", file);
+    // A bf16 model file (--save-dtype bf16) widens exactly into the float32 model.
+    for (auto& [name, t] : weights)
+      if (t.dtype() == DType::bf16) t = t.to(DType::f32);
   }
   const Tensor& emb = weights.at("embedding.weight");
   MOM_CHECK(emb.dim() == 2, "load_model", file << ": embedding.weight has shape " << shape_str(emb.shape())
@@ -685,6 +715,10 @@ TrainResult train(const TrainConfig& requested) {
   optim::AdamW opt = optim::AdamW::from_module(model, {cfg.lr, cfg.beta1, cfg.beta2, 1e-8, cfg.weight_decay});
   optim::WarmupCosine schedule{cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio};
   const double fpt = flops_per_token(lm_cfg);
+  // MFU = training FLOPs per second (3 x the forward's per token) / the device's measured bf16 GEMM rate.
+  const double peak_rate = bf16_gemm_rate(device);
+  if (peak_rate > 0 && !cfg.quiet)
+    std::printf("bf16 GEMM rate of %s: %.0f TFLOP/s (MFU's denominator)\n", device.str().c_str(), peak_rate / 1e12);
 
   int64_t step = 0, saved_step = 0;  // saved_step: the step checkpoint.safetensors holds (0: none)
   double tokens = 0, flops = 0, elapsed = 0;
@@ -834,12 +868,16 @@ TrainResult train(const TrainConfig& requested) {
         json r = {{"kind", "train"}, {"step", step}, {"tokens", tokens}, {"flops", flops}, {"time", elapsed},
                   {"loss", loss_value}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_second", result.tokens_per_second}};
         add_modality_losses(r, result.last_train, cfg.modalities);
-        if (device.is_cuda()) r["peak_memory_mib"] = peak_mib;
+        const double mfu = peak_rate > 0 ? 3 * fpt * result.tokens_per_second / peak_rate : 0.0;
+        if (device.is_cuda()) {
+          r["peak_memory_mib"] = peak_mib;
+          r["mfu"] = mfu;
+        }
         log.append(r);
         if (!cfg.quiet) {
           double eta = (cfg.steps - step) * (window_time / (window_tokens / T));
-          char mem[48] = "";
-          if (device.is_cuda()) std::snprintf(mem, sizeof mem, " | %.0f MiB peak", peak_mib);
+          char mem[64] = "";
+          if (device.is_cuda()) std::snprintf(mem, sizeof mem, " | MFU %.1f%% | %.0f MiB peak", 100 * mfu, peak_mib);
           std::printf("step  %5lld/%lld  %s | lr %.2e | gnorm %.2f | %.1fk tok/s%s | ETA %s\n",
                       static_cast<long long>(step), static_cast<long long>(cfg.steps),
                       format_losses(result.last_train, cfg.modalities).c_str(), lr, norm, result.tokens_per_second / 1e3, mem,
@@ -858,7 +896,10 @@ TrainResult train(const TrainConfig& requested) {
     }
   }
   // The last step was checkpointed, so these weights are finite.
-  save_safetensors(model_path, model.state_dict(), {{"config", cfg.to_json()}});
+  std::map<std::string, Tensor> weights = model.state_dict();
+  if (cfg.save_dtype == "bf16")
+    for (auto& [name, t] : weights) t = t.to(DType::bf16);
+  save_safetensors(model_path, weights, {{"config", cfg.to_json()}});
   result.steps = step;
   return result;
 }

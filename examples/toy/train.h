@@ -7,10 +7,12 @@
 //   log.jsonl                   one JSON object per logged step ("kind": "train") and per evaluation
 //                               ("kind": "eval"): step, tokens, flops, losses per modality, lr, grad_norm,
 //                               time, tokens_per_second (over the steps since the last line) and, on
-//                               CUDA, peak_memory_mib (the device's peak since the run started)
+//                               CUDA, peak_memory_mib (the device's peak since the run started) and mfu
+//                               (training FLOP/s over the GPU's bf16 GEMM rate, measured at the start)
 //   checkpoint.safetensors      model ("model.<name>"), optimiser ("optim.<...>"), data position
 //                               ("data.<...>"); metadata: step, tokens, flops, elapsed time, config
-//   model.safetensors           the final weights under the published module's names
+//   model.safetensors           the final weights under the published module's names (float32, or bf16
+//                               with save_dtype "bf16")
 //
 // FLOPs are counted analytically per token (flops_per_token): training = 3 x forward (the backward
 // costs about twice the forward). Dense and Mixture-of-Mamba count the same per token: a token goes
@@ -59,6 +61,9 @@ struct TrainConfig {
   // "f32", or "bf16": mixed precision (nn::MambaLM::set_compute_dtype): float32 master weights and AdamW
   // state, bf16 activations and products, float32 sums, states, norms and losses.
   std::string precision = "f32";
+  // The dtype of model.safetensors' weights: "f32", or "bf16" for a half-size file (rounded once from
+  // the float32 master weights; the checkpoint keeps float32).
+  std::string save_dtype = "f32";
 
   nn::LMConfig lm_config(int64_t vocab_size) const;  // with one modality per name of `modalities`
   std::string to_json() const;

@@ -6,12 +6,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
+#include "core/safetensors.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/masked_linear.h"
@@ -292,6 +294,7 @@ TEST(MixedPrecision, TrainingFollowsFloat32) {
   toy::TrainResult f32 = toy::train(cfg);
   cfg.out = test::scratch_path("bf16");
   cfg.precision = "bf16";
+  cfg.save_dtype = "bf16";
   toy::TrainResult bf = toy::train(cfg);
   ASSERT_TRUE(std::isfinite(bf.last_eval.total));
   std::printf("eval loss after %lld steps: float32 %.5f, bf16 %.5f\n", static_cast<long long>(cfg.steps),
@@ -299,6 +302,25 @@ TEST(MixedPrecision, TrainingFollowsFloat32) {
   EXPECT_NEAR(bf.last_eval.total, f32.last_eval.total, 0.015 * f32.last_eval.total);
   EXPECT_LT(bf.last_eval.total, 0.8 * std::log(static_cast<double>(toy::kToyVocabSize)));  // it learned
   EXPECT_EQ(toy::TrainConfig::from_json(cfg.to_json()).precision, "bf16");
+
+  // --save-dtype bf16: model.safetensors holds the weights rounded once to bf16 (half the bytes), and it
+  // loads into the float32 model with the logits of the float32 checkpoint to bf16 rounding.
+  const std::string model_file = cfg.out + "/model.safetensors";
+  SafetensorsFile saved = load_safetensors(model_file);
+  EXPECT_LT(std::filesystem::file_size(model_file),
+            0.55 * std::filesystem::file_size(test::scratch_path("f32") + "/model.safetensors"));
+  for (const auto& [name, t] : saved.tensors) EXPECT_EQ(t.dtype(), DType::bf16) << name;
+  toy::LoadedModel half = toy::load_model(model_file), full = toy::load_model(cfg.out);
+  const auto f32_weights = full.model->state_dict();
+  for (const auto& [name, t] : half.model->state_dict()) {
+    EXPECT_EQ(t.dtype(), DType::f32) << name;
+    EXPECT_EQ(test::max_abs_diff(t, f32_weights.at(name).to(DType::bf16)), 0.0) << name;  // rounded once
+  }
+  Generator gen(9);
+  Tensor tokens = randint({1, 20}, 0, toy::kToyVocabSize, gen, DType::i64), mods = zeros({1, 20}, DType::i64);
+  NoGradGuard no_grad;
+  EXPECT_LT(test::rel_error(half.model->forward(tokens, mods), full.model->forward(tokens, mods)), 2e-2);
+  EXPECT_EQ(toy::TrainConfig::from_json(cfg.to_json()).save_dtype, "bf16");
   cfg.precision = "f16";
   test::expect_error([&] { cfg.validate(); }, "[train] --precision must be f32 or bf16");
 }
