@@ -71,6 +71,33 @@ inline std::vector<Span> document_spans(const std::vector<uint8_t>& flags, int64
   return docs;
 }
 
+// (B, L) boolean document start flags for documents of 1 to max_len tokens, drawn from gen; row 0 also
+// flags t = 0 and ends with a one-token document.
+inline Tensor random_doc_starts(int64_t B, int64_t L, uint64_t max_len, Generator& gen) {
+  std::vector<uint8_t> flags(static_cast<size_t>(B * L), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = static_cast<int64_t>(gen.randint(max_len)); t < L;
+         t += 1 + static_cast<int64_t>(gen.randint(max_len)))
+      flags[b * L + t] = 1;
+    if (b == 0) flags[0] = flags[L - 1] = 1;
+  }
+  return from_vector<uint8_t>(flags, {B, L}).to(DType::boolean);
+}
+
+// T modality ids of M modalities with uneven counts (modality m drawn with weight m + 1); `absent`
+// (if >= 0) is replaced by the next modality, so that expert has no token; `sorted` puts them in order
+// (the identity routing).
+inline std::vector<int32_t> uneven_ids(int64_t T, int64_t M, int64_t absent, bool sorted, Generator& gen) {
+  std::vector<int32_t> ids(static_cast<size_t>(T));
+  for (int32_t& id : ids) {
+    int64_t r = static_cast<int64_t>(gen.randint(static_cast<uint64_t>(M * (M + 1) / 2))), m = 0;
+    while (r >= m + 1) r -= ++m;
+    id = static_cast<int32_t>(m == absent ? (m + 1) % M : m);
+  }
+  if (sorted) std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
   double m = 0;

@@ -21,8 +21,6 @@
 // float32 per 64-step chunk then double on the GPU, in double on the CPU: per element
 // |cuda - ref| <= 1e-4 (|ref| + rms(ref)), and 1e-5 of the norm (about ten times the float32 rounding
 // of the chunk sums).
-#include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -31,6 +29,7 @@
 #include "kernels/causal_conv1d.h"
 #include "kernels/index.h"
 #include "kernels/routing.h"
+#include "tests/gpu/bf16_compare.h"
 #include "tests/gpu/cuda_support.h"
 #include "tests/support.h"
 
@@ -42,7 +41,7 @@ using kernels::CausalConv1dOutput;
 using kernels::CausalConv1dParams;
 using kernels::Routing;
 using test::Cuda;
-using test::rel_error;
+using test::expect_close;
 using test::same_bits;
 using test::test_seed;
 
@@ -98,15 +97,7 @@ Inputs random_inputs(const Config& c, Generator& gen) {
   if (c.bias) p.bias = tensor_of(normal(E, gen), {E}, DType::f32);
   if (c.init) p.initial_window = tensor_of(normal(B * (W - 1) * E, gen), {B, W - 1, E}, DType::bf16);
   p.silu = c.silu;
-  if (c.docs) {  // documents of 1 to 20 tokens; row 0 also flags t = 0 and ends with a one-token document
-    std::vector<uint8_t> flags(static_cast<size_t>(B * L), 0);
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t t = static_cast<int64_t>(gen.randint(20)); t < L; t += 1 + static_cast<int64_t>(gen.randint(20)))
-        flags[b * L + t] = 1;
-      if (b == 0) flags[0] = flags[L - 1] = 1;
-    }
-    p.doc_start = from_vector<uint8_t>(flags, {B, L}).to(DType::boolean);
-  }
+  if (c.docs) p.doc_start = test::random_doc_starts(B, L, 20, gen);  // documents of 1 to 20 tokens
   in.dy = tensor_of(normal(B * L * E, gen), {B, L, E}, DType::bf16);
   if (c.dfinal) in.dfinal = tensor_of(normal(B * (W - 1) * E, gen), {B, W - 1, E}, DType::bf16);
   if (c.grouped) {
@@ -138,44 +129,11 @@ CausalConv1dParams params_on(const CausalConv1dParams& p, Device d, const Routin
   return q;
 }
 
-double rms(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x * x;
-  return v.empty() ? 0.0 : std::sqrt(s / static_cast<double>(v.size()));
-}
-
-// A CUDA result against the CPU reference, with the header's tolerances for its dtype. Returns the share
-// of differing elements (bf16) or the relative error of the norm (float32).
-double expect_close(const Tensor& got, const Tensor& ref, DType want, const std::string& what) {
-  SCOPED_TRACE(what);
-  EXPECT_EQ(got.defined(), ref.defined());
-  if (!got.defined() || !ref.defined()) return 0;
-  EXPECT_EQ(got.device(), kGpu);
-  EXPECT_EQ(got.dtype(), want);
-  EXPECT_EQ(ref.dtype(), want);
-  EXPECT_EQ(got.shape(), ref.shape());
-  const std::vector<double> g = got.to(kCpu).to_vector<double>(), r = ref.to_vector<double>();
-  if (g.size() != r.size()) return 1;
-  const double scale = rms(r);
-  EXPECT_GT(scale, 0.0) << "the reference is all zeros: the inputs test nothing";
-  const bool bf = want == DType::bf16;
-  int64_t differ = 0, bad = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    const double d = std::fabs(g[i] - r[i]);
-    if (d != 0) ++differ;
-    const double tol = bf ? std::ldexp(std::fabs(r[i]), -7) + 1e-3 * scale : 1e-4 * (std::fabs(r[i]) + scale);
-    if (!(d <= tol) && bad++ < 5) ADD_FAILURE() << "element " << i << ": cuda " << g[i] << ", reference " << r[i];
-  }
-  EXPECT_EQ(bad, 0) << "elements outside the tolerance";
-  if (bf) {
-    EXPECT_LE(static_cast<double>(differ), 1 + 0.01 * static_cast<double>(g.size()))
-        << differ << " of " << g.size() << " elements differ from the reference";
-    return g.empty() ? 0.0 : static_cast<double>(differ) / static_cast<double>(g.size());
-  }
-  const double e = rel_error(got.to(kCpu), ref);
-  EXPECT_LT(e, 1e-5);
-  return e;
-}
+// The header's tolerances: at most 1% of a bf16 output's elements (and one) differ; float32 1e-4 per
+// element and 1e-5 of the norm. dbias and dinitial_window are undefined on both devices without a bias
+// or an initial window.
+const test::Tolerances kTolerances{/*bf16_share=*/0.01, /*bf16_spare=*/1, /*f32_element=*/1e-4,
+                                   /*f32_norm=*/1e-5, /*undefined_ok=*/true};
 
 void compare_with_cpu(const Config& c, uint64_t seed) {
   SCOPED_TRACE(describe(c));
@@ -188,17 +146,18 @@ void compare_with_cpu(const Config& c, uint64_t seed) {
 
   const CausalConv1dOutput ref = kernels::causal_conv1d_forward(cpu);
   const CausalConv1dOutput got = kernels::causal_conv1d_forward(gpu);
-  const double y_share = expect_close(got.y, ref.y, DType::bf16, "y");
+  const double y_share = expect_close(got.y, ref.y, DType::bf16, kTolerances, "y");
   EXPECT_EQ(got.final_window.dtype(), DType::bf16);
   EXPECT_TRUE(same_bits(got.final_window, ref.final_window)) << "final_window: a copy of inputs";
 
   const CausalConv1dGrads gref = kernels::causal_conv1d_backward(cpu, in.dy, in.dfinal);
   const CausalConv1dGrads ggot =
       kernels::causal_conv1d_backward(gpu, on(in.dy, kGpu, c.misaligned), on(in.dfinal, kGpu, c.misaligned));
-  const double dx_share = expect_close(ggot.dx, gref.dx, DType::bf16, "dx");
-  const double dinit_share = expect_close(ggot.dinitial_window, gref.dinitial_window, DType::bf16, "dinitial_window");
-  const double dw_err = expect_close(ggot.dweight, gref.dweight, DType::f32, "dweight");
-  const double db_err = expect_close(ggot.dbias, gref.dbias, DType::f32, "dbias");
+  const double dx_share = expect_close(ggot.dx, gref.dx, DType::bf16, kTolerances, "dx");
+  const double dinit_share =
+      expect_close(ggot.dinitial_window, gref.dinitial_window, DType::bf16, kTolerances, "dinitial_window");
+  const double dw_err = expect_close(ggot.dweight, gref.dweight, DType::f32, kTolerances, "dweight");
+  const double db_err = expect_close(ggot.dbias, gref.dbias, DType::f32, kTolerances, "dbias");
   std::printf("  bf16 conv %-58s differing: y %.4f dx %.4f dinit %.4f | rel err dweight %.1e dbias %.1e\n",
               describe(c).c_str(), y_share, dx_share, dinit_share, dw_err, db_err);
 }

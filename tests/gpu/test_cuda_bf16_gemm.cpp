@@ -16,7 +16,6 @@
 // partial products) moves far more than that. A float32 output (dbias) is a sum of the same bf16 values
 // in double rounded once: |cuda - ref| <= 1e-6 (|ref| + rms(ref)).
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -26,6 +25,7 @@
 #include "kernels/masked_linear.h"
 #include "kernels/matmul.h"
 #include "kernels/routing.h"
+#include "tests/gpu/bf16_compare.h"
 #include "tests/gpu/cuda_support.h"
 #include "tests/support.h"
 
@@ -45,53 +45,14 @@ Tensor randn_bf16(const Shape& shape, Generator& gen, double std = 1.0) {
   return randn(shape, gen, DType::f32, 0.0, std).to(DType::bf16);
 }
 
-double rms(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x * x;
-  return v.empty() ? 0.0 : std::sqrt(s / static_cast<double>(v.size()));
-}
+// The header's tolerances: at most 5% of a bf16 output's elements differ; float32 (dbias) 1e-6 per
+// element. Every output compared is defined on both devices.
+const test::Tolerances kTolerances{/*bf16_share=*/0.05, /*bf16_spare=*/0, /*f32_element=*/1e-6,
+                                   /*f32_norm=*/0, /*undefined_ok=*/false};
 
-// A bf16 CUDA result against the bf16 CPU reference (the header's tolerances); returns the share of
-// elements that differ.
+// A bf16 CUDA result against the bf16 CPU reference; returns the share of elements that differ.
 double expect_bf16_close(const Tensor& got, const Tensor& ref, const std::string& what) {
-  SCOPED_TRACE(what);
-  EXPECT_TRUE(got.defined() && ref.defined());
-  if (!got.defined() || !ref.defined()) return 0;
-  EXPECT_EQ(got.device(), kGpu);
-  EXPECT_EQ(got.dtype(), DType::bf16);
-  EXPECT_EQ(ref.dtype(), DType::bf16);
-  EXPECT_EQ(got.shape(), ref.shape());
-  const std::vector<double> g = got.to_vector<double>(), r = ref.to_vector<double>();
-  if (g.size() != r.size()) return 1;
-  const double scale = rms(r);
-  EXPECT_GT(scale, 0.0) << "the reference is all zeros: the inputs test nothing";
-  int64_t differ = 0, bad = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    const double d = std::fabs(g[i] - r[i]);
-    if (d != 0) ++differ;
-    if (!(d <= std::ldexp(std::fabs(r[i]), -7) + 1e-3 * scale)) {
-      if (bad++ < 5) ADD_FAILURE() << "element " << i << ": cuda " << g[i] << ", reference " << r[i];
-    }
-  }
-  EXPECT_EQ(bad, 0) << "elements outside one bf16 step";
-  const double share = g.empty() ? 0.0 : static_cast<double>(differ) / static_cast<double>(g.size());
-  EXPECT_LE(share, 0.05) << differ << " of " << g.size() << " elements differ from the reference";
-  return share;
-}
-
-// A float32 CUDA result (a bias gradient) against the float32 CPU reference.
-void expect_f32_close(const Tensor& got, const Tensor& ref, const std::string& what) {
-  SCOPED_TRACE(what);
-  ASSERT_TRUE(got.defined() && ref.defined());
-  EXPECT_EQ(got.device(), kGpu);
-  EXPECT_EQ(got.dtype(), DType::f32);
-  EXPECT_EQ(ref.dtype(), DType::f32);
-  ASSERT_EQ(got.shape(), ref.shape());
-  const std::vector<double> g = got.to_vector<double>(), r = ref.to_vector<double>();
-  const double scale = rms(r);
-  EXPECT_GT(scale, 0.0);
-  for (size_t i = 0; i < g.size(); ++i)
-    EXPECT_LE(std::fabs(g[i] - r[i]), 1e-6 * (std::fabs(r[i]) + scale)) << "element " << i;
+  return test::expect_close(got, ref, DType::bf16, kTolerances, what);
 }
 
 // ---- matmul ----
@@ -152,19 +113,6 @@ TEST_F(Cuda, Bf16MatmulMatchesCpuReference) {
 
 // ---- masked_linear ----
 
-// T ids of M modalities, modality m drawn with weight m + 1 (uneven counts); `absent` (>= 0) is
-// replaced by the next modality, so that expert has no token; `sorted` orders them (the identity routing).
-std::vector<int32_t> uneven_ids(int64_t T, int64_t M, int64_t absent, bool sorted, Generator& gen) {
-  std::vector<int32_t> ids(T);
-  for (int32_t& id : ids) {
-    int64_t r = static_cast<int64_t>(gen.randint(static_cast<uint64_t>(M * (M + 1) / 2))), m = 0;
-    while (r >= m + 1) r -= ++m;
-    id = static_cast<int32_t>(m == absent ? (m + 1) % M : m);
-  }
-  if (sorted) std::sort(ids.begin(), ids.end());
-  return ids;
-}
-
 std::vector<Tensor> to_gpu(const std::vector<Tensor>& ts) {
   std::vector<Tensor> out;
   for (const Tensor& t : ts) out.push_back(t.to(kGpu));
@@ -195,7 +143,7 @@ TEST_F(Cuda, Bf16MaskedLinearMatchesCpuReference) {
   const std::vector<std::vector<int64_t>> splits = {{Out}, {80, 80}, {30, 65, 65}};
   double worst_share = 0;
   for (const Ids& ic : id_cases) {
-    const std::vector<int32_t> ids = uneven_ids(T, M, ic.absent, ic.sorted, gen);
+    const std::vector<int32_t> ids = test::uneven_ids(T, M, ic.absent, ic.sorted, gen);
     const Tensor ids_t = from_vector<int32_t>(ids, {T});
     const Routing cpu_routing = Routing::from_modalities(ids_t, M);
     const Routing gpu_routing = Routing::from_modalities(ids_t.to(kGpu), M);
@@ -252,7 +200,7 @@ TEST_F(Cuda, Bf16MaskedLinearMatchesCpuReference) {
             }
             if (!present) continue;
             worst_share = std::max(worst_share, expect_bf16_close(g.dweight[m], ref.dweight[m], "dweight, " + expert));
-            if (has_bias) expect_f32_close(g.dbias[m], ref.dbias[m], "dbias, " + expert);
+            if (has_bias) test::expect_close(g.dbias[m], ref.dbias[m], DType::f32, kTolerances, "dbias, " + expert);
           }
         }
       }

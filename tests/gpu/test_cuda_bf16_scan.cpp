@@ -30,6 +30,7 @@
 #include "core/tensor.h"
 #include "kernels/routing.h"
 #include "kernels/selective_scan.h"
+#include "tests/gpu/bf16_compare.h"
 #include "tests/gpu/cuda_support.h"
 #include "tests/support.h"
 
@@ -41,7 +42,7 @@ using kernels::SelectiveScanGrads;
 using kernels::SelectiveScanOutput;
 using kernels::SelectiveScanParams;
 using test::Cuda;
-using test::rel_error;
+using test::expect_close;
 using test::same_bits;
 using test::test_seed;
 
@@ -121,15 +122,7 @@ Inputs random_inputs(const Config& c, Generator& gen) {
   if (c.bias) p.delta_bias = tensor_of(bias, {E}, DType::f32);
   if (c.h0) p.initial_state = tensor_of(normal(B * E * N, gen), {B, E, N}, DType::f32);
   p.delta_softplus = c.softplus;
-  if (c.docs) {  // documents of 1 to 120 tokens; row 0 also flags t = 0 and ends with a one-token document
-    std::vector<uint8_t> flags(static_cast<size_t>(B * L), 0);
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t t = static_cast<int64_t>(gen.randint(120)); t < L; t += 1 + static_cast<int64_t>(gen.randint(120)))
-        flags[b * L + t] = 1;
-      if (b == 0) flags[0] = flags[L - 1] = 1;
-    }
-    p.doc_start = from_vector<uint8_t>(flags, {B, L}).to(DType::boolean);
-  }
+  if (c.docs) p.doc_start = test::random_doc_starts(B, L, 120, gen);  // documents of 1 to 120 tokens
   if (c.grouped) {
     std::vector<int32_t> ids(static_cast<size_t>(B * L));
     for (int32_t& id : ids) id = static_cast<int32_t>(gen.randint(3));
@@ -166,52 +159,11 @@ const Field kGrads[] = {{"du", &SelectiveScanGrads::du, true},
                         {"ddelta_bias", &SelectiveScanGrads::ddelta_bias, false},
                         {"dinitial_state", &SelectiveScanGrads::dinitial_state, false}};
 
-double rms(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x * x;
-  return v.empty() ? 0.0 : std::sqrt(s / static_cast<double>(v.size()));
-}
-
-// A CUDA result against the CPU reference, with the header's tolerances for its dtype (bf16: one bf16
-// step per element, at most 2% of the elements (and one) differing; float32: 1e-4 per element, 2e-5 of
-// the norm).
-// Returns the share of differing elements (bf16) or the relative error of the norm (float32). zero: the
-// reference is zero by construction (a gradient that only an undefined dout feeds), and so must be got.
-double expect_close(const Tensor& got, const Tensor& ref, DType want, const std::string& what, bool zero = false) {
-  SCOPED_TRACE(what);
-  EXPECT_EQ(got.defined(), ref.defined());
-  if (!got.defined() || !ref.defined()) return 0;
-  EXPECT_EQ(got.device(), kGpu);
-  EXPECT_EQ(got.dtype(), want);
-  EXPECT_EQ(ref.dtype(), want);
-  EXPECT_EQ(got.shape(), ref.shape());
-  const std::vector<double> g = got.to(kCpu).to_vector<double>(), r = ref.to_vector<double>();
-  if (g.size() != r.size()) return 1;
-  const double scale = rms(r);
-  if (zero) {
-    EXPECT_EQ(scale, 0.0) << "expected zeros";
-  } else {
-    EXPECT_GT(scale, 0.0) << "the reference is all zeros: the inputs test nothing";
-  }
-  const bool bf = want == DType::bf16;
-  int64_t differ = 0, bad = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    const double d = std::fabs(g[i] - r[i]);
-    if (d != 0) ++differ;
-    const double tol = bf ? std::ldexp(std::fabs(r[i]), -7) + 1e-3 * scale : 1e-4 * (std::fabs(r[i]) + scale);
-    if (!(d <= tol) && bad++ < 5) ADD_FAILURE() << "element " << i << ": cuda " << g[i] << ", reference " << r[i];
-  }
-  EXPECT_EQ(bad, 0) << "elements outside the tolerance";
-  if (bf) {
-    const double share = g.empty() ? 0.0 : static_cast<double>(differ) / static_cast<double>(g.size());
-    EXPECT_LE(static_cast<double>(differ), 1 + 0.02 * static_cast<double>(g.size()))
-        << differ << " of " << g.size() << " elements differ from the reference";
-    return share;
-  }
-  const double e = rel_error(got.to(kCpu), ref);
-  EXPECT_LT(e, 2e-5);
-  return e;
-}
+// The header's tolerances: at most 2% of a bf16 output's elements (and one) differ; float32 1e-4 per
+// element and 2e-5 of the norm. The optional inputs' gradients (dD, dz, ddelta_bias, dinitial_state)
+// are undefined on both devices without the input.
+const test::Tolerances kTolerances{/*bf16_share=*/0.02, /*bf16_spare=*/1, /*f32_element=*/1e-4,
+                                   /*f32_norm=*/2e-5, /*undefined_ok=*/true};
 
 // Forward (with checkpoints) and backward through both paths on the GPU, the same on the CPU; every
 // output against the reference, and the two backward paths bit for bit.
@@ -231,8 +183,8 @@ void compare_with_cpu(const Config& c, uint64_t seed) {
   const SelectiveScanOutput got = kernels::selective_scan_forward(gpu, true);
   ASSERT_TRUE(got.checkpoints.defined());
   EXPECT_EQ(got.checkpoints.dtype(), DType::f32);
-  const double out_share = expect_close(got.out, ref.out, DType::bf16, "out");
-  const double last_err = expect_close(got.last_state, ref.last_state, DType::f32, "last_state");
+  const double out_share = expect_close(got.out, ref.out, DType::bf16, kTolerances, "out");
+  const double last_err = expect_close(got.last_state, ref.last_state, DType::f32, kTolerances, "last_state");
 
   const SelectiveScanGrads gref = kernels::selective_scan_backward(cpu, in.dout, in.dlast);
   const Tensor dout = on(in.dout, kGpu), dlast = on(in.dlast, kGpu);
@@ -243,7 +195,8 @@ void compare_with_cpu(const Config& c, uint64_t seed) {
     // Without dout, dy = 0: dC, dD and dz are zero.
     const bool zero = !c.dout && (f.field == &SelectiveScanGrads::dC_ssm || f.field == &SelectiveScanGrads::dD ||
                                   f.field == &SelectiveScanGrads::dz);
-    const double e = expect_close(saved.*f.field, gref.*f.field, f.bf16 ? DType::bf16 : DType::f32, f.name, zero);
+    const double e =
+        expect_close(saved.*f.field, gref.*f.field, f.bf16 ? DType::bf16 : DType::f32, kTolerances, f.name, zero);
     if (f.bf16) worst_share = std::max(worst_share, e);
     else worst_err = std::max(worst_err, e);
     EXPECT_TRUE(same_bits(saved.*f.field, recomputed.*f.field)) << f.name << ": the two backward paths differ";

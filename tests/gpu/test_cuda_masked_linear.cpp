@@ -28,24 +28,12 @@ using test::expect_error;
 using test::test_seed;
 using test::leaf;
 using test::rel_error;
+using test::uneven_ids;
 
 const Device kGpu = Device::cuda(0);
 const Device kCpu = Device::cpu();
 
 double tolerance(DType dt) { return dt == DType::f32 ? 1e-5 : 1e-12; }
-
-// Random modality ids with uneven shares (modality m drawn with weight m + 1); `absent` (if >= 0) is
-// replaced by the next modality; `sorted` puts them in order (the identity routing).
-std::vector<int32_t> random_ids(int64_t T, int64_t M, int64_t absent, bool sorted, Generator& gen) {
-  std::vector<int32_t> ids(T);
-  for (int32_t& id : ids) {
-    int64_t r = static_cast<int64_t>(gen.randint(static_cast<uint64_t>(M * (M + 1) / 2))), m = 0;
-    while (r >= m + 1) r -= ++m;
-    id = static_cast<int32_t>(m == absent ? (m + 1) % M : m);
-  }
-  if (sorted) std::sort(ids.begin(), ids.end());
-  return ids;
-}
 
 void expect_same_routing(const Routing& gpu, const Routing& cpu) {
   EXPECT_EQ(gpu.num_modalities, cpu.num_modalities);
@@ -70,7 +58,7 @@ TEST_F(Cuda, RoutingOnGpuEqualsCpu) {
                                {1001, 4, -1, true}, {300001, 3, -1, false}, {5003, 50, 7, false}};
   for (const RoutingCase& c : cases) {
     SCOPED_TRACE("T=" + std::to_string(c.T) + " M=" + std::to_string(c.M));
-    Tensor ids = from_vector<int32_t>(random_ids(c.T, c.M, c.absent, c.sorted, gen), {c.T});
+    Tensor ids = from_vector<int32_t>(uneven_ids(c.T, c.M, c.absent, c.sorted, gen), {c.T});
     for (DType dt : {DType::i32, DType::i64}) {
       Routing cpu = Routing::from_modalities(ids.to(dt), c.M);
       Routing gpu = Routing::from_modalities(ids.to(dt).to(kGpu), c.M);
@@ -162,7 +150,7 @@ TEST_F(Cuda, MaskedLinearMatchesCpu) {
       {40000, 8, 12, 1, -1, true, false},   // column sums over chunks of more than 64 rows
   };
   for (const LinearCase& s : cases) {
-    Problem p = make_problem(random_ids(s.T, s.M, s.absent, s.sorted, gen), s.M, s.In, s.Out, s.bias, gen);
+    Problem p = make_problem(uneven_ids(s.T, s.M, s.absent, s.sorted, gen), s.M, s.In, s.Out, s.bias, gen);
     Tensor ids = from_vector<int32_t>(p.ids, {s.T});
     Routing cpu_routing = Routing::from_modalities(ids, s.M);
     Routing gpu_routing = Routing::from_modalities(ids.to(kGpu), s.M);
@@ -216,7 +204,7 @@ TEST_F(Cuda, MaskedLinearRepeatsBitForBit) {
   SCOPED_TRACE(test::seed_note(seed));
   Generator gen(seed);
   const int64_t T = 4099, In = 257, Out = 96, M = 3;
-  Problem p = make_problem(random_ids(T, M, -1, false, gen), M, In, Out, true, gen);
+  Problem p = make_problem(uneven_ids(T, M, -1, false, gen), M, In, Out, true, gen);
   Routing routing = Routing::from_modalities(from_vector<int32_t>(p.ids, {T}).to(kGpu), M);
   Tensor x = p.x.to(DType::f32).to(kGpu), dy = p.dy.to(DType::f32).to(kGpu);
   std::vector<Tensor> w = to_device(p.weight, DType::f32), b = to_device(p.bias, DType::f32);
@@ -254,7 +242,7 @@ TEST_F(Cuda, MaskedLinearSplitEqualsSplitOfTheOutput) {
   for (const SplitCase& c : cases) {
     int64_t Out = 0;
     for (int64_t n : c.split) Out += n;
-    Problem p = make_problem(random_ids(c.T, c.M, -1, c.sorted, gen), c.M, c.In, Out, c.bias, gen);
+    Problem p = make_problem(uneven_ids(c.T, c.M, -1, c.sorted, gen), c.M, c.In, Out, c.bias, gen);
     Routing routing = Routing::from_modalities(from_vector<int32_t>(p.ids, {c.T}).to(kGpu), c.M);
     for (DType dt : {DType::f32, DType::f64}) {
       SCOPED_TRACE(std::string(dtype_name(dt)) + " T=" + std::to_string(c.T) +
@@ -301,7 +289,7 @@ TEST_F(Cuda, MaskedLinearGroupedRowsEqualPermutedPlainOp) {
   for (const OrderCase& c : cases) {
     int64_t Out = 0;
     for (int64_t n : c.split) Out += n;
-    Problem p = make_problem(random_ids(c.T, c.M, -1, false, gen), c.M, c.In, Out, c.bias, gen);
+    Problem p = make_problem(uneven_ids(c.T, c.M, -1, false, gen), c.M, c.In, Out, c.bias, gen);
     Routing routing = Routing::from_modalities(from_vector<int32_t>(p.ids, {c.T}).to(kGpu), c.M);
     for (DType dt : {DType::f32, DType::f64}) {
       Tensor x = p.x.to(dt).to(kGpu), dy = p.dy.to(dt).to(kGpu);
