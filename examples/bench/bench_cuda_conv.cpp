@@ -11,6 +11,8 @@
 // A row "copy of x" times a cudaMemcpyAsync of x itself, on the same floor: the fixed costs of a pass
 // of this size, beside those of the kernels.
 // Targets: the forward within 1.10x of its floor (a copy of x), forward + backward within 1.15x.
+// The same in bf16 (mixed precision: x, y, dy, dx and the window bf16, 2 bytes each; weight, bias and
+// their gradients float32): the forward within 1.15x of its floor, forward + backward within 1.3x.
 // Rows print the median over the timed runs (CUDA events on the framework's stream, after a warm-up).
 // Inputs are random, never zeros.
 //
@@ -46,6 +48,7 @@ namespace {
 
 const Device kGpu = Device::cuda(0);
 constexpr double kForwardTarget = 1.10, kBothTarget = 1.15;  // x floor
+constexpr double kBf16ForwardTarget = 1.15, kBf16BothTarget = 1.30;
 
 struct Row {
   const char* name;
@@ -92,15 +95,28 @@ int main(int argc, char** argv) {
     kernels::causal_conv1d_backward({x, weight, bias, Tensor(), docs, true}, dy, Tensor());
   });
 
+  // bf16: the sequence tensors half the bytes, the parameters as they are.
+  const Tensor xh = x.to(DType::bf16), dyh = dy.to(DType::bf16);
+  const double fwd_bytes_h = x_bytes + param_bytes + double(B) * (W - 1) * E * 2;
+  const double bwd_bytes_h = 1.5 * x_bytes + 2 * param_bytes;
+  const double fwd_h =
+      median_ms(runs, [&] { kernels::causal_conv1d_forward({xh, weight, bias, Tensor(), Tensor(), true}); });
+  const double both_h = median_ms(runs, [&] {
+    kernels::causal_conv1d_forward({xh, weight, bias, Tensor(), Tensor(), true});
+    kernels::causal_conv1d_backward({xh, weight, bias, Tensor(), Tensor(), true}, dyh, Tensor());
+  });
+
   const Row rows[] = {
       {"copy of x", copy_x.ms, 2 * x_bytes, 0},
       {"forward", fwd_ms, fwd_bytes, kForwardTarget},
       {"backward", bwd_ms, bwd_bytes, 0},
       {"forward+backward", both_ms, fwd_bytes + bwd_bytes, kBothTarget},
       {"  docs 64-512", both_docs_ms, fwd_bytes + bwd_bytes, 0},
+      {"bf16 forward", fwd_h, fwd_bytes_h, kBf16ForwardTarget},
+      {"bf16 fwd+bwd", both_h, fwd_bytes_h + bwd_bytes_h, kBf16BothTarget},
   };
   cuda::MemoryStats stats = cuda::memory_stats(0);
-  std::printf("bench_cuda_conv: float32 B=%lld L=%lld E=%lld W=%lld, bias, SiLU; median of %d runs; "
+  std::printf("bench_cuda_conv: float32 and bf16, B=%lld L=%lld E=%lld W=%lld, bias, SiLU; median of %d runs; "
               "peak device memory %.2f GiB\n",
               static_cast<long long>(B), static_cast<long long>(L), static_cast<long long>(E),
               static_cast<long long>(W), runs, stats.peak / double(1 << 30));
@@ -118,6 +134,9 @@ int main(int argc, char** argv) {
   std::printf("targets (x floor): forward <= %.2fx %s, forward+backward <= %.2fx %s\n", kForwardTarget,
               bench::verdict(rows[1].ms / copy.floor_ms(rows[1].bytes), kForwardTarget), kBothTarget,
               bench::verdict(rows[3].ms / copy.floor_ms(rows[3].bytes), kBothTarget));
+  std::printf("bf16 targets (x floor): forward <= %.2fx %s, forward+backward <= %.2fx %s\n", kBf16ForwardTarget,
+              bench::verdict(rows[5].ms / copy.floor_ms(rows[5].bytes), kBf16ForwardTarget), kBf16BothTarget,
+              bench::verdict(rows[6].ms / copy.floor_ms(rows[6].bytes), kBf16BothTarget));
   std::printf("documents of 64-512 tokens (%lld): forward+backward %.3fx the plain rows, <= %.2fx %s\n",
               static_cast<long long>(bench::count_documents(docs)), both_docs_ms / both_ms, bench::kDocumentsTarget,
               both_docs_ms / both_ms <= bench::kDocumentsTarget ? "met" : "MISSED");

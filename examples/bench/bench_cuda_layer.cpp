@@ -13,11 +13,11 @@
 // parameters, x, dy and the Routing): activations, saved tensors, scratch and the gradients.
 //
 // Floor: the GEMM FLOPs of forward + backward (in_proj, x_proj, dt_proj, out_proj; the backward twice
-// the forward) over cuBLAS's float32 GEMM rate measured in this run at in_proj's forward shape
-// (T x 768 -> 3072, the block's largest GEMM), full float32 for the TF32-off rows, TF32 for the TF32
-// rows and bf16 for the bf16 rows (examples/bench/cuda_timing.h). It counts every FLOP at the rate of the largest GEMM, while
-// the skinny x_proj and dt_proj GEMMs run slower and the scan, the conv and the elementwise work come on
-// top: `x floor` says how far the block is from its GEMMs alone, and has no target.
+// the forward) over cuBLAS's GEMM rate measured in this run at in_proj's forward shape (T x 768 ->
+// 3072, the block's largest GEMM): full float32 for the TF32-off rows, TF32 for the TF32 rows and bf16
+// for the bf16 rows (examples/bench/cuda_timing.h). It counts every FLOP at the rate of the largest
+// GEMM, while the skinny x_proj and dt_proj GEMMs run slower and the scan, the conv and the elementwise
+// work come on top: `x floor` says how far the block is from its GEMMs alone, and has no target.
 // Targets (the same on every GPU): the MoM block within 1.15x of the dense block's time in the same
 // run, TF32 off and allowed, and at most 1000 MiB of peak memory beyond its inputs. The MoM block also
 // runs its tokens as packed documents of 64-512 tokens (doc_start, TF32 allowed, where the scan and the

@@ -15,6 +15,9 @@
 // reach about 3.3x and 5.5x on an H200, so the targets hold with a little margin and a slowdown of
 // 6-9% there shows as MISSED. At L=2048 the same tokens also run as packed documents of 64-512 tokens
 // (doc_start): those rows print their time as a multiple of the plain rows' too, target <= 1.05x.
+// And in bf16 (mixed precision: u, delta, B, C, z, out and their gradients bf16; A, D, delta_bias and
+// the state float32), whose floors count 2 bytes for each bf16 element: targets, the forward within
+// 2.2x of its floor, forward + backward within 3x.
 //
 // Usage: bench_cuda_scan [runs]   (default 30)
 #include <cstdio>
@@ -51,6 +54,7 @@ namespace {
 const Device kGpu = Device::cuda(0);
 constexpr int64_t kTargetL = 2048;
 constexpr double kForwardTarget = 3.5, kBothTarget = 6.0;  // x floor, at L = kTargetL
+constexpr double kBf16ForwardTarget = 2.2, kBf16BothTarget = 3.0;  // the same in bf16
 
 // A pass's floor: the larger of its byte floor and its exponential floor, and which one that is.
 struct Floor {
@@ -73,7 +77,8 @@ int main(int argc, char** argv) {
   }
   const bench::Rate copy = bench::copy_rate(runs);
   const bench::Rate exp2 = bench::exp2_rate(runs);
-  std::printf("bench_cuda_scan: float32, z, D, delta_bias, softplus; median of %d runs\n", runs);
+  std::printf("bench_cuda_scan: float32 (and bf16 at L=%lld), z, D, delta_bias, softplus; median of %d runs\n",
+              static_cast<long long>(kTargetL), runs);
   std::printf("GPU: %s\n", bench::device_name().c_str());
   char exp2_how[40] = "computed: SMs x 16 per clock x clock";
   if (exp2.ms > 0) std::snprintf(exp2_how, sizeof exp2_how, "%.3f ms", exp2.ms);
@@ -83,7 +88,7 @@ int main(int argc, char** argv) {
 
   Generator gen(7);
   const int64_t B = 8, E = 1536, N = 16;
-  bool forward_met = true, both_met = true, docs_met = true;
+  bool forward_met = true, both_met = true, docs_met = true, bf16_met = true;
   std::printf("%-22s %-8s %9s %9s %8s %-10s %s\n", "shape", "pass", "ms", "floor ms", "x floor", "bound", "target");
   for (const int64_t L : {int64_t(512), int64_t(2048), int64_t(8192)}) {
     kernels::SelectiveScanParams p;
@@ -145,6 +150,26 @@ int main(int argc, char** argv) {
         std::printf("%-22s %-8s %9.3f %9.3f %8.2f %-10s %.3fx plain, <= %.2fx %s\n", "  docs 64-512", pass, ms, floor,
                     ms / floor, "", ms / plain, bench::kDocumentsTarget, met ? "met" : "MISSED");
       }
+      // The same tokens in bf16: the sequence tensors 2 bytes, the parameters and states 4.
+      kernels::SelectiveScanParams h = p;
+      for (Tensor* t : {&h.u, &h.delta, &h.B_ssm, &h.C_ssm, &h.z}) *t = t->to(DType::bf16);
+      const Tensor dout_h = dout.to(DType::bf16);
+      const Floor fwd_floor_h = pass_floor(2.0 * (4 * ble + 2 * bln) + 4.0 * (en + 2 * E + ben), exps, copy, exp2);
+      const Floor bwd_floor_h = pass_floor(2.0 * (7 * ble + 4 * bln) + 4.0 * (2 * en + 4 * E), exps, copy, exp2);
+      const double fwd_h = median_ms(runs, [&] { kernels::selective_scan_forward(h); });
+      const double both_h = median_ms(runs, [&] {
+        kernels::SelectiveScanOutput r = kernels::selective_scan_forward(h, true);
+        kernels::selective_scan_backward(h, dout_h, Tensor(), r.checkpoints);
+      });
+      const double both_floor_h = fwd_floor_h.ms + bwd_floor_h.ms;
+      for (auto [pass, ms, f32_ms, floor, bound, target] :
+           {std::tuple{"fwd", fwd_h, fwd, fwd_floor_h.ms, fwd_floor_h.bound, kBf16ForwardTarget},
+            {"fwd+bwd", both_h, both, both_floor_h, bwd_floor_h.bound, kBf16BothTarget}}) {
+        const bool met = ms / floor <= target;
+        bf16_met = bf16_met && met;
+        std::printf("%-22s %-8s %9.3f %9.3f %8.2f %-10s <= %.1fx %s; %.2fx faster than float32\n", "  bf16", pass, ms,
+                    floor, ms / floor, bound, target, met ? "met" : "MISSED", f32_ms / ms);
+      }
     }
   }
   std::printf("\ntargets (L=%lld, x floor): forward <= %.1fx %s, forward+backward <= %.1fx %s\n",
@@ -152,6 +177,8 @@ int main(int argc, char** argv) {
               both_met ? "met" : "MISSED");
   std::printf("documents of 64-512 tokens: <= %.2fx the plain rows %s\n", bench::kDocumentsTarget,
               docs_met ? "met" : "MISSED");
+  std::printf("bf16 (L=%lld, x floor): forward <= %.1fx, forward+backward <= %.1fx %s\n",
+              static_cast<long long>(kTargetL), kBf16ForwardTarget, kBf16BothTarget, bf16_met ? "met" : "MISSED");
   return 0;
 }
 
