@@ -66,18 +66,6 @@ Problem make_problem(std::vector<int32_t> ids, int64_t M, int64_t In, int64_t Ou
   return p;
 }
 
-// Uneven modality ids: modality m is drawn with weight m + 1; `absent` (if >= 0) is replaced by the next one.
-std::vector<int32_t> uneven_ids(int64_t T, int64_t M, int64_t absent, uint64_t seed) {
-  Generator gen(seed);
-  std::vector<int32_t> ids(T);
-  for (int32_t& id : ids) {
-    int64_t r = static_cast<int64_t>(gen.randint(static_cast<uint64_t>(M * (M + 1) / 2))), m = 0;
-    while (r >= m + 1) r -= ++m;
-    id = static_cast<int32_t>(m == absent ? (m + 1) % M : m);
-  }
-  return ids;
-}
-
 // The reference: every expert over all tokens (M dense products in f64), then each token's own row.
 struct Reference {
   std::vector<double> y, dx;
@@ -134,7 +122,9 @@ TEST(MaskedLinear, ForwardAndBackwardMatchDenseSelectReference) {
   for (DType dt : {DType::f64, DType::f32}) {
     const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
     for (const LinearShape& s : shapes) {
-      Problem p = make_problem(uneven_ids(s.T, s.M, s.absent, s.T + s.M), s.M, s.In, s.Out, s.bias, dt, s.T * 7 + s.M);
+      Generator id_gen(s.T + s.M);
+      Problem p = make_problem(test::uneven_ids(s.T, s.M, s.absent, false, id_gen), s.M, s.In, s.Out, s.bias, dt,
+                               s.T * 7 + s.M);
       Routing routing = Routing::from_modalities(from_vector<int32_t>(p.ids, {s.T}), s.M);
       Reference r = reference(p);
       Tensor y = kernels::masked_linear_forward(p.x, routing, p.weight, p.b);
