@@ -43,10 +43,13 @@ finish() {
 }
 
 # ---- dependencies ----
+# libpng is optional to the build (without it `mom generate` writes PPM only): a system without png.h
+# still suffices when .deps holds no libpng-dev to supply it.
 have_system_deps() {
   [ -f /usr/include/gtest/gtest.h ] && [ -f /usr/include/CLI/CLI.hpp ] && [ -f /usr/include/nlohmann/json.hpp ] &&
     { [ -f /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || [ -f /usr/include/openblas/cblas.h ] ||
-      [ -f /usr/include/cblas.h ]; }
+      [ -f /usr/include/cblas.h ]; } &&
+    { [ -f /usr/include/png.h ] || ! ls .deps/libpng-dev_*.deb >/dev/null 2>&1; }
 }
 unpack_deb() {  # dpkg-deb when there is one, else ar + tar
   if command -v dpkg-deb >/dev/null; then

@@ -3,7 +3,7 @@
 # command to run and stops. Nothing is downloaded except through apt from Debian's archive.
 set -euo pipefail
 
-packages=(cmake make g++ libgtest-dev libcli11-dev libopenblas-dev nlohmann-json3-dev)
+packages=(cmake make g++ libgtest-dev libcli11-dev libopenblas-dev nlohmann-json3-dev libpng-dev)
 # Wanted, not required: the OpenMP build of OpenBLAS (see cmake/dependencies.cmake). Installed along
 # with the rest when we are root; otherwise the build uses the default OpenBLAS and says so.
 wanted=(libopenblas-openmp-dev)

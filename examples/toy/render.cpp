@@ -5,6 +5,10 @@
 #include <cstring>
 #include <fstream>
 
+#ifdef MOM_WITH_PNG
+#include <png.h>
+#endif
+
 #include "core/error.h"
 #include "examples/toy/vocab.h"
 #include "examples/toy/world.h"
@@ -16,6 +20,9 @@ namespace {
 constexpr int32_t kMaxScale = 64;
 constexpr unsigned char kBackgroundRgb[3] = {245, 245, 245};
 constexpr unsigned char kInvalidRgb[3] = {128, 128, 128};
+constexpr unsigned char kSeparatorRgb[3] = {40, 40, 40};
+// More than `mom generate --samples` asks for; at the largest scale, a grid of about 1 GB.
+constexpr int32_t kMaxGridImages = 1024;
 constexpr unsigned char kColourRgb[kNumColours][3] = {
     {220, 40, 40}, {40, 170, 60}, {40, 80, 220}, {235, 200, 30}, {150, 60, 200}, {245, 130, 20}};
 
@@ -38,6 +45,14 @@ char pixel_char(int32_t t) {
   if (t == kPixelBackground) return '.';
   if (is_pixel(t)) return kColourNames[t - kPixelColourBegin][0];
   return '?';
+}
+
+void write_bytes(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary);
+  MOM_CHECK(out.good(), "render", path << ": cannot open for writing: " << std::strerror(errno));
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  out.close();
+  MOM_CHECK(out.good(), "render", path << ": write failed");
 }
 
 void join(std::string& out, const std::string& word) {
@@ -94,23 +109,70 @@ std::string render_image_ascii(const std::vector<int32_t>& pixels) {
 void write_image_ppm(const std::string& path, const std::vector<int32_t>& pixels, int scale) {
   MOM_CHECK(scale >= 1 && scale <= kMaxScale, "render",
             path << ": scale " << scale << " is not in [1, " << kMaxScale << "]");
-  std::vector<int32_t> image = fit_image(pixels);
-  const int side = kImageSide * scale;
-  std::string data = "P6\n" + std::to_string(side) + " " + std::to_string(side) + "\n255\n";
-  for (int y = 0; y < side; ++y)
-    for (int x = 0; x < side; ++x) {
-      int32_t t = image[(y / scale) * kImageSide + x / scale];
-      const unsigned char* rgb = t == kPixelBackground ? kBackgroundRgb
-                                 : is_pixel(t)         ? kColourRgb[t - kPixelColourBegin]
-                                                       : kInvalidRgb;
-      data.append(reinterpret_cast<const char*>(rgb), 3);
-    }
-  std::ofstream out(path, std::ios::binary);
-  MOM_CHECK(out.good(), "render", path << ": cannot open for writing: " << std::strerror(errno));
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-  out.close();
-  MOM_CHECK(out.good(), "render", path << ": write failed");
+  write_ppm(path, image_grid({pixels}, scale));
 }
+
+Raster image_grid(const std::vector<std::vector<int32_t>>& images, int scale) {
+  MOM_CHECK(scale >= 1 && scale <= kMaxScale, "render", "scale " << scale << " is not in [1, " << kMaxScale << "]");
+  MOM_CHECK(!images.empty() && images.size() <= static_cast<size_t>(kMaxGridImages), "render",
+            "a grid of " << images.size() << " images is not in [1, " << kMaxGridImages << "]");
+  const int n = static_cast<int>(images.size()), side = kImageSide * scale;
+  Raster out;
+  out.width = n * side + n - 1;
+  out.height = side;
+  out.rgb.resize(static_cast<size_t>(out.width) * out.height * 3);
+  for (int i = 0; i < n; ++i) {
+    std::vector<int32_t> image = fit_image(images[i]);
+    const int x0 = i * (side + 1);
+    for (int y = 0; y < side; ++y) {
+      for (int x = 0; x < side; ++x) {
+        int32_t t = image[(y / scale) * kImageSide + x / scale];
+        const unsigned char* rgb = t == kPixelBackground ? kBackgroundRgb
+                                   : is_pixel(t)         ? kColourRgb[t - kPixelColourBegin]
+                                                         : kInvalidRgb;
+        std::copy(rgb, rgb + 3, &out.rgb[(static_cast<size_t>(y) * out.width + x0 + x) * 3]);
+      }
+      if (i + 1 < n)
+        std::copy(kSeparatorRgb, kSeparatorRgb + 3, &out.rgb[(static_cast<size_t>(y) * out.width + x0 + side) * 3]);
+    }
+  }
+  return out;
+}
+
+void write_ppm(const std::string& path, const Raster& raster) {
+  std::string data = "P6\n" + std::to_string(raster.width) + " " + std::to_string(raster.height) + "\n255\n";
+  data.append(reinterpret_cast<const char*>(raster.rgb.data()), raster.rgb.size());
+  write_bytes(path, data);
+}
+
+#ifdef MOM_WITH_PNG
+bool png_supported() { return true; }
+
+void write_png(const std::string& path, const Raster& raster) {
+  // libpng's simplified API: it handles its own error recovery (setjmp) inside, and reports by message.
+  png_image image;
+  std::memset(&image, 0, sizeof image);
+  image.version = PNG_IMAGE_VERSION;
+  image.width = static_cast<png_uint_32>(raster.width);
+  image.height = static_cast<png_uint_32>(raster.height);
+  image.format = PNG_FORMAT_RGB;
+  png_alloc_size_t size = 0;
+  bool ok = png_image_write_get_memory_size(image, size, 0, raster.rgb.data(), 0, nullptr);
+  std::string data(ok ? size : 0, '\0');
+  ok = ok && png_image_write_to_memory(&image, data.data(), &size, 0, raster.rgb.data(), 0, nullptr);
+  std::string message = image.message;
+  png_image_free(&image);
+  MOM_CHECK(ok, "render", path << ": libpng cannot encode the image: " << message);
+  data.resize(size);
+  write_bytes(path, data);
+}
+#else
+bool png_supported() { return false; }
+
+void write_png(const std::string& path, const Raster&) {
+  MOM_THROW("render", path << ": built without libpng: install libpng-dev (apt-get install libpng-dev) and rebuild");
+}
+#endif
 
 std::string render_document(const std::vector<int32_t>& document) {
   std::string out;
