@@ -1,4 +1,6 @@
-// `mom compare RUN_A RUN_B`: FLOPs for A to reach B's final eval loss, per modality, and an SVG plot.
+// `mom compare RUN_A RUN_B`: FLOPs for A to reach B's final eval loss, per modality, the FLOPs at which
+// each run's greedy generation first gets 90% of a task exact (where its log has accuracies), and an
+// SVG plot.
 // The two runs must have been evaluated on the same held-out set; other differences of their configs
 // besides the model's shape are printed, so that a table is never read as what it is not.
 #include <cstdio>
@@ -55,7 +57,8 @@ std::vector<std::string> check_comparable(const std::string& a, const std::strin
 
 void add_compare_command(CLI::App& app, int& exit_code) {
   auto a = std::make_shared<std::string>(), b = std::make_shared<std::string>(), svg = std::make_shared<std::string>();
-  CLI::App* cmd = app.add_subcommand("compare", "FLOPs-to-match of run A against run B, per modality, and a loss plot");
+  CLI::App* cmd = app.add_subcommand("compare", "FLOPs-to-match of run A against run B, per modality, FLOPs to 90% "
+                                                "generation accuracy per task, and a loss plot");
   cmd->add_option("run_a", *a, "run directory A (e.g. runs/mom)")->required();
   cmd->add_option("run_b", *b, "run directory B (e.g. runs/dense)")->required();
   cmd->add_option("--svg", *svg, "plot path (default: <run_a>/compare.svg)");
@@ -66,6 +69,7 @@ void add_compare_command(CLI::App& app, int& exit_code) {
     if (name_a == name_b) name_a = "A", name_b = "B";
     std::printf("%s",
                 toy::format_match_table(toy::flops_to_match(curve_a, curve_b, modalities), name_a, name_b).c_str());
+    std::printf("%s", toy::format_accuracy_table(toy::flops_to_accuracy(curve_a, curve_b), name_a, name_b).c_str());
     std::string path = svg->empty() ? (std::filesystem::path(*a) / "compare.svg").string() : *svg;
     toy::write_loss_svg(path, curve_a, curve_b, modalities, name_a, name_b);
     std::printf("plot: %s\n", path.c_str());

@@ -2,8 +2,8 @@
 //
 // With --resume the run's own config.json is the starting point and only the flags given on the
 // command line change it; the trainer then refuses any change a resumed run cannot make (anything
-// but --steps, --stop-at, --lr, --clip, --device, --tf32, --precision, --save-dtype and the reporting
-// cadences), naming the flag.
+// but --steps, --stop-at, --lr, --clip, --device, --tf32, --precision, --save-dtype, --accuracy-docs and
+// the reporting cadences), naming the flag.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -105,12 +105,16 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->check(limit("--eval-batches"))->capture_default_str();
   add("--ckpt-every", &TC::ckpt_every, "steps between checkpoints")->check(limit("--ckpt-every"))->capture_default_str();
   add("--log-every", &TC::log_every, "steps between progress lines")->check(limit("--log-every"))->capture_default_str();
+  add("--accuracy-docs", &TC::accuracy_docs,
+      "held-out scenes on which every evaluation scores greedy generation (caption -> image, caption -> speech, "
+      "image -> caption, speech -> caption; toy vocabulary only); 0: off")
+      ->check(limit("--accuracy-docs"))->capture_default_str();
   add("--stop-at", &TC::stop_at, "stop after this step (checkpointed); finish later with --resume")
       ->check(limit("--stop-at"));
   cmd->add_flag("--resume", c->resume,
                 "continue the run in --out from its checkpoint, with its config; flags given change it where a "
                 "resumed run can (--steps, --stop-at, --lr, --clip, --device, --tf32, --precision, --save-dtype, "
-                "--eval-every, --ckpt-every, --log-every)");
+                "--eval-every, --ckpt-every, --log-every, --accuracy-docs)");
   cmd->add_flag("--quiet", c->quiet, "no progress lines");
   bound->push_back({cmd->add_flag("--no-shuffle{false}", c->shuffle,
                                   "read a token file in its order (by default each pass reads its documents, which "
@@ -127,8 +131,10 @@ void add_train_command(CLI::App& app, int& exit_code) {
     }
     toy::TrainResult r = toy::train(config);
     if (!config.quiet && r.steps == config.steps)
-      std::printf("done: %lld steps, final eval %s; run in %s\n", static_cast<long long>(r.steps),
-                  toy::format_losses(r.last_eval, r.modalities).c_str(), config.out.c_str());
+      std::printf("done: %lld steps, final eval %s%s; run in %s\n", static_cast<long long>(r.steps),
+                  toy::format_losses(r.last_eval, r.modalities).c_str(),
+                  r.last_generation ? (" | " + toy::format_generation_accuracy(*r.last_generation)).c_str() : "",
+                  config.out.c_str());
     exit_code = 0;
   });
 }

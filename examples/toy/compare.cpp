@@ -42,6 +42,11 @@ std::vector<EvalPoint> read_eval_curve(const std::string& run_dir, const std::ve
     if (r.value("kind", "") != "eval") continue;
     EvalPoint p;
     p.flops = r.value("flops", 0.0);
+    p.time = r.value("time", 0.0);
+    for (size_t k = 0; k < kTasks.size(); ++k) {
+      const std::string key = std::string("acc_") + task_key(kTasks[k]);
+      p.accuracy[k] = r.contains(key) && r[key].is_number() ? r[key].get<double>() : kNaN;
+    }
     for (size_t i = 0; i <= modalities.size(); ++i) {
       const std::string key = key_of(i, modalities);
       p.loss.push_back(r.contains(key) && r[key].is_number() ? r[key].get<double>() : kNaN);
@@ -88,6 +93,68 @@ std::string format_match_table(const std::vector<MatchRow>& rows, const std::str
                                                        : "not reached";
     std::snprintf(line, sizeof line, "%-8s %14.4f %14.4f   %s\n", r.name.c_str(), r.final_a, r.final_b, frac.c_str());
     out += line;
+  }
+  return out;
+}
+
+std::vector<AccuracyRow> flops_to_accuracy(const std::vector<EvalPoint>& a, const std::vector<EvalPoint>& b,
+                                           double bar) {
+  // Whether the run measured the task, and where it first reached the bar.
+  auto first = [bar](const std::vector<EvalPoint>& run, size_t k, bool& measured, double& flops, double& time) {
+    measured = false;
+    flops = time = kNaN;
+    for (const EvalPoint& p : run) {
+      if (std::isnan(p.accuracy[k])) continue;
+      measured = true;
+      if (p.accuracy[k] >= bar) {
+        flops = p.flops;
+        time = p.time;
+        return;
+      }
+    }
+  };
+  std::vector<AccuracyRow> rows;
+  for (size_t k = 0; k < kTasks.size(); ++k) {
+    AccuracyRow r{kTasks[k]};
+    first(a, k, r.measured_a, r.flops_a, r.time_a);
+    first(b, k, r.measured_b, r.flops_b, r.time_b);
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+std::string format_accuracy_table(const std::vector<AccuracyRow>& rows, const std::string& name_a,
+                                  const std::string& name_b, double bar) {
+  if (std::none_of(rows.begin(), rows.end(), [](const AccuracyRow& r) { return r.measured_a || r.measured_b; }))
+    return "";
+  auto cell = [](bool measured, double flops, double time) -> std::string {
+    if (!measured) return "";
+    if (std::isnan(flops)) return "not reached";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.3g (%.0f s)", flops, time);
+    return buf;
+  };
+  const std::string ratio_head = name_a + " / " + name_b;
+  std::string out;
+  char line[256];
+  std::snprintf(line, sizeof line, "greedy generation on held-out scenes: training FLOPs (seconds) at the first eval "
+                "with %.0f%% exact\n", 100 * bar);
+  out += line;
+  std::snprintf(line, sizeof line, "%-18s %-22s %-22s %s\n", "", name_a.c_str(), name_b.c_str(), ratio_head.c_str());
+  out += line;
+  for (const AccuracyRow& r : rows) {
+    std::string ratio;
+    if (!std::isnan(r.flops_a) && !std::isnan(r.flops_b)) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.2f", r.flops_a / r.flops_b);
+      ratio = buf;
+    }
+    std::snprintf(line, sizeof line, "%-18s %-22s %-22s %s", task_name(r.task),
+                  cell(r.measured_a, r.flops_a, r.time_a).c_str(), cell(r.measured_b, r.flops_b, r.time_b).c_str(),
+                  ratio.c_str());
+    std::string text = line;
+    text.erase(text.find_last_not_of(' ') + 1);
+    out += text + "\n";
   }
   return out;
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "autograd/grad_mode.h"
+#include "autograd/ops.h"
 #include "core/error.h"
 #include "examples/toy/vocab.h"
 #include "examples/toy/world.h"
@@ -56,27 +57,194 @@ int32_t sample_token(const float* logits, int64_t vocab_size, const std::vector<
 
 namespace {
 
-// Where a row is: feeding its prompt, drawing pixels, drawing speech, or done.
-struct Row {
-  std::vector<int32_t> prompt;  // <bos> <text> caption <image>
-  size_t fed = 0;               // prompt tokens fed so far
-  bool speech_started = false;  // <speech> fed
-  bool done = false;
-  int32_t next = kBos;          // the token this row feeds at the next position
-  SceneSample out;
+// A row's sequence: parts, each tokens to feed and then a segment to draw. continue_prompts is one part
+// (the prompt, its continuation); generate_from_captions two (the caption prompt and the pixels, then
+// <speech> and the units), so that the speech follows the image in the same state. A stop token ends the
+// row, whatever parts follow.
+struct Part {
+  std::vector<int32_t> feed;
+  const SegmentSpec* draw;
+  std::vector<TokenRange> candidates;  // draw->allowed, then draw->stop
 };
 
+// Where a row is in its parts.
+struct Row {
+  const std::vector<Part>* parts = nullptr;
+  size_t part = 0, fed = 0;       // the part, and how many of its feed tokens went in
+  bool segment_over = false;      // the part's segment ended (its length or a last token)
+  bool done = false;
+  int32_t next = kPad;            // the token this row feeds at the next position
+  std::vector<std::vector<int32_t>> out;  // the kept tokens of each part
+};
+
+bool contains(const std::vector<int32_t>& tokens, int32_t t) {
+  return std::find(tokens.begin(), tokens.end(), t) != tokens.end();
+}
+
+bool allows(const std::vector<TokenRange>& ranges, int32_t t) {
+  return std::any_of(ranges.begin(), ranges.end(), [t](const TokenRange& r) { return t >= r.begin && t < r.end; });
+}
+
+void check_spec(const SegmentSpec& s, int64_t V, size_t index) {
+  MOM_CHECK(s.max_length >= 0, "generate", "segment spec " << index << ": max_length " << s.max_length << " is negative");
+  MOM_CHECK(!s.allowed.empty() || !s.stop.empty() || s.max_length == 0, "generate",
+            "segment spec " << index << " allows no token");
+  for (const TokenRange& r : s.allowed)
+    MOM_CHECK(r.begin >= 0 && r.begin <= r.end && r.end <= V, "generate",
+              "segment spec " << index << ": allowed tokens [" << r.begin << ", " << r.end
+                              << ") are outside the vocabulary [0, " << V << ")");
+  for (int32_t t : s.stop) {
+    MOM_CHECK(t >= 0 && t < V, "generate",
+              "segment spec " << index << ": stop token " << t << " is outside the vocabulary [0, " << V << ")");
+    MOM_CHECK(!allows(s.allowed, t), "generate",
+              "segment spec " << index << ": stop token " << t << " is also an allowed token (it would be drawn twice)");
+  }
+  for (int32_t t : s.last)
+    MOM_CHECK(allows(s.allowed, t), "generate",
+              "segment spec " << index << ": last token " << t << " is not among the allowed tokens");
+}
+
+// What the row feeds after the token it just fed (whose logits are l): the next feed token, or a token
+// drawn for its segment, or nothing (done).
+void advance(Row& row, const float* l, int64_t V, const SamplingOptions& options, Generator& gen) {
+  while (true) {
+    const Part& p = (*row.parts)[row.part];
+    if (row.fed < p.feed.size()) {
+      row.next = p.feed[row.fed++];
+      return;
+    }
+    std::vector<int32_t>& out = row.out[row.part];
+    const bool last_part = row.part + 1 == row.parts->size();
+    if (!row.segment_over && static_cast<int64_t>(out.size()) < p.draw->max_length) {
+      const int32_t t = sample_token(l, V, p.candidates, options, gen);
+      if (contains(p.draw->stop, t)) {
+        row.done = true;
+        return;
+      }
+      out.push_back(t);
+      row.next = t;
+      if (p.draw->abandon && p.draw->abandon(out)) {
+        row.done = true;
+        return;
+      }
+      row.segment_over = contains(p.draw->last, t) || static_cast<int64_t>(out.size()) == p.draw->max_length;
+      row.done = row.segment_over && last_part;  // nothing depends on feeding the row's final token
+      return;
+    }
+    if (last_part) {
+      row.done = true;
+      return;
+    }
+    ++row.part;
+    row.fed = 0;
+    row.segment_over = false;
+  }
+}
+
+// Runs the rows' parts as one batch: one step call per position until every row is done. A row that is
+// done leaves the batch (its rows of every layer's state are dropped), so that a position costs the rows
+// still running, not all of them.
+std::vector<std::vector<std::vector<int32_t>>> run_rows(const nn::MambaLM& model,
+                                                        const std::vector<std::vector<Part>>& plans,
+                                                        const SamplingOptions& options, Generator& gen,
+                                                        int64_t doc_token) {
+  const Vocab& vocab = toy_vocab();
+  const int64_t V = model.config().vocab_size;
+  const int64_t B = static_cast<int64_t>(plans.size());
+  std::vector<Row> rows(B);
+  for (int64_t r = 0; r < B; ++r) {
+    rows[r].parts = &plans[r];
+    rows[r].out.resize(plans[r].size());
+    rows[r].next = plans[r].front().feed.front();
+    rows[r].fed = 1;
+  }
+
+  NoGradGuard no_grad;
+  const Device device = model.embedding->weight.device();
+  nn::LMState state = model.allocate_state(B);
+  std::vector<int64_t> active(B);  // the rows of the batch, in row order: the state's rows
+  for (int64_t r = 0; r < B; ++r) active[r] = r;
+  while (!active.empty()) {
+    const int64_t n = static_cast<int64_t>(active.size());
+    std::vector<int64_t> tokens(n);
+    std::vector<int32_t> modalities(n);
+    std::vector<uint8_t> starts(n);
+    for (int64_t i = 0; i < n; ++i) {
+      tokens[i] = rows[active[i]].next;
+      modalities[i] = vocab.modality_of(static_cast<int32_t>(tokens[i]));
+      starts[i] = tokens[i] == doc_token;
+    }
+    Tensor start = doc_token >= 0 ? from_vector<uint8_t>(starts, {n}).to(DType::boolean).to(device) : Tensor();
+    std::vector<float> logits = model
+                                    .step(from_vector<int64_t>(tokens, {n}).to(device),
+                                          from_vector<int32_t>(modalities, {n}).to(device), state, start)
+                                    .to_vector<float>();
+    std::vector<int64_t> kept, running;  // positions in the batch, and rows, of the rows not done
+    for (int64_t i = 0; i < n; ++i) {
+      advance(rows[active[i]], logits.data() + i * V, V, options, gen);
+      if (!rows[active[i]].done) {
+        kept.push_back(i);
+        running.push_back(active[i]);
+      }
+    }
+    if (!running.empty() && running.size() < active.size()) {
+      const Tensor index = from_vector<int64_t>(kept, {static_cast<int64_t>(kept.size())}).to(device);
+      for (nn::MambaLayerState& layer : state) {
+        layer.conv_window = index_select(layer.conv_window, 0, index);
+        layer.ssm = index_select(layer.ssm, 0, index);
+      }
+    }
+    active = std::move(running);
+  }
+  std::vector<std::vector<std::vector<int32_t>>> out;
+  for (Row& row : rows) out.push_back(std::move(row.out));
+  return out;
+}
+
+void check_toy_model(const nn::MambaLM& model) {
+  const int64_t V = model.config().vocab_size;
+  MOM_CHECK(V == toy_vocab().size, "generate", "the model has " << V << " token ids, the toy vocabulary "
+                                                                << toy_vocab().size << ": it was not trained on it");
+}
+
+Part make_part(std::vector<int32_t> feed, const SegmentSpec& draw) {
+  Part p{std::move(feed), &draw, draw.allowed};
+  for (int32_t t : draw.stop) p.candidates.push_back({t, t + 1});
+  return p;
+}
+
 }  // namespace
+
+std::vector<std::vector<int32_t>> continue_prompts(const nn::MambaLM& model,
+                                                   const std::vector<std::vector<int32_t>>& prompts,
+                                                   const std::vector<SegmentSpec>& specs,
+                                                   const SamplingOptions& options, Generator& gen, int64_t doc_token) {
+  check_sampling_options(options);
+  check_toy_model(model);
+  const int64_t V = model.config().vocab_size;
+  MOM_CHECK(!prompts.empty(), "generate", "no prompt to continue");
+  MOM_CHECK(specs.size() == 1 || specs.size() == prompts.size(), "generate",
+            specs.size() << " segment specs for " << prompts.size() << " prompts: give one, or one per prompt");
+  for (size_t i = 0; i < specs.size(); ++i) check_spec(specs[i], V, i);
+  std::vector<std::vector<Part>> plans;
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    MOM_CHECK(!prompts[r].empty(), "generate", "prompt " << r << " is empty: a row starts from its first token (<bos>)");
+    for (int32_t t : prompts[r])
+      MOM_CHECK(t >= 0 && t < V, "generate",
+                "prompt " << r << " holds token " << t << ", outside the vocabulary [0, " << V << ")");
+    plans.push_back({make_part(prompts[r], specs[specs.size() == 1 ? 0 : r])});
+  }
+  std::vector<std::vector<int32_t>> out;
+  for (auto& parts : run_rows(model, plans, options, gen, doc_token)) out.push_back(std::move(parts[0]));
+  return out;
+}
 
 std::vector<SceneSample> generate_from_captions(const nn::MambaLM& model,
                                                 const std::vector<std::vector<int32_t>>& captions,
                                                 const SamplingOptions& options, Generator& gen,
                                                 int64_t max_speech, int64_t doc_token) {
   check_sampling_options(options);
-  const Vocab& vocab = toy_vocab();
-  const int64_t V = model.config().vocab_size;
-  MOM_CHECK(V == vocab.size, "generate",
-            "the model has " << V << " token ids, the toy vocabulary " << vocab.size << ": it was not trained on it");
+  check_toy_model(model);
   MOM_CHECK(!captions.empty(), "generate", "no caption to continue");
   MOM_CHECK(max_speech >= 0, "generate", "--max-speech " << max_speech << " is negative");
   for (size_t r = 0; r < captions.size(); ++r)
@@ -84,60 +252,18 @@ std::vector<SceneSample> generate_from_captions(const nn::MambaLM& model,
       MOM_CHECK(w >= kTextBegin && w < kTextEnd, "generate",
                 "caption " << r << " holds token " << w << ", which is no word of the toy vocabulary");
 
-  const int64_t B = static_cast<int64_t>(captions.size());
-  std::vector<Row> rows(B);
-  for (int64_t r = 0; r < B; ++r) {
-    rows[r].prompt = {kBos, kBeginText};
-    rows[r].prompt.insert(rows[r].prompt.end(), captions[r].begin(), captions[r].end());
-    rows[r].prompt.push_back(kBeginImage);
-  }
-  const std::vector<TokenRange> pixels = {{kImageBegin, kImageEnd}};
-  const std::vector<TokenRange> speech = {{kSpeechBegin, kSpeechEnd}, {kEos, kEos + 1}};
-
-  NoGradGuard no_grad;
-  const Device device = model.embedding->weight.device();
-  nn::LMState state = model.allocate_state(B);
-  std::vector<int64_t> tokens(B);
-  std::vector<int32_t> modalities(B);
-  std::vector<uint8_t> starts(B);
-  auto running = [&] { return std::any_of(rows.begin(), rows.end(), [](const Row& r) { return !r.done; }); };
-  while (running()) {
-    for (int64_t r = 0; r < B; ++r) {
-      tokens[r] = rows[r].done ? kPad : rows[r].next;
-      modalities[r] = vocab.modality_of(static_cast<int32_t>(tokens[r]));
-      starts[r] = tokens[r] == doc_token;
-    }
-    Tensor start = doc_token >= 0 ? from_vector<uint8_t>(starts, {B}).to(DType::boolean).to(device) : Tensor();
-    std::vector<float> logits = model
-                                    .step(from_vector<int64_t>(tokens, {B}).to(device),
-                                          from_vector<int32_t>(modalities, {B}).to(device), state, start)
-                                    .to_vector<float>();
-    for (int64_t r = 0; r < B; ++r) {
-      Row& row = rows[r];
-      if (row.done) continue;
-      const float* l = logits.data() + r * V;
-      if (row.fed < row.prompt.size()) ++row.fed;
-      if (row.fed < row.prompt.size()) {
-        row.next = row.prompt[row.fed];
-      } else if (row.out.image.size() < static_cast<size_t>(kImagePixels)) {
-        row.next = sample_token(l, V, pixels, options, gen);
-        row.out.image.push_back(row.next);
-      } else if (!row.speech_started) {
-        row.speech_started = true;
-        row.next = kBeginSpeech;
-      } else if (static_cast<int64_t>(row.out.speech.size()) >= max_speech) {
-        row.done = true;
-      } else {
-        row.next = sample_token(l, V, speech, options, gen);
-        if (row.next == kEos)
-          row.done = true;
-        else
-          row.out.speech.push_back(row.next);
-      }
-    }
+  const SegmentSpec pixels{{{kImageBegin, kImageEnd}}, {}, {}, kImagePixels};
+  const SegmentSpec speech{{{kSpeechBegin, kSpeechEnd}}, {kEos}, {}, max_speech};
+  std::vector<std::vector<Part>> plans;
+  for (const std::vector<int32_t>& caption : captions) {
+    std::vector<int32_t> prompt = {kBos, kBeginText};
+    prompt.insert(prompt.end(), caption.begin(), caption.end());
+    prompt.push_back(kBeginImage);
+    plans.push_back({make_part(std::move(prompt), pixels), make_part({kBeginSpeech}, speech)});
   }
   std::vector<SceneSample> out;
-  for (Row& row : rows) out.push_back(std::move(row.out));
+  for (auto& parts : run_rows(model, plans, options, gen, doc_token))
+    out.push_back({std::move(parts[0]), std::move(parts[1])});
   return out;
 }
 

@@ -22,7 +22,9 @@
 #include "autograd/ops.h"
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
+#include "examples/toy/accuracy.h"
 #include "examples/toy/checkpoint.h"
+#include "examples/toy/world.h"
 #include "kernels/matmul.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
@@ -264,7 +266,7 @@ class RunDirectory {
 // the optimiser's state, and must be the checkpoint's.
 bool changeable_on_resume(const std::string& key) {
   for (const char* k : {"steps", "lr", "clip", "device", "out", "eval_every", "ckpt_every", "log_every", "tf32",
-                        "precision", "save_dtype"})
+                        "precision", "save_dtype", "accuracy_docs"})
     if (key == k) return true;
   return false;
 }
@@ -309,7 +311,8 @@ std::string TrainConfig::to_json() const {
             {"lr", lr}, {"min_lr_ratio", min_lr_ratio}, {"weight_decay", weight_decay}, {"beta1", beta1},
             {"beta2", beta2}, {"clip", clip}, {"seed", seed}, {"device", device}, {"out", out},
             {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"ckpt_every", ckpt_every},
-            {"log_every", log_every}, {"tf32", tf32}, {"precision", precision}, {"save_dtype", save_dtype},
+            {"log_every", log_every}, {"accuracy_docs", accuracy_docs}, {"tf32", tf32}, {"precision", precision},
+            {"save_dtype", save_dtype},
             {"modalities", modalities},
             {"shuffle", shuffle}};
   return j.dump(2);
@@ -381,6 +384,10 @@ TrainConfig TrainConfig::from_json(const std::string& text) {
   integer("eval_batches", c.eval_batches);
   integer("ckpt_every", c.ckpt_every);
   integer("log_every", c.log_every);
+  if (j.contains("accuracy_docs"))
+    integer("accuracy_docs", c.accuracy_docs);
+  else
+    c.accuracy_docs = 0;  // a config without the field measured no generation accuracy
   if (j.contains("modalities")) {  // absent: a toy run's config
     const json& v = j["modalities"];
     MOM_CHECK(v.is_array(), "train", "config 'modalities' must be a list of names");
@@ -474,6 +481,7 @@ const std::vector<TrainConfig::Limit>& TrainConfig::limits() {
       {"--eval-batches", 1, 100000, [](const TrainConfig& c) { return c.eval_batches; }},
       {"--ckpt-every", 1, kMaxSteps, [](const TrainConfig& c) { return c.ckpt_every; }},
       {"--log-every", 1, kMaxSteps, [](const TrainConfig& c) { return c.log_every; }},
+      {"--accuracy-docs", 0, 65536, [](const TrainConfig& c) { return c.accuracy_docs; }},
   };
   return table;
 }
@@ -575,18 +583,15 @@ DocumentSplit split_documents(const TokenFile& file, int64_t doc_token, int64_t 
   return s;
 }
 
-std::vector<Batch> eval_set(const TrainConfig& c, std::string* description) {
-  auto describe = [&](const std::string& text) {
-    if (description) *description = text;
-  };
-  if (c.eval_data.empty() && c.data == "toy") {
-    describe("the toy world's held-out seed");
-    return make_eval_set(c.seed + kEvalSeedOffset, c.eval_batches, c.batch, c.seq_len, c.doc_token);
-  }
+namespace {
+
+// The held-out tokens of a run that evaluates on a token file: --eval-data, or the documents (the tail,
+// without a document token) that --data holds out of training. `what` says which.
+TokenFile held_out_file(const TrainConfig& c, std::string& what) {
   const int64_t needed = c.eval_batches * c.batch * c.seq_len + 1;
   const std::string& path = c.eval_data.empty() ? c.data : c.eval_data;
   TokenFile file = read_token_file(path);
-  std::string what = path;
+  what = path;
   if (c.eval_data.empty()) {  // the documents the training data holds out
     const DocumentSplit split = split_documents(file, c.doc_token, needed);
     file.tokens = split.held_out;
@@ -610,10 +615,48 @@ std::vector<Batch> eval_set(const TrainConfig& c, std::string* description) {
                    << " x --batch " << c.batch << " x --seq-len " << c.seq_len << ") needs " << needed
                    << "; lower --eval-batches or give a longer file");
   }
+  return file;
+}
+
+}  // namespace
+
+std::vector<Batch> eval_set(const TrainConfig& c, std::string* description) {
+  auto describe = [&](const std::string& text) {
+    if (description) *description = text;
+  };
+  if (c.eval_data.empty() && c.data == "toy") {
+    describe("the toy world's held-out seed");
+    return make_eval_set(c.seed + kEvalSeedOffset, c.eval_batches, c.batch, c.seq_len, c.doc_token);
+  }
+  std::string what;
+  TokenFile file = held_out_file(c, what);
   describe(what);
   Batcher b(std::make_shared<TokenFileSource>(std::move(file)), c.batch, c.seq_len, c.doc_token);
   std::vector<Batch> out;
   for (int64_t i = 0; i < c.eval_batches; ++i) out.push_back(b.next());
+  return out;
+}
+
+std::vector<std::vector<int32_t>> held_out_scenes(const TrainConfig& c, int64_t n) {
+  std::vector<std::vector<int32_t>> out;
+  if (n <= 0) return out;
+  if (c.eval_data.empty() && c.data == "toy") {  // the documents the held-out batches start with
+    ToyWorld world(c.seed + kEvalSeedOffset);
+    for (int64_t i = 0; i < n; ++i) out.push_back(world.next_document());
+    return out;
+  }
+  std::string what;
+  const TokenFile file = held_out_file(c, what);
+  const Vocab& toy = toy_vocab();
+  if (file.vocab.size != toy.size || file.vocab.ranges != toy.ranges) return out;
+  const std::vector<int32_t>& t = file.tokens;
+  for (size_t begin = 0; begin < t.size() && static_cast<int64_t>(out.size()) < n;) {
+    size_t end = begin + 1;
+    while (end < t.size() && t[end] != kBos) ++end;
+    std::vector<int32_t> doc(t.begin() + begin, t.begin() + end);
+    if (split_document(doc)) out.push_back(std::move(doc));
+    begin = end;
+  }
   return out;
 }
 
@@ -691,7 +734,16 @@ TrainResult train(const TrainConfig& requested) {
   check_model_size(lm_cfg);
   std::string held_out;
   const std::vector<Batch> evals = eval_set(cfg, &held_out);
-  if (!cfg.quiet) std::printf("held-out set: %s\n", held_out.c_str());
+  // The scenes every evaluation's generation accuracies are measured on (none without the toy vocabulary).
+  const std::vector<std::vector<int32_t>> scenes = held_out_scenes(cfg, cfg.accuracy_docs);
+  if (!cfg.quiet) {
+    std::printf("held-out set: %s", held_out.c_str());
+    if (!scenes.empty())
+      std::printf("; generation accuracies on its first %zu scenes", scenes.size());
+    else if (cfg.accuracy_docs > 0)
+      std::printf("; no generation accuracies (they need toy documents, in the toy vocabulary)");
+    std::printf("\n");
+  }
 
   // A resumed run reads and checks its whole checkpoint before it builds anything.
   Checkpoint resumed;
@@ -816,10 +868,18 @@ TrainResult train(const TrainConfig& requested) {
     json r = {{"kind", "eval"}, {"step", step}, {"tokens", tokens}, {"flops", flops}, {"time", elapsed},
               {"loss", number_or_null(result.last_eval.total)}};
     add_modality_losses(r, result.last_eval, cfg.modalities);
+    std::string generation;
+    if (!scenes.empty()) {
+      const GenerationAccuracy a = evaluate_generation(model, scenes, cfg.doc_token, kAccuracyRowsPerBatch);
+      for (Task t : kTasks) r[std::string("acc_") + task_key(t)] = a[t].share();
+      r["pixel_acc_caption_image"] = a[Task::caption_image].pixel_share();
+      generation = " | " + format_generation_accuracy(a);
+      result.last_generation = a;
+    }
     log.append(r);
     if (!cfg.quiet)
-      std::printf("eval  %5lld  %s\n", static_cast<long long>(step),
-                  format_losses(result.last_eval, cfg.modalities).c_str());
+      std::printf("eval  %5lld  %s%s\n", static_cast<long long>(step),
+                  format_losses(result.last_eval, cfg.modalities).c_str(), generation.c_str());
   };
 
   // The step queues its work and waits for none of it: the loss, the gradient norm and the

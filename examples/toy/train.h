@@ -8,7 +8,10 @@
 //                               ("kind": "eval"): step, tokens, flops, losses per modality, lr, grad_norm,
 //                               time, tokens_per_second (over the steps since the last line) and, on
 //                               CUDA, peak_memory_mib (the device's peak since the run started) and mfu
-//                               (training FLOP/s over the GPU's bf16 GEMM rate, measured at the start)
+//                               (training FLOP/s over the GPU's bf16 GEMM rate, measured at the start);
+//                               an eval line of a toy-vocabulary run also has the generation accuracies
+//                               (accuracy_docs): acc_caption_image, pixel_acc_caption_image,
+//                               acc_caption_speech, acc_image_caption, acc_speech_caption, shares in [0, 1]
 //   checkpoint.safetensors      model ("model.<name>"), optimiser ("optim.<...>"), data position
 //                               ("data.<...>"); metadata: step, tokens, flops, elapsed time, config
 //   model.safetensors           the final weights under the published module's names (float32, or bf16
@@ -20,9 +23,11 @@
 #pragma once
 
 #include <array>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "examples/toy/accuracy.h"
 #include "examples/toy/batcher.h"
 #include "nn/lm.h"
 
@@ -54,6 +59,10 @@ struct TrainConfig {
   std::string device = "auto";  // "auto": the first GPU when one is visible, else the CPU
   std::string out = "runs/mom";
   int64_t eval_every = 100, eval_batches = 8, ckpt_every = 100, log_every = 10;
+  // Held-out scenes whose greedy generations every evaluation scores (evaluate_generation): the first
+  // accuracy_docs documents of the held-out set, when the run's vocabulary is the toy vocabulary; 0 is
+  // off (and what a config without the field reads as).
+  int64_t accuracy_docs = 32;
   bool resume = false;
   int64_t stop_at = 0;  // > 0: stop after this step (checkpointed) as if interrupted; --resume continues
   bool quiet = false;
@@ -112,6 +121,7 @@ struct TrainResult {
   int64_t steps = 0;
   std::vector<std::string> modalities;  // the data's, as the losses are ordered
   Losses last_train, last_eval;
+  std::optional<GenerationAccuracy> last_generation;  // the last evaluation's, when it measured them
   double tokens_per_second = 0;
 };
 
@@ -134,6 +144,15 @@ LoadedModel load_model(const std::string& path);
 // The run's held-out batches: the toy world at a seed no training run draws from, --eval-data, or the
 // documents a token file holds out (split_documents). `description` (if given) says which.
 std::vector<Batch> eval_set(const TrainConfig& config, std::string* description = nullptr);
+
+// The first n documents of the run's held-out set that hold a scene (split_document: <bos>, a caption,
+// an image and speech, <eos>), in order, for evaluate_generation; none when the run's vocabulary (the
+// held-out data's) is not the toy vocabulary, or n is 0. Documents start at each <bos>; one that does
+// not split (a document cut by the held-out set's start) is passed over.
+std::vector<std::vector<int32_t>> held_out_scenes(const TrainConfig& config, int64_t n);
+
+// Rows per batch of the trainer's and `mom eval`'s generation accuracies.
+constexpr int64_t kAccuracyRowsPerBatch = 128;
 
 // The held-out documents of a token file trained on without --eval-data. Documents start at each
 // doc_token (and at the file's first token); they are grouped by their mix of modalities, and within

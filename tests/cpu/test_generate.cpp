@@ -197,7 +197,7 @@ TEST(Generate, ABatchOfCaptionsIsTheRowsGeneratedOneByOne) {
       differing += batch[r].image != batch[0].image || batch[r].speech != batch[0].speech;
     EXPECT_GE(differing, 3);
     // Rows end at different positions: captions of different lengths, and speech ended by <eos> or by
-    // max_speech, so finished rows feed <pad> beside running ones.
+    // max_speech, so finished rows leave the batch while others run on.
     int ended_early = 0;
     for (const SceneSample& b : batch) ended_early += b.speech.size() < 60;
     EXPECT_GE(ended_early, 1);
