@@ -148,6 +148,16 @@ TaskScore score_task(Task task, const std::vector<Segments>& documents,
   return s;
 }
 
+TaskRows task_rows(const std::vector<Segments>& documents) {
+  TaskRows rows;
+  for (Task t : kTasks)
+    for (const Segments& d : documents) {
+      rows.prompts.push_back(task_prompt(t, d));
+      rows.specs.push_back(task_segment(t, d));
+    }
+  return rows;
+}
+
 GenerationAccuracy evaluate_generation(const nn::MambaLM& model, const std::vector<std::vector<int32_t>>& documents,
                                        int64_t doc_token, int64_t max_rows_per_batch) {
   MOM_CHECK(!documents.empty(), "accuracy", "no document to measure generation on");
@@ -161,13 +171,9 @@ GenerationAccuracy evaluate_generation(const nn::MambaLM& model, const std::vect
   }
   // Every task's rows in one list (task after task), continued in batches: rows of different tasks
   // share a batch, since each row has its own segment spec.
-  std::vector<std::vector<int32_t>> prompts;
-  std::vector<SegmentSpec> specs;
-  for (Task t : kTasks)
-    for (const Segments& d : docs) {
-      prompts.push_back(task_prompt(t, d));
-      specs.push_back(task_segment(t, d));
-    }
+  const TaskRows rows_of_tasks = task_rows(docs);
+  const std::vector<std::vector<int32_t>>& prompts = rows_of_tasks.prompts;
+  const std::vector<SegmentSpec>& specs = rows_of_tasks.specs;
   std::vector<std::vector<int32_t>> generated;
   Generator unused(0);  // greedy draws nothing
   for (size_t begin = 0; begin < prompts.size(); begin += static_cast<size_t>(max_rows_per_batch)) {

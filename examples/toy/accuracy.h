@@ -49,6 +49,13 @@ constexpr int64_t kMaxCaptionWords = 40;  // an image -> caption or speech -> ca
 // A task's prompt and continuation for a document's segments, as the table above says.
 std::vector<int32_t> task_prompt(Task task, const Segments& document);
 SegmentSpec task_segment(Task task, const Segments& document);
+// Every task's rows for the documents, task after task (kTasks' order), each document in order: the
+// prompts and their segments, as evaluate_generation continues them.
+struct TaskRows {
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<SegmentSpec> specs;
+};
+TaskRows task_rows(const std::vector<Segments>& documents);
 // Whether a continuation (its kept tokens) is right for the document.
 bool task_exact(Task task, const Segments& document, const std::vector<int32_t>& generated);
 // Whether some continuation of the units spells the caption (speech_matches_caption): their runs

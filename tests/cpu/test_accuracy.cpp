@@ -273,13 +273,9 @@ TEST(ContinuePrompts, GreedyIsTheStepByStepArgmaxAndABatchIsItsRows) {
   ToyWorld world(8);
   while (docs.size() < 3) docs.push_back(*split_document(world.next_document()));
   // Rows of every task, prompts of different lengths and segments of different ends.
-  std::vector<std::vector<int32_t>> prompts;
-  std::vector<SegmentSpec> specs;
-  for (Task t : kTasks)
-    for (const Segments& d : docs) {
-      prompts.push_back(task_prompt(t, d));
-      specs.push_back(task_segment(t, d));
-    }
+  TaskRows rows = task_rows(docs);
+  std::vector<std::vector<int32_t>>& prompts = rows.prompts;
+  std::vector<SegmentSpec>& specs = rows.specs;
   // A short caption segment whose rows the period, a stop or the length ends.
   prompts.push_back({kBos, kBeginImage, kPixelBackground, kBeginText});
   specs.push_back({{{kTextBegin, kTextEnd}}, {kEos}, {kWordPeriod, kWordAnd}, 5});
