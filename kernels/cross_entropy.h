@@ -14,7 +14,8 @@
 // for 8 classes"); weight: undefined or (T), non-negative; weight, loss (), dloss () and lse in the
 // accumulation dtype of logits (float32 for bf16 logits, the logits' dtype otherwise); dlogits in the
 // dtype of logits. bf16 logits are computed as the float32 op on the widened logits, dlogits rounded
-// once (on both devices).
+// once: the CPU widens the logits and runs its float32 op, the CUDA kernels read bf16 logits and write
+// bf16 dlogits directly, computing in float32.
 // The forward saves lse (T) (ignored rows hold their lse too); the backward
 // recomputes W from targets and weight. The sums over t run serially in index order (in double), so
 // results repeat bit for bit. Nothing accumulates: the backward returns a fresh dlogits.

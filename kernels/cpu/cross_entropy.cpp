@@ -69,11 +69,12 @@ Tokens read_tokens(const Tensor& logits, const Tensor& targets, int64_t ignore_i
 CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                           const Tensor& weight) {
   check_args(logits, targets, weight);
-  // bf16 logits (either device): the float32 op on the widened logits; loss and lse are float32.
-  if (logits.dtype() == DType::bf16) return cross_entropy_forward(widen_bf16(logits), targets, ignore_index, weight);
 #ifdef MOM_WITH_CUDA
   if (logits.device().is_cuda()) return cuda::cross_entropy_forward(logits, targets, ignore_index, weight);
 #endif
+  // bf16 logits on the CPU (the reference of the CUDA kernels): the float32 op on the widened logits;
+  // loss and lse are float32.
+  if (logits.dtype() == DType::bf16) return cross_entropy_forward(widen_bf16(logits), targets, ignore_index, weight);
   Tokens tok = read_tokens(logits, targets, ignore_index, weight);
   const int64_t T = logits.size(0), V = logits.size(1);
   CrossEntropyForward out{empty({}, logits.dtype()), empty({T}, logits.dtype())};
@@ -111,11 +112,12 @@ Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const T
   check_contiguous(lse, kOp, "lse");
   check_acc_dtype(lse, logits, kOp, "lse", "logits");
   check_same_device(lse, logits, kOp, "lse", "logits");
-  if (logits.dtype() == DType::bf16)
-    return cross_entropy_backward(dloss, widen_bf16(logits), targets, lse, ignore_index, weight).to(DType::bf16);
 #ifdef MOM_WITH_CUDA
   if (logits.device().is_cuda()) return cuda::cross_entropy_backward(dloss, logits, targets, lse, ignore_index, weight);
 #endif
+  // bf16 logits on the CPU: the float32 op on the widened logits, dlogits rounded once.
+  if (logits.dtype() == DType::bf16)
+    return cross_entropy_backward(dloss, widen_bf16(logits), targets, lse, ignore_index, weight).to(DType::bf16);
   Tokens tok = read_tokens(logits, targets, ignore_index, weight);
   Tensor dlogits = empty_like(logits);
   dispatch_float(logits.dtype(), kOp, [&](auto tag) {

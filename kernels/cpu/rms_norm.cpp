@@ -43,13 +43,14 @@ RmsNormForward rms_norm_forward(const Tensor& x, const Tensor& weight, double ep
   MOM_CHECK(y_dtype == x.dtype() || (y_dtype == DType::bf16 && x.dtype() == DType::f32), kOp,
             "y must be of x's dtype, or bfloat16 beside a float32 x; got " << dtype_name(y_dtype) << " for "
                                                                            << dtype_name(x.dtype()) << " x");
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::rms_norm_forward(x, weight, eps, y_dtype);
+#endif
+  // bf16 on the CPU (the reference of the CUDA kernels): the float32 op on the widened x, y rounded once.
   if (x.dtype() == DType::bf16 || y_dtype != x.dtype()) {
     RmsNormForward f = rms_norm_forward(widen_bf16(x), weight, eps);
     return {f.y.to(y_dtype), f.rstd};
   }
-#ifdef MOM_WITH_CUDA
-  if (x.device().is_cuda()) return cuda::rms_norm_forward(x, weight, eps);
-#endif
   check_cpu(x, kOp, "x");
   RmsNormForward out{empty_like(x), empty(row_shape(x), x.dtype())};
   const int64_t rows = out.rstd.numel();
@@ -86,13 +87,14 @@ RmsNormBackward rms_norm_backward(const Tensor& dy, const Tensor& x, const Tenso
   check_shape(rstd, row_shape(x), kOp, "rstd");
   check_acc_dtype(rstd, x, kOp, "rstd", "x");
   check_same_device(rstd, x, kOp, "rstd", "x");
+#ifdef MOM_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::rms_norm_backward(dy, x, weight, rstd);
+#endif
+  // bf16 on the CPU: the float32 op on the widened dy and x, dx rounded once to x's dtype.
   if (x.dtype() == DType::bf16 || dy.dtype() != x.dtype()) {
     RmsNormBackward b = rms_norm_backward(widen_bf16(dy), widen_bf16(x), weight, rstd);
     return {b.dx.to(x.dtype()), b.dweight};
   }
-#ifdef MOM_WITH_CUDA
-  if (x.device().is_cuda()) return cuda::rms_norm_backward(dy, x, weight, rstd);
-#endif
   check_cpu(x, kOp, "x");
   const int64_t rows = rstd.numel();
   RmsNormBackward out{empty_like(x), empty({D}, x.dtype())};

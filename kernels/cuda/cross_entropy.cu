@@ -1,17 +1,17 @@
 // CUDA versions of kernels/cross_entropy.h, called by the public functions (kernels/cpu/cross_entropy.cpp)
-// after their argument checks. f32 and f64 logits, int32 and int64 targets.
+// after their argument checks. f32, f64 and bf16 logits, int32 and int64 targets.
 //
 // Forward, three kernels and one read-back:
-//   1. rows: one warp (V <= 4096 f32, 2048 f64) or one 256-thread block per row streams the logits
-//      once in 16-byte chunks (unaligned edges peeled) through the online softmax (running maximum,
-//      sum rescaled when it grows), in the logits' type; lse_t = m + log(s) in double, stored in the
-//      logits' dtype; nll_t = lse_t - logits[t, target_t] (double) into a (T) scratch, 0 when the target
+//   1. rows: one warp (V <= 4096 f32, 2048 f64, 8192 bf16) or one 256-thread block per row streams the
+//      logits once in 16-byte chunks (unaligned edges peeled) through the online softmax (running
+//      maximum, sum rescaled when it grows), in the logits' acc type; lse_t = m + log(s) in double,
+//      stored in the acc dtype; nll_t = lse_t - logits[t, target_t] (double) into a (T) scratch, 0 when the target
 //      is ignored or out of range (never read out of bounds).
 //   2. partials: a fixed number of 256-thread blocks (a function of T), block p over a fixed contiguous
 //      range of tokens: sum w_t nll_t, W = sum w_t and the first invalid position (target out of
 //      range, or weight not >= 0), each a fixed-order block reduction in double.
-//   3. finish: one block sums the partials in order: loss = sum / W (0 when W = 0) in the logits'
-//      dtype, and the first invalid position.
+//   3. finish: one block sums the partials in order: loss = sum / W (0 when W = 0) in the acc dtype,
+//      and the first invalid position.
 //   The host then reads that one position (8 bytes): a synchronisation, the price of the CPU's exact
 //   error message ("[cross_entropy] target 9 at position 3 is out of range for 8 classes").
 // Backward, the same partials and finish (finish writes g = dloss / W, dloss read on the device), then
@@ -20,6 +20,14 @@
 //   reads the first invalid position as in the forward (one synchronisation).
 // Deterministic: per-row reductions in a fixed butterfly/warp order, token sums over a partition fixed
 // by T and summed in order; no atomics.
+//
+// bf16 logits (mixed precision): the row kernels take the stored type T of logits and dlogits and
+// compute in acc_t<T> (float for bf16; T itself for f32 and f64), the type of lse, loss, dloss and the
+// per-token weight: the float32 kernels' arithmetic, and the float32 token sums themselves. A bf16
+// chunk is W = 8 elements, one 16-byte load or store, widened exactly where it is used (the online pass
+// rescales its running sum once per chunk and takes 8 exps); each dlogits value is rounded once, to
+// nearest even, by core/bf16.h's conversion, the CPU reference's rounding. bf16 moves half the bytes
+// of float32 through the same kernel shapes.
 #include <cstdint>
 #include <type_traits>
 
@@ -41,12 +49,34 @@ constexpr int kPartThreads = 256;
 constexpr int64_t kPartMax = 1024;      // pass-1 blocks (pass 2 is one 1024-thread block)
 constexpr int64_t kPartTokens = 1024;   // tokens per pass-1 block, until kPartMax blocks
 
+// The acc type of a stored type: float for bf16, the type itself for f32 and f64.
+template <typename T> struct AccOf {
+  using type = T;
+};
+template <> struct AccOf<bf16> {
+  using type = float;
+};
+template <typename T> using acc_t = typename AccOf<T>::type;
+
+// A chunk of stored values in the acc type (exact); the chunk itself for f32 and f64.
+template <typename T, int W> __device__ inline Chunk<acc_t<T>, W> widen(const Chunk<T, W>& c) {
+  if constexpr (std::is_same<T, acc_t<T>>::value) {
+    return c;
+  } else {
+    Chunk<acc_t<T>, W> a;
+#pragma unroll
+    for (int j = 0; j < W; ++j) a.v[j] = static_cast<acc_t<T>>(c.v[j]);
+    return a;
+  }
+}
+
 // ---- 1. per-row lse and nll ----
 
 template <typename T, typename I, bool kWarp, int W>
 __global__ void __launch_bounds__(256)
     forward_rows_kernel(const T* __restrict__ logits, const I* __restrict__ targets, int64_t ignore_index,
-                        T* __restrict__ lse, double* __restrict__ nll, int64_t rows, int64_t V) {
+                        acc_t<T>* __restrict__ lse, double* __restrict__ nll, int64_t rows, int64_t V) {
+  using A = acc_t<T>;
   using G = Group<kWarp>;
   const int lane = G::lane(), size = G::size();
   for (int64_t r = G::first(); r < rows; r += G::stride()) {
@@ -60,7 +90,7 @@ __global__ void __launch_bounds__(256)
       if (target != ignore_index && target >= 0 && target < V) picked = static_cast<double>(xr[target]);
       else target = -1;
     }
-    Online<T> o{neg_inf<T>(), T(0)};
+    Online<A> o{neg_inf<A>(), A(0)};
     for (int64_t v0 = lane; v0 < row.nvec; v0 += int64_t(kUnroll) * size) {
       Chunk<T, W> c[kUnroll];
 #pragma unroll
@@ -68,13 +98,13 @@ __global__ void __launch_bounds__(256)
         if (v0 + int64_t(u) * size < row.nvec) c[u] = load<T, W>(xr + row.at(v0 + int64_t(u) * size));
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
-        if (v0 + int64_t(u) * size < row.nvec) absorb(o, c[u]);
+        if (v0 + int64_t(u) * size < row.nvec) absorb(o, widen(c[u]));
     }
-    if (lane < row.edges()) absorb(o, Chunk<T, 1>{{xr[row.edge(lane)]}});
+    if (lane < row.edges()) absorb(o, Chunk<A, 1>{{static_cast<A>(xr[row.edge(lane)])}});
     o = G::reduce(o, OnlineOp{});
     if (lane == 0) {
       const double l = double(o.m) + log(double(o.s));
-      lse[r] = static_cast<T>(l);
+      lse[r] = static_cast<A>(l);
       nll[r] = target >= 0 ? l - picked : 0.0;
     }
   }
@@ -141,9 +171,10 @@ __global__ void __launch_bounds__(1024)
 
 template <typename T, typename I, bool kWarp, int W>
 __global__ void __launch_bounds__(256)
-    backward_rows_kernel(const T* __restrict__ logits, const I* __restrict__ targets, const T* __restrict__ weight,
-                         int64_t ignore_index, const T* __restrict__ lse, const double* __restrict__ g,
-                         T* __restrict__ dlogits, int64_t rows, int64_t V) {
+    backward_rows_kernel(const T* __restrict__ logits, const I* __restrict__ targets,
+                         const acc_t<T>* __restrict__ weight, int64_t ignore_index, const acc_t<T>* __restrict__ lse,
+                         const double* __restrict__ g, T* __restrict__ dlogits, int64_t rows, int64_t V) {
+  using A = acc_t<T>;
   using G = Group<kWarp>;
   const int lane = G::lane(), size = G::size();
   const double scale = *g;
@@ -160,12 +191,12 @@ __global__ void __launch_bounds__(256)
     if (c == 0) {
       Chunk<T, W> z;
 #pragma unroll
-      for (int j = 0; j < W; ++j) z.v[j] = T(0);
+      for (int j = 0; j < W; ++j) z.v[j] = static_cast<T>(A(0));
       for (int64_t v = lane; v < row.nvec; v += size) store<T, W>(dr + row.at(v), z);
-      if (edge) dr[ei] = T(0);
+      if (edge) dr[ei] = static_cast<T>(A(0));
       continue;
     }
-    const T k = static_cast<T>(c), l = lse[r];
+    const A k = static_cast<A>(c), l = lse[r];
     for (int64_t v0 = lane; v0 < row.nvec; v0 += int64_t(kUnroll) * size) {
       Chunk<T, W> x[kUnroll];
 #pragma unroll
@@ -178,16 +209,16 @@ __global__ void __launch_bounds__(256)
           const int64_t at = row.at(v);
 #pragma unroll
           for (int j = 0; j < W; ++j) {
-            const T p = exp_(x[u].v[j] - l);
-            x[u].v[j] = at + j == target ? k * (p - T(1)) : k * p;
+            const A p = exp_(static_cast<A>(x[u].v[j]) - l);
+            x[u].v[j] = static_cast<T>(at + j == target ? k * (p - A(1)) : k * p);
           }
           store<T, W>(dr + at, x[u]);
         }
       }
     }
     if (edge) {
-      const T p = exp_(xr[ei] - l);
-      dr[ei] = ei == target ? k * (p - T(1)) : k * p;
+      const A p = exp_(static_cast<A>(xr[ei]) - l);
+      dr[ei] = static_cast<T>(ei == target ? k * (p - A(1)) : k * p);
     }
   }
 }
@@ -242,7 +273,8 @@ Scratch make_scratch(int64_t rows, bool with_nll, Device device) {
 }
 
 // Runs the partials and finish kernels: the loss (forward) or g (backward) and the first invalid
-// position land in the scratch / `loss` on the device.
+// position land in the scratch / `loss` on the device. T: the acc type of the logits (that of weight,
+// dloss and loss).
 template <typename T, typename I, bool kForward>
 void token_sums(const Tensor& targets, const Tensor& weight, const Scratch& s, int64_t ignore_index, int64_t V,
                 const T* dloss, T* loss, cudaStream_t st) {
@@ -271,10 +303,14 @@ void check_tokens(const int64_t* first_bad_device, const Tensor& targets, const 
   MOM_THROW(kOp, "weight " << w << " at position " << t << " must be >= 0");
 }
 
+// Calls f(TypeTag<T>{}, TypeTag<I>{}) with T the stored type of logits (float, double or bf16) and I
+// that of targets.
 template <typename F> void dispatch_rows(const Tensor& logits, const Tensor& targets, F&& f) {
-  dispatch_float(logits.dtype(), kOp, [&](auto tag) {
-    dispatch_index(targets.dtype(), kOp, [&](auto itag) { f(tag, itag); });
-  });
+  auto with_index = [&](auto tag) { dispatch_index(targets.dtype(), kOp, [&](auto itag) { f(tag, itag); }); };
+  if (logits.dtype() == DType::bf16)
+    with_index(TypeTag<bf16>{});
+  else
+    dispatch_float(logits.dtype(), kOp, with_index);
 }
 
 }  // namespace
@@ -284,26 +320,28 @@ CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& ta
   const int64_t T_ = logits.size(0), V = logits.size(1);
   const Device dev = logits.device();
   const int device = dev.index;
-  CrossEntropyForward out{empty({}, logits.dtype(), dev), empty({T_}, logits.dtype(), dev)};
+  const DType acc = acc_dtype(logits.dtype());
+  CrossEntropyForward out{empty({}, acc, dev), empty({T_}, acc, dev)};
   const Scratch s = make_scratch(T_, true, dev);
   ::mom::cuda::DeviceGuard guard(device);
   cudaStream_t st = ::mom::cuda::stream(device);
   dispatch_rows(logits, targets, [&](auto tag, auto itag) {
     using scalar_t = MOM_TYPE(tag);
     using index_t = MOM_TYPE(itag);
+    using acc_type = acc_t<scalar_t>;
     constexpr int W = Vec<scalar_t>::width;
     if (T_ > 0) {
       const Plan p = plan(T_, V / W, device);
       auto launch = [&](auto warp) {
         forward_rows_kernel<scalar_t, index_t, decltype(warp)::value, W><<<p.blocks, p.threads, 0, st>>>(
-            logits.data<scalar_t>(), targets.data<index_t>(), ignore_index, out.lse.data<scalar_t>(),
+            logits.data<scalar_t>(), targets.data<index_t>(), ignore_index, out.lse.data<acc_type>(),
             s.nll, T_, V);
         MOM_CUDA_CHECK_LAUNCH();
       };
       if (p.warp) launch(std::true_type{});
       else launch(std::false_type{});
     }
-    token_sums<scalar_t, index_t, true>(targets, weight, s, ignore_index, V, nullptr, out.loss.data<scalar_t>(), st);
+    token_sums<acc_type, index_t, true>(targets, weight, s, ignore_index, V, nullptr, out.loss.data<acc_type>(), st);
   });
   check_tokens(s.first_bad, targets, weight, ignore_index, V, device);
   return out;
@@ -321,16 +359,17 @@ Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const T
   dispatch_rows(logits, targets, [&](auto tag, auto itag) {
     using scalar_t = MOM_TYPE(tag);
     using index_t = MOM_TYPE(itag);
-    token_sums<scalar_t, index_t, false>(targets, weight, s, ignore_index, V, dloss.data<scalar_t>(), nullptr, st);
+    using acc_type = acc_t<scalar_t>;
+    token_sums<acc_type, index_t, false>(targets, weight, s, ignore_index, V, dloss.data<acc_type>(), nullptr, st);
     if (T_ == 0) return;
     const scalar_t* xp = logits.data<scalar_t>();
     scalar_t* dp = dlogits.data<scalar_t>();
-    const scalar_t* wp = weight.defined() ? weight.data<scalar_t>() : nullptr;
+    const acc_type* wp = weight.defined() ? weight.data<acc_type>() : nullptr;
     constexpr int W = Vec<scalar_t>::width;
     const Plan p = plan(T_, V / W, device);
     auto launch = [&](auto w, auto warp) {
       backward_rows_kernel<scalar_t, index_t, decltype(warp)::value, decltype(w)::value>
-          <<<p.blocks, p.threads, 0, st>>>(xp, targets.data<index_t>(), wp, ignore_index, lse.data<scalar_t>(),
+          <<<p.blocks, p.threads, 0, st>>>(xp, targets.data<index_t>(), wp, ignore_index, lse.data<acc_type>(),
                                            s.g, dp, T_, V);
       MOM_CUDA_CHECK_LAUNCH();
     };
