@@ -342,24 +342,31 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
     if (k + 1 < a.nchunks) load_chunk(k + 1);
 
     // The sequential part: no shuffle and no reduction on the path from one step to the next; each
-    // lane leaves its partial C_t . h_t in shared memory. A document start begins from a zero state.
+    // lane leaves its partial C_t . h_t in shared memory. A document start begins from a zero state;
+    // a chunk without one (starts is uniform over the block) runs the steps without the test.
+    auto scan_steps = [&](auto cut) {
 #pragma unroll
-    for (int tt = 0; tt < kChunk; ++tt) {
-      const Step st = s_step[tt * kC + p.c];
-      const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
-      const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
-      if (starts >> tt & 1u) {
+      for (int tt = 0; tt < kChunk; ++tt) {
+        const Step st = s_step[tt * kC + p.c];
+        const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
+        const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
+        if (decltype(cut)::value && (starts >> tt & 1u)) {
 #pragma unroll
-        for (int s = 0; s < kStates; ++s) h[s] = 0;
+          for (int s = 0; s < kStates; ++s) h[s] = 0;
+        }
+        acc y = 0;
+#pragma unroll
+        for (int s = 0; s < kStates; ++s) {
+          h[s] = decay(st.v[0] * A2[s]) * h[s] + st.v[1] * Bv.v[s];
+          y += Cv.v[s] * h[s];
+        }
+        s_ypart[tt * S::part_row + p.lane * (kC + 1) + p.c] = y;
       }
-      acc y = 0;
-#pragma unroll
-      for (int s = 0; s < kStates; ++s) {
-        h[s] = decay(st.v[0] * A2[s]) * h[s] + st.v[1] * Bv.v[s];
-        y += Cv.v[s] * h[s];
-      }
-      s_ypart[tt * S::part_row + p.lane * (kC + 1) + p.c] = y;
-    }
+    };
+    if (starts != 0)
+      scan_steps(std::true_type{});
+    else
+      scan_steps(std::false_type{});
     __syncthreads();
     if (o.out) {
 #pragma unroll
@@ -495,84 +502,96 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
         const int64_t n = p.lane * kStates + s;
         h[s] = p.active && n < N ? o.ckpt[((p.b * a.nchunks + k) * E + p.e) * N + n] : acc(0);
       }
+      auto recompute = [&](auto cut) {
 #pragma unroll
-      for (int tt = 0; tt < kChunk; ++tt) {
-        const Step st = s_step[tt * kC + p.c];
-        const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
-        const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
-        if (starts >> tt & 1u) {  // a document start: h_{t-1} reads as 0, as in the forward
+        for (int tt = 0; tt < kChunk; ++tt) {
+          const Step st = s_step[tt * kC + p.c];
+          const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
+          const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
+          if (decltype(cut)::value && (starts >> tt & 1u)) {  // a start: h_{t-1} reads as 0, as in the forward
 #pragma unroll
-          for (int s = 0; s < kStates; ++s) h[s] = 0;
+            for (int s = 0; s < kStates; ++s) h[s] = 0;
+          }
+          acc y = 0;
+#pragma unroll
+          for (int s = 0; s < kStates; ++s) {
+            hist[tt][s] = h[s];
+            h[s] = decay(st.v[0] * A2[s]) * h[s] + st.v[1] * Bv.v[s];
+            y += Cv.v[s] * h[s];
+          }
+          y = lane_sum<kLanes>(y);
+          if (p.lane == 0) s_y[tt * kC + p.c] = y;
         }
-        acc y = 0;
-#pragma unroll
-        for (int s = 0; s < kStates; ++s) {
-          hist[tt][s] = h[s];
-          h[s] = decay(st.v[0] * A2[s]) * h[s] + st.v[1] * Bv.v[s];
-          y += Cv.v[s] * h[s];
-        }
-        y = lane_sum<kLanes>(y);
-        if (p.lane == 0) s_y[tt * kC + p.c] = y;
-      }
+      };
+      if (starts != 0)  // uniform over the block: a chunk without a start runs the steps without the test
+        recompute(std::true_type{});
+      else
+        recompute(std::false_type{});
     }
 
     // ---- walk the chunk backward, kWalk steps per flush of the dB / dC contributions ----
+    auto walk = [&](auto cut) {
 #pragma unroll
-    for (int w = kChunk / kWalk - 1; w >= 0; --w) {
+      for (int w = kChunk / kWalk - 1; w >= 0; --w) {
 #pragma unroll
-      for (int i = kWalk - 1; i >= 0; --i) {
-        const int tt = w * kWalk + i;
-        const Step st = s_step[tt * kC + p.c];
-        const acc dt = st.v[0], dtu = st.v[1], u = st.v[2], dy = st.v[3];
-        const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
-        const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
-        SV dBv, dCv;
-        acc gdhA = 0, gB = 0;  // sum_n g dA h_{t-1} A and sum_n g B
+        for (int i = kWalk - 1; i >= 0; --i) {
+          const int tt = w * kWalk + i;
+          const Step st = s_step[tt * kC + p.c];
+          const acc dt = st.v[0], dtu = st.v[1], u = st.v[2], dy = st.v[3];
+          const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
+          const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
+          SV dBv, dCv;
+          acc gdhA = 0, gB = 0;  // sum_n g dA h_{t-1} A and sum_n g B
 #pragma unroll
-        for (int s = 0; s < kStates; ++s) {
-          const acc dA = decay(dt * A2[s]);
-          const acc hp = hist[tt][s];
-          const acc gs = g[s] + dy * Cv.v[s];  // dL/dh_t
-          dCv.v[s] = dy * (dA * hp + dtu * Bv.v[s]);
-          dBv.v[s] = gs * dtu;
-          g[s] = starts >> tt & 1u ? acc(0) : gs * dA;  // dL/dh_{t-1}: none across a document start
-          const acc gdh = g[s] * hp;
-          gdhA += gdh * Av[s];
-          gB += gs * Bv.v[s];
-          dA_acc[s] += gdh * dt;
+          for (int s = 0; s < kStates; ++s) {
+            const acc dA = decay(dt * A2[s]);
+            const acc hp = hist[tt][s];
+            const acc gs = g[s] + dy * Cv.v[s];  // dL/dh_t
+            dCv.v[s] = dy * (dA * hp + dtu * Bv.v[s]);
+            dBv.v[s] = gs * dtu;
+            g[s] = decltype(cut)::value && (starts >> tt & 1u) ? acc(0) : gs * dA;  // none across a start
+            const acc gdh = g[s] * hp;
+            gdhA += gdh * Av[s];
+            gB += gs * Bv.v[s];
+            dA_acc[s] += gdh * dt;
+          }
+          s_dB[i * kThreads + p.tid] = dBv;
+          s_dC[i * kThreads + p.tid] = dCv;
+          gdhA = lane_sum<kLanes>(gdhA);
+          gB = lane_sum<kLanes>(gB);
+          if (p.lane == 0) {
+            s_ddt[tt * kC + p.c] = gdhA + gB * u;  // ddt = sum_n g (A dA h_{t-1} + B u)
+            s_du[tt * kC + p.c] = gB * dt;         // du, before its D dy term
+          }
         }
-        s_dB[i * kThreads + p.tid] = dBv;
-        s_dC[i * kThreads + p.tid] = dCv;
-        gdhA = lane_sum<kLanes>(gdhA);
-        gB = lane_sum<kLanes>(gB);
-        if (p.lane == 0) {
-          s_ddt[tt * kC + p.c] = gdhA + gB * u;  // ddt = sum_n g (A dA h_{t-1} + B u)
-          s_du[tt * kC + p.c] = gB * dt;         // du, before its D dy term
-        }
-      }
-      __syncthreads();
-      // Sum the walk's dB_t, dC_t contributions over the block's channels, in channel order.
+        __syncthreads();
+        // Sum the walk's dB_t, dC_t contributions over the block's channels, in channel order.
 #pragma unroll
-      for (int j = 0; j < kRed; ++j) {
-        const int q = p.tid + j * kThreads;
-        if (q >= kWalk * kNp) continue;
-        const int i = q / kNp, n = q % kNp;
-        const int64_t t = k * kChunk + w * kWalk + i;
-        if (n >= N || t >= L) continue;
-        const acc* dBrow = reinterpret_cast<const acc*>(s_dB + i * kThreads) + n;
-        const acc* dCrow = reinterpret_cast<const acc*>(s_dC + i * kThreads) + n;
-        acc sB = 0, sC = 0;
+        for (int j = 0; j < kRed; ++j) {
+          const int q = p.tid + j * kThreads;
+          if (q >= kWalk * kNp) continue;
+          const int i = q / kNp, n = q % kNp;
+          const int64_t t = k * kChunk + w * kWalk + i;
+          if (n >= N || t >= L) continue;
+          const acc* dBrow = reinterpret_cast<const acc*>(s_dB + i * kThreads) + n;
+          const acc* dCrow = reinterpret_cast<const acc*>(s_dC + i * kThreads) + n;
+          acc sB = 0, sC = 0;
 #pragma unroll 8
-        for (int c = 0; c < kC; ++c) {
-          sB += dBrow[c * kNp];
-          sC += dCrow[c * kNp];
+          for (int c = 0; c < kC; ++c) {
+            sB += dBrow[c * kNp];
+            sC += dCrow[c * kNp];
+          }
+          const int64_t at = ((int64_t(blockIdx.x) * a.B + p.b) * L + t) * N + n;
+          o.part_Bm[at] = sB;
+          o.part_Cm[at] = sC;
         }
-        const int64_t at = ((int64_t(blockIdx.x) * a.B + p.b) * L + t) * N + n;
-        o.part_Bm[at] = sB;
-        o.part_Cm[at] = sC;
+        __syncthreads();  // the next walk overwrites s_dB / s_dC
       }
-      __syncthreads();  // the next walk overwrites s_dB / s_dC
-    }
+    };
+    if (starts != 0)  // uniform over the block, as in the recomputation
+      walk(std::true_type{});
+    else
+      walk(std::false_type{});
 
     // ---- the chunk's per-(t, channel) gradients, coalesced ----
 #pragma unroll
