@@ -226,19 +226,20 @@ template <> struct RowPrefetch<true> {
   }
 };
 
-// The document starts among the steps of chunk k of row p.b: bit tt set when step k*kChunk + tt starts a
-// document after t = 0 (a flag at t = 0 cuts nothing). One flag per lane and a ballot, so every warp
-// holds the chunk's mask in one register; a block owns one batch row, so the mask is uniform over the
-// block and the reset it drives is a branch no thread diverges on. Every lane of the warp calls this.
-// Only the kernels built for documents (kDocs) call it: without them the mask is a compile-time 0 and
-// the steps carry no test at all.
-template <int kChunk, typename T> __device__ inline uint32_t chunk_starts(const ScanArgs<T>& a, const Place& p, int64_t k) {
+// The document starts among the steps of chunk k of row p.b, in two halves so that the flag's load is
+// in flight with the chunk's other loads: chunk_flag (in load_chunk) loads one flag per lane, for step
+// k*kChunk + lane; chunk_starts (when the chunk is staged) ballots them into a mask with bit tt set when
+// step k*kChunk + tt starts a document after t = 0 (a flag at t = 0 cuts nothing). Every warp then holds
+// the chunk's mask in one register; a block owns one batch row, so the mask is uniform over the block
+// and the reset it drives is a branch no thread diverges on. Only the kernels built for documents
+// (kDocs) call these: without them the mask is a compile-time 0 and the steps carry no test at all.
+template <int kChunk, typename T> __device__ inline bool chunk_flag(const ScanArgs<T>& a, const Place& p, int64_t k) {
   static_assert(kChunk <= 32, "one chunk's flags fit in a warp");
-  if (!a.docs) return 0;
   const int lane = p.tid % 32;
   const int64_t t = k * kChunk + lane;
-  return __ballot_sync(0xffffffffu, lane < kChunk && t > 0 && t < a.L && a.docs[p.b * a.L + t]);
+  return lane < kChunk && t > 0 && t < a.L && a.docs[p.b * a.L + t];
 }
+__device__ inline uint32_t chunk_starts(bool flag) { return __ballot_sync(0xffffffffu, flag); }
 
 template <typename T, int kLanes, int kStates, int kChunk, bool kRows, bool kDocs>
 __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, ForwardOut<T> o) {
@@ -271,12 +272,12 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
   const acc Dv = p.c_active && a.D ? acc(a.D[p.ce]) : acc(0);
 
   T r_u[kPairs], r_delta[kPairs], r_z[kPairs], r_B[kBC], r_C[kBC];
-  uint32_t r_starts = 0;    // the loaded chunk's document starts (chunk_starts)
+  bool r_flag = false;      // this lane's flag of the loaded chunk (chunk_flag)
   int64_t r_at[kPairs];     // grouped rows: where the loaded items sit in u, also where their outputs go
   RowPrefetch<kRows> rows;  // the storage rows of the chunk load_chunk reads next
   auto load_rows = [&](int64_t k) { rows.template load<kChunk>(a, p, k); };
   auto load_chunk = [&](int64_t k) {
-    if constexpr (kDocs) r_starts = chunk_starts<kChunk>(a, p, k);
+    if constexpr (kDocs) r_flag = chunk_flag<kChunk>(a, p, k);
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -311,7 +312,8 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
     for (int j = 0; j < kPairs; ++j)
       out_at[j] = kRows ? r_at[j] : (p.b * L + k * kChunk + (p.tid + j * kThreads) / kC) * E + p.ce;
     T cur_z[kPairs];
-    const uint32_t starts = kDocs ? r_starts : 0u;  // a compile-time 0 without documents
+    uint32_t starts = 0;  // stays a compile-time 0 without documents
+    if constexpr (kDocs) starts = chunk_starts(r_flag);
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -393,8 +395,16 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
   }
 }
 
+// Float with four states per thread fits three blocks per multiprocessor in 168 registers, as the
+// compiler builds the kernels without documents; left alone, it gives the document kernels a few more
+// and so two blocks (1.5x slower). Asked for three, it fits them without spilling. 0 leaves the others
+// to the compiler's choice (an explicit 1 costs the plain kernel 190 registers, two blocks).
+template <typename T, int kStates, bool kDocs> constexpr int backward_min_blocks() {
+  return sizeof(typename Acc<T>::type) == 4 && kStates == 4 && kDocs ? 3 : 0;
+}
+
 template <typename T, int kLanes, int kStates, int kChunk, bool kRows, bool kDocs>
-__global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, BackwardOut<T> o) {
+__global__ void __launch_bounds__(kThreads, backward_min_blocks<T, kStates, kDocs>()) scan_backward_kernel(ScanArgs<T> a, BackwardOut<T> o) {
   using acc = typename Acc<T>::type;
   using S = Smem<acc, kLanes, kStates, kChunk>;
   using SV = States<acc, kStates>;
@@ -433,11 +443,11 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
   acc dD_acc = 0, dbias_acc = 0;
 
   T r_u[kPairs], r_delta[kPairs], r_z[kPairs], r_dout[kPairs], r_B[kBC], r_C[kBC];
-  uint32_t r_starts = 0;    // the loaded chunk's document starts (chunk_starts)
+  bool r_flag = false;      // this lane's flag of the loaded chunk (chunk_flag)
   RowPrefetch<kRows> rows;  // the storage rows of the chunk load_chunk reads next
   auto load_rows = [&](int64_t k) { rows.template load<kChunk>(a, p, k); };
   auto load_chunk = [&](int64_t k) {
-    if constexpr (kDocs) r_starts = chunk_starts<kChunk>(a, p, k);
+    if constexpr (kDocs) r_flag = chunk_flag<kChunk>(a, p, k);
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -467,7 +477,8 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
     rows.template load_current<kChunk>(a, p, k);
     // ---- stage the chunk ----
     acc cur_x[kPairs], cur_z[kPairs], cur_dout[kPairs];
-    const uint32_t starts = kDocs ? r_starts : 0u;  // a compile-time 0 without documents
+    uint32_t starts = 0;  // stays a compile-time 0 without documents
+    if constexpr (kDocs) starts = chunk_starts(r_flag);
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
