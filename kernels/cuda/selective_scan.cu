@@ -226,19 +226,20 @@ template <> struct RowPrefetch<true> {
   }
 };
 
-// The document starts among the steps of chunk k of row p.b: bit tt set when step k*kChunk + tt starts a
-// document after t = 0 (a flag at t = 0 cuts nothing). One flag per lane and a ballot, so every warp
-// holds the chunk's mask in one register; a block owns one batch row, so the mask is uniform over the
-// block and the reset it drives is a branch no thread diverges on. Every lane of the warp calls this.
-// Only the kernels built for documents (kDocs) call it: without them the mask is a compile-time 0 and
-// the steps carry no test at all.
-template <int kChunk, typename T> __device__ inline uint32_t chunk_starts(const ScanArgs<T>& a, const Place& p, int64_t k) {
+// The document starts among the steps of chunk k of row p.b, in two halves so that the flag's load is
+// in flight with the chunk's other loads: chunk_flag (in load_chunk) loads one flag per lane, for step
+// k*kChunk + lane; chunk_starts (when the chunk is staged) ballots them into a mask with bit tt set when
+// step k*kChunk + tt starts a document after t = 0 (a flag at t = 0 cuts nothing). Every warp then holds
+// the chunk's mask in one register; a block owns one batch row, so the mask is uniform over the block
+// and the reset it drives is a branch no thread diverges on. Only the kernels built for documents
+// (kDocs) call these: without them the mask is a compile-time 0 and the steps carry no test at all.
+template <int kChunk, typename T> __device__ inline bool chunk_flag(const ScanArgs<T>& a, const Place& p, int64_t k) {
   static_assert(kChunk <= 32, "one chunk's flags fit in a warp");
-  if (!a.docs) return 0;
   const int lane = p.tid % 32;
   const int64_t t = k * kChunk + lane;
-  return __ballot_sync(0xffffffffu, lane < kChunk && t > 0 && t < a.L && a.docs[p.b * a.L + t]);
+  return lane < kChunk && t > 0 && t < a.L && a.docs[p.b * a.L + t];
 }
+__device__ inline uint32_t chunk_starts(bool flag) { return __ballot_sync(0xffffffffu, flag); }
 
 template <typename T, int kLanes, int kStates, int kChunk, bool kRows, bool kDocs>
 __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, ForwardOut<T> o) {
@@ -271,12 +272,12 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
   const acc Dv = p.c_active && a.D ? acc(a.D[p.ce]) : acc(0);
 
   T r_u[kPairs], r_delta[kPairs], r_z[kPairs], r_B[kBC], r_C[kBC];
-  uint32_t r_starts = 0;    // the loaded chunk's document starts (chunk_starts)
+  bool r_flag = false;      // this lane's flag of the loaded chunk (chunk_flag)
   int64_t r_at[kPairs];     // grouped rows: where the loaded items sit in u, also where their outputs go
   RowPrefetch<kRows> rows;  // the storage rows of the chunk load_chunk reads next
   auto load_rows = [&](int64_t k) { rows.template load<kChunk>(a, p, k); };
   auto load_chunk = [&](int64_t k) {
-    if constexpr (kDocs) r_starts = chunk_starts<kChunk>(a, p, k);
+    if constexpr (kDocs) r_flag = chunk_flag<kChunk>(a, p, k);
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -311,7 +312,8 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
     for (int j = 0; j < kPairs; ++j)
       out_at[j] = kRows ? r_at[j] : (p.b * L + k * kChunk + (p.tid + j * kThreads) / kC) * E + p.ce;
     T cur_z[kPairs];
-    const uint32_t starts = kDocs ? r_starts : 0u;  // a compile-time 0 without documents
+    uint32_t starts = 0;  // stays a compile-time 0 without documents
+    if constexpr (kDocs) starts = chunk_starts(r_flag);
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -342,24 +344,31 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
     if (k + 1 < a.nchunks) load_chunk(k + 1);
 
     // The sequential part: no shuffle and no reduction on the path from one step to the next; each
-    // lane leaves its partial C_t . h_t in shared memory. A document start begins from a zero state.
+    // lane leaves its partial C_t . h_t in shared memory. A document start begins from a zero state;
+    // a chunk without one (starts is uniform over the block) runs the steps without the test.
+    auto scan_steps = [&](auto cut) {
 #pragma unroll
-    for (int tt = 0; tt < kChunk; ++tt) {
-      const Step st = s_step[tt * kC + p.c];
-      const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
-      const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
-      if (starts >> tt & 1u) {
+      for (int tt = 0; tt < kChunk; ++tt) {
+        const Step st = s_step[tt * kC + p.c];
+        const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
+        const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
+        if (decltype(cut)::value && (starts >> tt & 1u)) {
 #pragma unroll
-        for (int s = 0; s < kStates; ++s) h[s] = 0;
+          for (int s = 0; s < kStates; ++s) h[s] = 0;
+        }
+        acc y = 0;
+#pragma unroll
+        for (int s = 0; s < kStates; ++s) {
+          h[s] = decay(st.v[0] * A2[s]) * h[s] + st.v[1] * Bv.v[s];
+          y += Cv.v[s] * h[s];
+        }
+        s_ypart[tt * S::part_row + p.lane * (kC + 1) + p.c] = y;
       }
-      acc y = 0;
-#pragma unroll
-      for (int s = 0; s < kStates; ++s) {
-        h[s] = decay(st.v[0] * A2[s]) * h[s] + st.v[1] * Bv.v[s];
-        y += Cv.v[s] * h[s];
-      }
-      s_ypart[tt * S::part_row + p.lane * (kC + 1) + p.c] = y;
-    }
+    };
+    if (starts != 0)
+      scan_steps(std::true_type{});
+    else
+      scan_steps(std::false_type{});
     __syncthreads();
     if (o.out) {
 #pragma unroll
@@ -386,8 +395,16 @@ __global__ void __launch_bounds__(kThreads) scan_forward_kernel(ScanArgs<T> a, F
   }
 }
 
+// Float with four states per thread fits three blocks per multiprocessor in 168 registers, as the
+// compiler builds the kernels without documents; left alone, it gives the document kernels a few more
+// and so two blocks (1.5x slower). Asked for three, it fits them without spilling. 0 leaves the others
+// to the compiler's choice (an explicit 1 costs the plain kernel 190 registers, two blocks).
+template <typename T, int kStates, bool kDocs> constexpr int backward_min_blocks() {
+  return sizeof(typename Acc<T>::type) == 4 && kStates == 4 && kDocs ? 3 : 0;
+}
+
 template <typename T, int kLanes, int kStates, int kChunk, bool kRows, bool kDocs>
-__global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, BackwardOut<T> o) {
+__global__ void __launch_bounds__(kThreads, backward_min_blocks<T, kStates, kDocs>()) scan_backward_kernel(ScanArgs<T> a, BackwardOut<T> o) {
   using acc = typename Acc<T>::type;
   using S = Smem<acc, kLanes, kStates, kChunk>;
   using SV = States<acc, kStates>;
@@ -426,11 +443,11 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
   acc dD_acc = 0, dbias_acc = 0;
 
   T r_u[kPairs], r_delta[kPairs], r_z[kPairs], r_dout[kPairs], r_B[kBC], r_C[kBC];
-  uint32_t r_starts = 0;    // the loaded chunk's document starts (chunk_starts)
+  bool r_flag = false;      // this lane's flag of the loaded chunk (chunk_flag)
   RowPrefetch<kRows> rows;  // the storage rows of the chunk load_chunk reads next
   auto load_rows = [&](int64_t k) { rows.template load<kChunk>(a, p, k); };
   auto load_chunk = [&](int64_t k) {
-    if constexpr (kDocs) r_starts = chunk_starts<kChunk>(a, p, k);
+    if constexpr (kDocs) r_flag = chunk_flag<kChunk>(a, p, k);
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -460,7 +477,8 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
     rows.template load_current<kChunk>(a, p, k);
     // ---- stage the chunk ----
     acc cur_x[kPairs], cur_z[kPairs], cur_dout[kPairs];
-    const uint32_t starts = kDocs ? r_starts : 0u;  // a compile-time 0 without documents
+    uint32_t starts = 0;  // stays a compile-time 0 without documents
+    if constexpr (kDocs) starts = chunk_starts(r_flag);
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
       const int q = p.tid + j * kThreads;
@@ -495,84 +513,96 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs<T> a, 
         const int64_t n = p.lane * kStates + s;
         h[s] = p.active && n < N ? o.ckpt[((p.b * a.nchunks + k) * E + p.e) * N + n] : acc(0);
       }
+      auto recompute = [&](auto cut) {
 #pragma unroll
-      for (int tt = 0; tt < kChunk; ++tt) {
-        const Step st = s_step[tt * kC + p.c];
-        const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
-        const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
-        if (starts >> tt & 1u) {  // a document start: h_{t-1} reads as 0, as in the forward
+        for (int tt = 0; tt < kChunk; ++tt) {
+          const Step st = s_step[tt * kC + p.c];
+          const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
+          const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
+          if (decltype(cut)::value && (starts >> tt & 1u)) {  // a start: h_{t-1} reads as 0, as in the forward
 #pragma unroll
-          for (int s = 0; s < kStates; ++s) h[s] = 0;
+            for (int s = 0; s < kStates; ++s) h[s] = 0;
+          }
+          acc y = 0;
+#pragma unroll
+          for (int s = 0; s < kStates; ++s) {
+            hist[tt][s] = h[s];
+            h[s] = decay(st.v[0] * A2[s]) * h[s] + st.v[1] * Bv.v[s];
+            y += Cv.v[s] * h[s];
+          }
+          y = lane_sum<kLanes>(y);
+          if (p.lane == 0) s_y[tt * kC + p.c] = y;
         }
-        acc y = 0;
-#pragma unroll
-        for (int s = 0; s < kStates; ++s) {
-          hist[tt][s] = h[s];
-          h[s] = decay(st.v[0] * A2[s]) * h[s] + st.v[1] * Bv.v[s];
-          y += Cv.v[s] * h[s];
-        }
-        y = lane_sum<kLanes>(y);
-        if (p.lane == 0) s_y[tt * kC + p.c] = y;
-      }
+      };
+      if (starts != 0)  // uniform over the block: a chunk without a start runs the steps without the test
+        recompute(std::true_type{});
+      else
+        recompute(std::false_type{});
     }
 
     // ---- walk the chunk backward, kWalk steps per flush of the dB / dC contributions ----
+    auto walk = [&](auto cut) {
 #pragma unroll
-    for (int w = kChunk / kWalk - 1; w >= 0; --w) {
+      for (int w = kChunk / kWalk - 1; w >= 0; --w) {
 #pragma unroll
-      for (int i = kWalk - 1; i >= 0; --i) {
-        const int tt = w * kWalk + i;
-        const Step st = s_step[tt * kC + p.c];
-        const acc dt = st.v[0], dtu = st.v[1], u = st.v[2], dy = st.v[3];
-        const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
-        const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
-        SV dBv, dCv;
-        acc gdhA = 0, gB = 0;  // sum_n g dA h_{t-1} A and sum_n g B
+        for (int i = kWalk - 1; i >= 0; --i) {
+          const int tt = w * kWalk + i;
+          const Step st = s_step[tt * kC + p.c];
+          const acc dt = st.v[0], dtu = st.v[1], u = st.v[2], dy = st.v[3];
+          const SV Bv = reinterpret_cast<const SV*>(s_B + tt * kNp)[p.lane];
+          const SV Cv = reinterpret_cast<const SV*>(s_C + tt * kNp)[p.lane];
+          SV dBv, dCv;
+          acc gdhA = 0, gB = 0;  // sum_n g dA h_{t-1} A and sum_n g B
 #pragma unroll
-        for (int s = 0; s < kStates; ++s) {
-          const acc dA = decay(dt * A2[s]);
-          const acc hp = hist[tt][s];
-          const acc gs = g[s] + dy * Cv.v[s];  // dL/dh_t
-          dCv.v[s] = dy * (dA * hp + dtu * Bv.v[s]);
-          dBv.v[s] = gs * dtu;
-          g[s] = starts >> tt & 1u ? acc(0) : gs * dA;  // dL/dh_{t-1}: none across a document start
-          const acc gdh = g[s] * hp;
-          gdhA += gdh * Av[s];
-          gB += gs * Bv.v[s];
-          dA_acc[s] += gdh * dt;
+          for (int s = 0; s < kStates; ++s) {
+            const acc dA = decay(dt * A2[s]);
+            const acc hp = hist[tt][s];
+            const acc gs = g[s] + dy * Cv.v[s];  // dL/dh_t
+            dCv.v[s] = dy * (dA * hp + dtu * Bv.v[s]);
+            dBv.v[s] = gs * dtu;
+            g[s] = decltype(cut)::value && (starts >> tt & 1u) ? acc(0) : gs * dA;  // none across a start
+            const acc gdh = g[s] * hp;
+            gdhA += gdh * Av[s];
+            gB += gs * Bv.v[s];
+            dA_acc[s] += gdh * dt;
+          }
+          s_dB[i * kThreads + p.tid] = dBv;
+          s_dC[i * kThreads + p.tid] = dCv;
+          gdhA = lane_sum<kLanes>(gdhA);
+          gB = lane_sum<kLanes>(gB);
+          if (p.lane == 0) {
+            s_ddt[tt * kC + p.c] = gdhA + gB * u;  // ddt = sum_n g (A dA h_{t-1} + B u)
+            s_du[tt * kC + p.c] = gB * dt;         // du, before its D dy term
+          }
         }
-        s_dB[i * kThreads + p.tid] = dBv;
-        s_dC[i * kThreads + p.tid] = dCv;
-        gdhA = lane_sum<kLanes>(gdhA);
-        gB = lane_sum<kLanes>(gB);
-        if (p.lane == 0) {
-          s_ddt[tt * kC + p.c] = gdhA + gB * u;  // ddt = sum_n g (A dA h_{t-1} + B u)
-          s_du[tt * kC + p.c] = gB * dt;         // du, before its D dy term
-        }
-      }
-      __syncthreads();
-      // Sum the walk's dB_t, dC_t contributions over the block's channels, in channel order.
+        __syncthreads();
+        // Sum the walk's dB_t, dC_t contributions over the block's channels, in channel order.
 #pragma unroll
-      for (int j = 0; j < kRed; ++j) {
-        const int q = p.tid + j * kThreads;
-        if (q >= kWalk * kNp) continue;
-        const int i = q / kNp, n = q % kNp;
-        const int64_t t = k * kChunk + w * kWalk + i;
-        if (n >= N || t >= L) continue;
-        const acc* dBrow = reinterpret_cast<const acc*>(s_dB + i * kThreads) + n;
-        const acc* dCrow = reinterpret_cast<const acc*>(s_dC + i * kThreads) + n;
-        acc sB = 0, sC = 0;
+        for (int j = 0; j < kRed; ++j) {
+          const int q = p.tid + j * kThreads;
+          if (q >= kWalk * kNp) continue;
+          const int i = q / kNp, n = q % kNp;
+          const int64_t t = k * kChunk + w * kWalk + i;
+          if (n >= N || t >= L) continue;
+          const acc* dBrow = reinterpret_cast<const acc*>(s_dB + i * kThreads) + n;
+          const acc* dCrow = reinterpret_cast<const acc*>(s_dC + i * kThreads) + n;
+          acc sB = 0, sC = 0;
 #pragma unroll 8
-        for (int c = 0; c < kC; ++c) {
-          sB += dBrow[c * kNp];
-          sC += dCrow[c * kNp];
+          for (int c = 0; c < kC; ++c) {
+            sB += dBrow[c * kNp];
+            sC += dCrow[c * kNp];
+          }
+          const int64_t at = ((int64_t(blockIdx.x) * a.B + p.b) * L + t) * N + n;
+          o.part_Bm[at] = sB;
+          o.part_Cm[at] = sC;
         }
-        const int64_t at = ((int64_t(blockIdx.x) * a.B + p.b) * L + t) * N + n;
-        o.part_Bm[at] = sB;
-        o.part_Cm[at] = sC;
+        __syncthreads();  // the next walk overwrites s_dB / s_dC
       }
-      __syncthreads();  // the next walk overwrites s_dB / s_dC
-    }
+    };
+    if (starts != 0)  // uniform over the block, as in the recomputation
+      walk(std::true_type{});
+    else
+      walk(std::false_type{});
 
     // ---- the chunk's per-(t, channel) gradients, coalesced ----
 #pragma unroll
