@@ -289,5 +289,41 @@ TEST_F(Cuda, AbsentModalityExpertsGetNoGradient) {
   }
 }
 
+// Recurrent decoding on the GPU: one MambaLM::step per position, with documents starting mid-row (at
+// 7 in row 0, at 1 in row 1, at the last position in row 2), gives the logits of the GPU's parallel
+// forward over the same packed rows, and those of the same steps on the CPU.
+TEST_F(Cuda, StepDecodingEqualsTheParallelForward) {
+  uint64_t seed = test_seed();
+  SCOPED_TRACE(test::seed_note(seed));
+  for (bool mom : {false, true}) {
+    SCOPED_TRACE(mom ? "mom" : "dense");
+    Pair m(tiny_lm(mom, 2, 32, 16), seed);
+    Generator gen(seed + 3);
+    const int64_t B = 3, L = 19;
+    const HostBatch hb = random_batch(B, L, gen);
+    std::vector<uint8_t> flags(B * L, 0);
+    flags[0 * L + 7] = flags[1 * L + 1] = flags[2 * L + L - 1] = 1;
+    const Tensor doc = from_vector<uint8_t>(flags, {B, L}).to(DType::boolean);
+    const Tensor full = m.gpu->forward(hb.tokens.to(kGpu), hb.modalities.to(kGpu), doc.to(kGpu));  // (B, L, V)
+    nn::LMState state_gpu = m.gpu->allocate_state(B), state_cpu = m.cpu->allocate_state(B);
+    double worst_forward = 0, worst_cpu = 0;
+    for (int64_t t = 0; t < L; ++t) {
+      auto column = [&](const Tensor& x) { return x.narrow(1, t, 1).contiguous().reshape({B}); };
+      const Tensor on_gpu = m.gpu->step(column(hb.tokens).to(kGpu), column(hb.modalities).to(kGpu), state_gpu,
+                                        column(doc).to(kGpu));
+      const Tensor on_cpu = m.cpu->step(column(hb.tokens), column(hb.modalities), state_cpu, column(doc));
+      ASSERT_EQ(on_gpu.device(), kGpu);
+      const Tensor parallel = full.narrow(1, t, 1).contiguous().reshape({B, kVocab});
+      worst_forward = std::max(worst_forward, rel_error(on_gpu, parallel));
+      worst_cpu = std::max(worst_cpu, rel_error(on_gpu, on_cpu));
+    }
+    EXPECT_LT(worst_forward, 1e-5);
+    EXPECT_LT(worst_cpu, 1e-5);
+    std::printf("%s decoding on the GPU, %lld steps: worst rel error against the parallel forward %.2e, against the "
+                "CPU's steps %.2e\n",
+                mom ? "mom" : "dense", static_cast<long long>(L), worst_forward, worst_cpu);
+  }
+}
+
 }  // namespace
 }  // namespace mom
