@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   mom::cli::add_compare_command(app, exit_code);
   mom::cli::add_data_command(app, exit_code);
   mom::cli::add_gradcheck_command(app, exit_code);
+  mom::cli::add_sweep_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

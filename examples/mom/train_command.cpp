@@ -19,12 +19,6 @@ namespace mom::cli {
 
 namespace {
 
-// An option and how to copy its field from the parsed config into another one.
-struct BoundOption {
-  CLI::Option* option;
-  std::function<void(toy::TrainConfig& to, const toy::TrainConfig& from)> copy;
-};
-
 toy::TrainConfig config_for_resume(const toy::TrainConfig& parsed, const std::vector<BoundOption>& options) {
   const std::string path = (std::filesystem::path(parsed.out) / "config.json").string();
   std::ifstream in(path);
@@ -47,13 +41,11 @@ toy::TrainConfig config_for_resume(const toy::TrainConfig& parsed, const std::ve
 
 }  // namespace
 
-void add_train_command(CLI::App& app, int& exit_code) {
-  auto c = std::make_shared<toy::TrainConfig>();
-  auto bound = std::make_shared<std::vector<BoundOption>>();
-  CLI::App* cmd = app.add_subcommand("train", "train dense Mamba or Mixture-of-Mamba on toy multimodal data");
+void add_train_options(CLI::App* cmd, toy::TrainConfig& config, std::vector<BoundOption>* bound, bool sweep) {
+  toy::TrainConfig* c = &config;
   auto add = [&](const char* flag, auto member, const std::string& help) {
     CLI::Option* o = cmd->add_option(flag, (*c).*member, help);
-    bound->push_back({o, [member](toy::TrainConfig& to, const toy::TrainConfig& from) { to.*member = from.*member; }});
+    if (bound) bound->push_back({o, [member](toy::TrainConfig& to, const toy::TrainConfig& from) { to.*member = from.*member; }});
     return o;
   };
   // The integer flags' ranges are the trainer's own (TrainConfig::limits).
@@ -63,11 +55,13 @@ void add_train_command(CLI::App& app, int& exit_code) {
     throw std::logic_error(std::string("no limit for ") + flag);
   };
   using TC = toy::TrainConfig;
-  add("--model", &TC::model, "dense | mom (all four projections split by modality)")
-      ->check(CLI::IsMember({"dense", "mom"}))->capture_default_str();
-  for (auto [flag, member] : {std::pair{"--split-in-proj", &TC::split_in_proj}, {"--split-x-proj", &TC::split_x_proj},
-                              {"--split-dt-proj", &TC::split_dt_proj}, {"--split-out-proj", &TC::split_out_proj}})
-    add(flag, member, "0 or 1: override --model for this projection")->check(integer_in<int>(0, 1));
+  if (!sweep) {  // a sweep sets the model, the seed and the run directory of each run itself
+    add("--model", &TC::model, "dense | mom (all four projections split by modality)")
+        ->check(CLI::IsMember({"dense", "mom"}))->capture_default_str();
+    for (auto [flag, member] : {std::pair{"--split-in-proj", &TC::split_in_proj}, {"--split-x-proj", &TC::split_x_proj},
+                                {"--split-dt-proj", &TC::split_dt_proj}, {"--split-out-proj", &TC::split_out_proj}})
+      add(flag, member, "0 or 1: override --model for this projection")->check(integer_in<int>(0, 1));
+  }
   add("--layers", &TC::n_layers, "number of layers")->check(limit("--layers"))->capture_default_str();
   add("--d-model", &TC::d_model, "model width D")->check(limit("--d-model"))->capture_default_str();
   add("--d-state", &TC::d_state, "SSM state size N")->check(limit("--d-state"))->capture_default_str();
@@ -90,16 +84,18 @@ void add_train_command(CLI::App& app, int& exit_code) {
       ->check(number_in(0, 1))->capture_default_str();
   add("--weight-decay", &TC::weight_decay, "AdamW weight decay")->check(number_in(0, 1e30))->capture_default_str();
   add("--clip", &TC::clip, "global gradient-norm clip")->check(number_in(0, 1e30))->capture_default_str();
-  add("--seed", &TC::seed, "seed of the weights, of the toy data and of a token file's document order")
-      ->check(integer_in<uint64_t>(0, UINT64_MAX))->capture_default_str();
+  if (!sweep)
+    add("--seed", &TC::seed, "seed of the weights, of the toy data and of a token file's document order")
+        ->check(integer_in<uint64_t>(0, UINT64_MAX))->capture_default_str();
   add("--device", &TC::device, "auto (the GPU when one is visible) | cpu | cuda | cuda:N")->capture_default_str();
   add("--precision", &TC::precision,
       "f32 | bf16: mixed precision (float32 master weights and optimiser state, bf16 activations and products)")
       ->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
   add("--save-dtype", &TC::save_dtype, "f32 | bf16: the dtype of model.safetensors (the checkpoint stays f32)")
       ->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
-  add("--out", &TC::out, "run directory (config.json, log.jsonl, checkpoint, model)")
-      ->check(non_empty())->capture_default_str();
+  if (!sweep)
+    add("--out", &TC::out, "run directory (config.json, log.jsonl, checkpoint, model)")
+        ->check(non_empty())->capture_default_str();
   add("--eval-every", &TC::eval_every, "steps between evaluations")->check(limit("--eval-every"))->capture_default_str();
   add("--eval-batches", &TC::eval_batches, "batches in the held-out set")
       ->check(limit("--eval-batches"))->capture_default_str();
@@ -109,20 +105,30 @@ void add_train_command(CLI::App& app, int& exit_code) {
       "held-out scenes on which every evaluation scores greedy generation (caption -> image, caption -> speech, "
       "image -> caption, speech -> caption; toy vocabulary only); 0: off")
       ->check(limit("--accuracy-docs"))->capture_default_str();
-  add("--stop-at", &TC::stop_at, "stop after this step (checkpointed); finish later with --resume")
-      ->check(limit("--stop-at"));
+  if (!sweep)
+    add("--stop-at", &TC::stop_at, "stop after this step (checkpointed); finish later with --resume")
+        ->check(limit("--stop-at"));
+  CLI::Option* shuffle = cmd->add_flag("--no-shuffle{false}", c->shuffle,
+                                       "read a token file in its order (by default each pass reads its documents, "
+                                       "which start at --doc-token, in a new order drawn from --seed)");
+  CLI::Option* tf32 = cmd->add_flag("--tf32", c->tf32,
+                                    "allow TF32 tensor-core matmuls for float32 on CUDA (faster, ~1e-3 relative error)");
+  if (bound) {
+    bound->push_back({shuffle, [](TC& to, const TC& from) { to.shuffle = from.shuffle; }});
+    bound->push_back({tf32, [](TC& to, const TC& from) { to.tf32 = from.tf32; }});
+  }
+  cmd->add_flag("--quiet", c->quiet, "no progress lines");
+}
+
+void add_train_command(CLI::App& app, int& exit_code) {
+  auto c = std::make_shared<toy::TrainConfig>();
+  auto bound = std::make_shared<std::vector<BoundOption>>();
+  CLI::App* cmd = app.add_subcommand("train", "train dense Mamba or Mixture-of-Mamba on toy multimodal data");
+  add_train_options(cmd, *c, bound.get(), false);
   cmd->add_flag("--resume", c->resume,
                 "continue the run in --out from its checkpoint, with its config; flags given change it where a "
                 "resumed run can (--steps, --stop-at, --lr, --clip, --device, --tf32, --precision, --save-dtype, "
                 "--eval-every, --ckpt-every, --log-every, --accuracy-docs)");
-  cmd->add_flag("--quiet", c->quiet, "no progress lines");
-  bound->push_back({cmd->add_flag("--no-shuffle{false}", c->shuffle,
-                                  "read a token file in its order (by default each pass reads its documents, which "
-                                  "start at --doc-token, in a new order drawn from --seed)"),
-                    [](TC& to, const TC& from) { to.shuffle = from.shuffle; }});
-  bound->push_back({cmd->add_flag("--tf32", c->tf32,
-                                  "allow TF32 tensor-core matmuls for float32 on CUDA (faster, ~1e-3 relative error)"),
-                    [](TC& to, const TC& from) { to.tf32 = from.tf32; }});
   cmd->callback([c, bound, &exit_code] {
     toy::TrainConfig config = *c;
     if (c->resume) {

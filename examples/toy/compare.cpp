@@ -43,6 +43,7 @@ std::vector<EvalPoint> read_eval_curve(const std::string& run_dir, const std::ve
     EvalPoint p;
     p.flops = r.value("flops", 0.0);
     p.time = r.value("time", 0.0);
+    p.tokens = r.value("tokens", 0.0);
     for (size_t k = 0; k < kTasks.size(); ++k) {
       const std::string key = std::string("acc_") + task_key(kTasks[k]);
       p.accuracy[k] = r.contains(key) && r[key].is_number() ? r[key].get<double>() : kNaN;

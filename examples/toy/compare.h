@@ -26,6 +26,7 @@ constexpr double kNotMeasured = std::numeric_limits<double>::quiet_NaN();
 struct EvalPoint {
   double flops = 0;
   double time = 0;           // training seconds ("time")
+  double tokens = 0;         // training tokens so far ("tokens")
   std::vector<double> loss;  // total, then per modality (NaN where absent)
   // The shares of generation exact (acc_<task>), in kTasks' order; NaN where absent.
   std::array<double, kNumTasks> accuracy{kNotMeasured, kNotMeasured, kNotMeasured, kNotMeasured};

@@ -1,0 +1,92 @@
+// `mom sweep`: train dense, MoM and the single-split variants on several seeds with one config, and
+// report each variant over the seeds (examples/toy/sweep.h) in <out>/report.md.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "examples/mom/commands.h"
+#include "examples/mom/options.h"
+#include "examples/toy/sweep.h"
+
+namespace mom::cli {
+
+namespace {
+
+struct SweepOptions {
+  toy::TrainConfig base;
+  int64_t seeds = 3;
+  uint64_t first_seed = 1;
+  std::vector<std::string> variants = {"dense", "mom", "in_proj", "x_proj", "dt_proj", "out_proj"};
+  std::string out = "runs/sweep";
+};
+
+std::vector<std::string> run_modalities(const std::string& run_dir) {
+  const std::string path = (std::filesystem::path(run_dir) / "config.json").string();
+  std::ifstream in(path);
+  MOM_CHECK(in.good(), "sweep", "cannot read " << path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return toy::TrainConfig::from_json(text.str()).modalities;
+}
+
+}  // namespace
+
+void add_sweep_command(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<SweepOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "sweep", "train dense, MoM and each single split on several seeds; report mean +- std over the seeds");
+  cmd->add_option("--seeds", o->seeds, "seeds per variant")->check(integer_in<int64_t>(1, 1000))->capture_default_str();
+  cmd->add_option("--first-seed", o->first_seed, "the seeds are first-seed, first-seed + 1, ...")
+      ->check(integer_in<uint64_t>(0, UINT64_MAX - 1000))->capture_default_str();
+  cmd->add_option("--variants", o->variants,
+                  "among dense, mom (all four projections split), in_proj, x_proj, dt_proj, out_proj (that one "
+                  "split); dense is always trained, as the reference")
+      ->delimiter(',')->capture_default_str();
+  cmd->add_option("--out", o->out, "directory of the runs (<out>/<variant>/seed-<s>) and of report.md")
+      ->check(non_empty())->capture_default_str();
+  add_train_options(cmd, o->base, nullptr, true);
+  cmd->callback([o, &exit_code] {
+    const std::vector<toy::SweepVariant> variants = toy::select_variants(o->variants);
+    std::vector<uint64_t> seeds;
+    for (int64_t k = 0; k < o->seeds; ++k) seeds.push_back(o->first_seed + static_cast<uint64_t>(k));
+    const size_t total = variants.size() * seeds.size();
+    size_t n = 0;
+    for (uint64_t seed : seeds)
+      for (const toy::SweepVariant& v : variants) {
+        const toy::TrainConfig c = toy::sweep_run_config(o->base, v, seed, o->out);
+        ++n;
+        const std::string differs = toy::sweep_run_mismatch(c);
+        MOM_CHECK(differs.empty(), "sweep", c.out << " holds a run whose " << toy::flag_of(differs)
+                                                  << " differs from this sweep's; give another --out");
+        if (toy::sweep_run_done(c.out, c.steps)) {
+          std::printf("[%zu/%zu] %s seed %llu: done before, in %s\n", n, total, v.name.c_str(),
+                      static_cast<unsigned long long>(seed), c.out.c_str());
+          continue;
+        }
+        std::printf("[%zu/%zu] %s seed %llu -> %s\n", n, total, v.name.c_str(), static_cast<unsigned long long>(seed),
+                    c.out.c_str());
+        std::fflush(stdout);
+        const bool partial = std::filesystem::exists(std::filesystem::path(c.out) / "checkpoint.safetensors");
+        toy::TrainConfig run = c;
+        run.resume = partial;  // an interrupted run continues from its checkpoint
+        const toy::TrainResult r = toy::train(run);
+        if (c.quiet)
+          std::printf("  final eval %s\n", toy::format_losses(r.last_eval, r.modalities).c_str());
+      }
+    const std::vector<std::string> modalities = run_modalities(toy::sweep_run_dir(o->out, "dense", seeds.front()));
+    const std::string report =
+        toy::format_sweep_report(toy::sweep_report(o->out, variants, seeds, modalities), modalities);
+    const std::string path = (std::filesystem::path(o->out) / "report.md").string();
+    std::ofstream f(path);
+    MOM_CHECK(f.good(), "sweep", "cannot write " << path);
+    f << report;
+    f.close();
+    MOM_CHECK(f.good(), "sweep", "cannot write " << path);
+    std::printf("\n%s\nreport: %s\n", report.c_str(), path.c_str());
+    exit_code = 0;
+  });
+}
+
+}  // namespace mom::cli
