@@ -50,12 +50,18 @@ inline nn::LMConfig decode_config(const DecodeShape& s, bool mom) {
 
 // Bytes one step of `batch` rows moves at least, with weights of `weight_bytes` bytes per element and a
 // state of `state_bytes` per element (see the header comment).
-inline double decode_step_bytes(const nn::MambaLM& model, int64_t batch, double weight_bytes, double state_bytes) {
-  const int64_t M = model.config().mixer.n_modalities;
-  const double experts_read = static_cast<double>(std::min<int64_t>(batch, M)) / static_cast<double>(M);
+// Weight elements a step uses: every shared one, and `expert_share` of the split projections' experts.
+inline double used_weight_elements(const nn::MambaLM& model, double expert_share) {
   double elements = 0;
   for (const auto& [name, t] : model.named_parameters())
-    elements += static_cast<double>(t.numel()) * (name.find("local_experts_") != std::string::npos ? experts_read : 1.0);
+    elements += static_cast<double>(t.numel()) * (name.find("local_experts_") != std::string::npos ? expert_share : 1.0);
+  return elements;
+}
+
+inline double decode_step_bytes(const nn::MambaLM& model, int64_t batch, double weight_bytes, double state_bytes) {
+  const int64_t M = model.config().mixer.n_modalities;
+  const double elements =
+      used_weight_elements(model, static_cast<double>(std::min<int64_t>(batch, M)) / static_cast<double>(M));
   const nn::MambaConfig& m = model.config().mixer;
   const double E = static_cast<double>(m.expand * m.d_model);
   const double state = static_cast<double>(model.config().n_layers) * static_cast<double>(batch) * E *
@@ -68,10 +74,7 @@ inline double decode_step_bytes(const nn::MambaLM& model, int64_t batch, double 
 // operations per weight are counted alike, a small overcount.
 inline double decode_step_flops(const nn::MambaLM& model, int64_t batch) {
   const double M = static_cast<double>(model.config().mixer.n_modalities);
-  double per_row = 0;
-  for (const auto& [name, t] : model.named_parameters())
-    per_row += static_cast<double>(t.numel()) / (name.find("local_experts_") != std::string::npos ? M : 1.0);
-  return 2.0 * per_row * static_cast<double>(batch);
+  return 2.0 * used_weight_elements(model, 1.0 / M) * static_cast<double>(batch);
 }
 
 // Feeds `steps` tokens to `batch` rows (random ids; row r's modality is r mod M, so a batch of 64 uses

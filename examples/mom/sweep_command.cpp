@@ -3,7 +3,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "core/error.h"
 #include "examples/mom/commands.h"
@@ -18,23 +17,15 @@ struct SweepOptions {
   toy::TrainConfig base;
   int64_t seeds = 3;
   uint64_t first_seed = 1;
-  std::vector<std::string> variants = {"dense", "mom", "in_proj", "x_proj", "dt_proj", "out_proj"};
+  std::vector<std::string> variants;  // default: every one of toy::sweep_variants()
   std::string out = "runs/sweep";
 };
-
-std::vector<std::string> run_modalities(const std::string& run_dir) {
-  const std::string path = (std::filesystem::path(run_dir) / "config.json").string();
-  std::ifstream in(path);
-  MOM_CHECK(in.good(), "sweep", "cannot read " << path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return toy::TrainConfig::from_json(text.str()).modalities;
-}
 
 }  // namespace
 
 void add_sweep_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<SweepOptions>();
+  for (const toy::SweepVariant& v : toy::sweep_variants()) o->variants.push_back(v.name);
   CLI::App* cmd = app.add_subcommand(
       "sweep", "train dense, MoM and each single split on several seeds; report mean +- std over the seeds");
   cmd->add_option("--seeds", o->seeds, "seeds per variant")->check(integer_in<int64_t>(1, 1000))->capture_default_str();
@@ -75,7 +66,7 @@ void add_sweep_command(CLI::App& app, int& exit_code) {
         if (c.quiet)
           std::printf("  final eval %s\n", toy::format_losses(r.last_eval, r.modalities).c_str());
       }
-    const std::vector<std::string> modalities = run_modalities(toy::sweep_run_dir(o->out, "dense", seeds.front()));
+    const std::vector<std::string> modalities = toy::read_run_config(toy::sweep_run_dir(o->out, "dense", seeds.front())).modalities;
     const std::string report =
         toy::format_sweep_report(toy::sweep_report(o->out, variants, seeds, modalities), modalities);
     const std::string path = (std::filesystem::path(o->out) / "report.md").string();

@@ -86,12 +86,22 @@ bool sweep_run_done(const std::string& run_dir, int64_t steps) {
   return false;
 }
 
-std::string sweep_run_mismatch(const TrainConfig& c) {
-  std::ifstream in((std::filesystem::path(c.out) / "config.json").string());
-  if (!in.good()) return "";
+TrainConfig read_run_config(const std::string& run_dir) {
+  const std::string path = (std::filesystem::path(run_dir) / "config.json").string();
+  std::ifstream in(path);
+  MOM_CHECK(in.good(), "sweep", "cannot read " << path);
   std::stringstream text;
   text << in.rdbuf();
-  const nlohmann::json have = nlohmann::json::parse(TrainConfig::from_json(text.str()).to_json());
+  try {
+    return TrainConfig::from_json(text.str());
+  } catch (const Error& e) {
+    MOM_THROW("sweep", path << ": " << e.what());
+  }
+}
+
+std::string sweep_run_mismatch(const TrainConfig& c) {
+  if (!std::filesystem::exists(std::filesystem::path(c.out) / "config.json")) return "";
+  const nlohmann::json have = nlohmann::json::parse(read_run_config(c.out).to_json());
   const nlohmann::json want = nlohmann::json::parse(c.to_json());
   for (auto it = want.begin(); it != want.end(); ++it) {
     const std::string& k = it.key();

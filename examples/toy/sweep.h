@@ -39,6 +39,8 @@ std::string sweep_run_dir(const std::string& out, const std::string& variant, ui
 
 // Whether the run directory's log holds the evaluation of step `steps` (the run is complete).
 bool sweep_run_done(const std::string& run_dir, int64_t steps);
+// The config.json of a run directory. Throws [sweep] when it is missing or bad.
+TrainConfig read_run_config(const std::string& run_dir);
 // The first config key in which the run already in c.out differs from c ("" when there is none, or no
 // run yet), ignoring the device, the reporting cadences and the modalities (which the data sets).
 std::string sweep_run_mismatch(const TrainConfig& c);
