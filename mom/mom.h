@@ -1,6 +1,7 @@
 // The public API in one include: tensors and their factories, devices, the seeded generator,
 // safetensors files, the differentiable ops, grad mode and backward, the modules (dense Mamba,
-// Mixture-of-Mamba, the LM) and AdamW with clipping and the learning-rate schedule.
+// Mixture-of-Mamba, the LM and its fast recurrent Decoder) and AdamW with clipping and the
+// learning-rate schedule.
 //
 //   #include <mom/mom.h>     // in the repository and from an installed package (find_package(mom))
 //
@@ -22,6 +23,7 @@
 #include "autograd/ops.h"
 #include "autograd/selective_scan.h"
 
+#include "nn/decoder.h"
 #include "nn/layers.h"
 #include "nn/lm.h"
 #include "nn/mamba.h"

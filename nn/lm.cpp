@@ -112,6 +112,14 @@ Tensor MambaLM::step(const Tensor& token, const Tensor& modality, LMState& state
   return logits.detach().reshape({B, config_.vocab_size}).to(param_dtype_);
 }
 
+Tensor MambaLM::prefill(const Tensor& tokens, const Tensor& modalities, LMState& state, const Tensor& doc_start) const {
+  MOM_CHECK(tokens.dim() == 2, "MambaLM::prefill", "tokens must be (B, L), got " << shape_str(tokens.shape()));
+  MOM_CHECK(state.size() == layers.size(), "MambaLM::prefill",
+            "state has " << state.size() << " layers, the model " << layers.size());
+  NoGradGuard no_grad;
+  return run(tokens, modalities, doc_start, &state).detach();
+}
+
 std::string MambaLM::parameter_summary() const {
   // Group by component: embedding, per-layer kinds (norm, in_proj, conv1d, x_proj, dt_proj, out_proj,
   // A_log, D), norm_f, lm_head.

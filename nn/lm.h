@@ -64,6 +64,9 @@ class MambaLM : public Module {
   // token, modality (B), doc_start (B) bool or undefined -> logits (B, V); advances state by one token,
   // from a zero state in the rows whose token starts a document.
   Tensor step(const Tensor& token, const Tensor& modality, LMState& state, const Tensor& doc_start = Tensor()) const;
+  // tokens, modalities (B, L), doc_start (B, L) or undefined -> logits (B, L, V), the rows continuing from
+  // state (B rows), which becomes the state after their last token: a prompt through the parallel scan.
+  Tensor prefill(const Tensor& tokens, const Tensor& modalities, LMState& state, const Tensor& doc_start = Tensor()) const;
 
   // One line per component: name, parameter count, share of the total.
   std::string parameter_summary() const;

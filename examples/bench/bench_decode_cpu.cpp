@@ -1,5 +1,5 @@
-// Recurrent decoding on the CPU: MambaLM::step, one token per row per step, dense and MoM, float32
-// (the CPU's bf16 widens to float32 and rounds: a reference, not a faster path).
+// Recurrent decoding on the CPU: nn::Decoder, one token per row per step, dense and MoM, float32 weights
+// (the CPU's bf16 weights widen to float32 at every call: a reference, not a faster path).
 //
 //   bench_decode_cpu [130m|1.4b] [steps]     (defaults 130m 8; the 1.4B MoM model needs about 16 GB)
 //
@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   const bench::DecodeShape shape = which == "130m" ? bench::kDecode130M : bench::kDecode1_4B;
   const double rate = copy_rate();
   const double flops_1 = gemm_rate(1, shape.d_model), flops_64 = gemm_rate(64, shape.d_model);
-  std::printf("bench_decode_cpu: MambaLM::step, %s-class (d_model %lld, %lld layers, vocabulary %lld), float32, "
+  std::printf("bench_decode_cpu: nn::Decoder, %s-class (d_model %lld, %lld layers, vocabulary %lld), float32, "
               "median of %d steps\n",
               shape.name, static_cast<long long>(shape.d_model), static_cast<long long>(shape.n_layers),
               static_cast<long long>(bench::kDecodeVocab), steps);
@@ -76,7 +76,9 @@ int main(int argc, char** argv) {
     Generator gen(7);
     nn::MambaLM model(bench::decode_config(shape, mom), gen);
     for (int64_t batch : {int64_t(1), int64_t(64)}) {
-      const std::vector<double> ms = bench::time_decode(model, batch, steps, 2, Device::cpu(), [] {}, 11);
+      nn::Decoder decoder(model, batch);
+      const std::vector<double> ms =
+          bench::time_decode(decoder, model.config().mixer.n_modalities, steps, 2, Device::cpu(), [] {}, 11);
       const double med = ms[ms.size() / 2];
       const double floor_ms = 1e3 * std::max(bench::decode_step_bytes(model, batch, 4.0, 4.0) / rate,
                                              bench::decode_step_flops(model, batch) / (batch == 1 ? flops_1 : flops_64));

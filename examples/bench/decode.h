@@ -1,5 +1,5 @@
-// Recurrent decoding (MambaLM::step), shared by bench_cuda_decode and bench_decode_cpu: the models, the
-// bytes one step must move, and the timed loop.
+// Recurrent decoding (nn::Decoder), shared by bench_cuda_decode and bench_decode_cpu: the models, the
+// bytes and FLOPs of one step, and the timed loop.
 //
 // The shapes are those of the published Mamba checkpoints: 130M-class (d_model 768, 24 layers) and
 // 1.4B-class (d_model 2048, 48 layers), vocabulary 50280, d_state 16, expand 2, d_conv 4, the head tied
@@ -10,7 +10,7 @@
 // step's tokens use, read once: at batch 1 one expert of each split projection, at batch 64, whose rows
 // cycle through the modalities, all of them; the tied embedding read whole as the head; each row's conv
 // window and SSM state read and written once; activations, a few KB per row and layer, not counted), and
-// its FLOPs over the GEMM rate at in_proj's shape for that batch (which bounds batch 64).
+// its FLOPs over the GEMM rate of the weights' type at a large square shape (the device's dense rate).
 #pragma once
 
 #include <algorithm>
@@ -22,6 +22,7 @@
 
 #include "core/random.h"
 #include "core/tensor.h"
+#include "nn/decoder.h"
 #include "nn/lm.h"
 
 namespace mom::bench {
@@ -77,17 +78,16 @@ inline double decode_step_flops(const nn::MambaLM& model, int64_t batch) {
   return 2.0 * used_weight_elements(model, 1.0 / M) * static_cast<double>(batch);
 }
 
-// Feeds `steps` tokens to `batch` rows (random ids; row r's modality is r mod M, so a batch of 64 uses
-// every expert) after `warmup` untimed steps; `sync` waits for the device. Returns each timed step's
-// milliseconds, sorted.
-inline std::vector<double> time_decode(const nn::MambaLM& model, int64_t batch, int steps, int warmup, Device device,
+// Feeds `steps` tokens to the decoder's rows (random ids; row r's modality is r mod M, so a batch of 64
+// uses every expert) after `warmup` untimed steps; `sync` waits for the device. Returns each timed
+// step's milliseconds, sorted.
+inline std::vector<double> time_decode(nn::Decoder& decoder, int64_t M, int steps, int warmup, Device device,
                                        const std::function<void()>& sync, uint64_t seed) {
   Generator gen(seed);
-  const int64_t M = model.config().mixer.n_modalities;
+  const int64_t batch = decoder.batch();
   std::vector<int32_t> mods(batch);
   for (int64_t r = 0; r < batch; ++r) mods[r] = static_cast<int32_t>(r % M);
   const Tensor modality = from_vector<int32_t>(mods, {batch}).to(device);
-  nn::LMState state = model.allocate_state(batch);
   std::vector<double> ms;
   for (int i = 0; i < warmup + steps; ++i) {
     std::vector<int32_t> ids(batch);
@@ -95,7 +95,7 @@ inline std::vector<double> time_decode(const nn::MambaLM& model, int64_t batch, 
     const Tensor token = from_vector<int32_t>(ids, {batch}).to(device);
     sync();
     const auto t0 = std::chrono::steady_clock::now();
-    Tensor logits = model.step(token, modality, state);
+    decoder.step(token, modality);
     sync();
     const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (i >= warmup) ms.push_back(t);

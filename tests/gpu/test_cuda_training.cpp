@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "autograd/engine.h"
+#include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "core/safetensors.h"
 #include "examples/toy/vocab.h"
@@ -295,6 +296,7 @@ TEST_F(Cuda, AbsentModalityExpertsGetNoGradient) {
 TEST_F(Cuda, StepDecodingEqualsTheParallelForward) {
   uint64_t seed = test_seed();
   SCOPED_TRACE(test::seed_note(seed));
+  NoGradGuard no_grad;
   for (bool mom : {false, true}) {
     SCOPED_TRACE(mom ? "mom" : "dense");
     Pair m(tiny_lm(mom, 2, 32, 16), seed);

@@ -1,0 +1,335 @@
+// CUDA versions of kernels/decode.h, after the checks in kernels/cpu/decode.cpp.
+//
+// decode_linear: a warp per output o (a grid-stride loop over o). A block first stages its rows' inputs
+// v (up to kRows rows of In values, in the sum type) in shared memory: plain copies, the RMSNorm of the
+// row (a warp per row sums the squares), or the conv's output for the token (Input::conv). Each warp then
+// streams W[e, o, :] in 16-byte vectors (4 float32, 8 bf16 widened, 2 float64), every lane 16 bytes
+// per row chunk, and multiplies every staged row that uses expert e, so a weight row is read once per
+// pass however many of the pass's rows share its expert; the rows' sums close with warp shuffles. The
+// weights are the bytes that matter (B <= kRows rows: one pass, each weight read once); more rows take
+// further passes, each reading the weights again (served mostly by L2 at the small models' sizes).
+// decode_ssm_step: a thread per (row, channel), the state's N values in registers.
+// decode_embed: one thread per element.
+#include <cstdint>
+#include <limits>
+
+#include "core/bf16.h"
+#include "core/cuda/stream.h"
+#include "kernels/decode.h"
+
+namespace mom::kernels::cuda {
+
+namespace {
+
+constexpr int kWarps = 8;  // decode_linear: warps per block
+constexpr int kRows = 8;   // decode_linear: rows per pass
+constexpr int kSsmThreads = 128;
+
+template <typename P> struct SumOf { using type = float; };
+template <> struct SumOf<double> { using type = double; };
+
+__device__ inline float widen(float v) { return v; }
+__device__ inline double widen(double v) { return v; }
+__device__ inline float widen(bf16 v) { return static_cast<float>(v); }
+
+template <typename S> __device__ inline S silu(S v) { return v / (S(1) + exp(-v)); }
+template <typename S> __device__ inline S softplus(S v) { return v > S(20) ? v : log1p(exp(v)); }
+template <typename S> __device__ inline S quiet_nan() { return std::numeric_limits<S>::quiet_NaN(); }
+
+template <typename S> __device__ inline S warp_sum(S v) {
+#pragma unroll
+  for (int d = 16; d > 0; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
+  return v;
+}
+
+// The conv's output for row b, channel e (decode.h, Input::conv).
+template <typename P> struct Conv {
+  const P *x, *win, *cw, *cb;
+  const bool* start;
+  int64_t x_stride, E;
+  int W;
+  __device__ typename SumOf<P>::type operator()(int64_t b, int64_t e) const {
+    using S = typename SumOf<P>::type;
+    S pre = cb ? S(cb[e]) : S(0);
+    if (!(start && start[b]))
+      for (int j = 0; j < W - 1; ++j) pre += S(win[(b * (W - 1) + j) * E + e]) * S(cw[e * W + j]);
+    pre += S(x[b * x_stride + e]) * S(cw[e * W + W - 1]);
+    return silu(pre);
+  }
+};
+
+template <typename P> Conv<P> make_conv(const Tensor& x, const Tensor& window, const Tensor& weight,
+                                        const Tensor& bias, const Tensor& start, int64_t E) {
+  return {x.data<P>(),
+          window.data<P>(),
+          weight.data<P>(),
+          bias.defined() ? bias.data<P>() : nullptr,
+          start.defined() ? start.data<bool>() : nullptr,
+          x.size(1),
+          E,
+          static_cast<int>(window.size(1) + 1)};
+}
+
+template <typename P, typename Wt> struct LinearArgs {
+  const P* x;
+  const Wt* w;
+  const P* bias;
+  const int32_t* expert;
+  const P* norm;  // Input::norm
+  double eps;
+  Conv<P> conv;  // Input::conv
+  P* y;
+  int64_t B, M, Out, In;
+  bool accumulate, vec;  // vec: every weight row starts 16-byte aligned and In is whole vectors
+};
+
+template <typename P, typename Wt, DecodeInput::Kind kKind>
+__global__ void __launch_bounds__(kWarps * 32) linear_kernel(LinearArgs<P, Wt> a) {
+  using S = typename SumOf<P>::type;
+  constexpr int kVec = 16 / sizeof(Wt);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  S* v = reinterpret_cast<S*>(smem_raw);  // [kRows][In]
+  __shared__ int s_expert[kRows];
+  __shared__ S s_rstd[kRows];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t In = a.In;
+
+  for (int64_t row0 = 0; row0 < a.B; row0 += kRows) {
+    const int rows = static_cast<int>(a.B - row0 < kRows ? a.B - row0 : kRows);
+    if (threadIdx.x < rows) s_expert[threadIdx.x] = a.expert ? a.expert[row0 + threadIdx.x] : 0;
+    if constexpr (kKind == DecodeInput::Kind::norm) {
+      if (warp < rows) {
+        const P* xr = a.x + (row0 + warp) * In;
+        S ss = 0;
+        for (int64_t i = lane; i < In; i += 32) ss += S(xr[i]) * S(xr[i]);
+        ss = warp_sum(ss);
+        if (lane == 0) s_rstd[warp] = S(1) / sqrt(ss / S(In) + S(a.eps));
+      }
+      __syncthreads();
+    }
+    for (int64_t q = threadIdx.x; q < rows * In; q += blockDim.x) {
+      const int r = static_cast<int>(q / In);
+      const int64_t i = q % In, b = row0 + r;
+      S val;
+      if constexpr (kKind == DecodeInput::Kind::plain) val = S(a.x[b * In + i]);
+      else if constexpr (kKind == DecodeInput::Kind::norm) val = S(a.x[b * In + i]) * s_rstd[r] * S(a.norm[i]);
+      else val = a.conv(b, i);
+      v[r * In + i] = val;
+    }
+    __syncthreads();
+
+    for (int64_t o = int64_t(blockIdx.x) * kWarps + warp; o < a.Out; o += int64_t(gridDim.x) * kWarps) {
+      S sum[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) sum[r] = 0;
+      for (int first = 0; first < rows; ++first) {  // each expert of the pass once, at its first row
+        const int m = s_expert[first];
+        bool seen = m < 0 || m >= a.M;
+        for (int r = 0; r < first; ++r) seen = seen || s_expert[r] == m;
+        if (seen) continue;
+        unsigned use = 0;  // the pass's rows of expert m
+        for (int r = first; r < rows; ++r) use |= (s_expert[r] == m ? 1u : 0u) << r;
+        const Wt* wrow = a.w + (int64_t(m) * a.Out + o) * In;
+        if (a.vec) {
+#pragma unroll 4
+          for (int64_t i = int64_t(lane) * kVec; i < In; i += 32 * kVec) {
+            alignas(16) Wt wv[kVec];
+            *reinterpret_cast<uint4*>(wv) = __ldg(reinterpret_cast<const uint4*>(wrow + i));
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+              if (!(use >> r & 1u)) continue;
+              alignas(16) S vr[kVec];  // 16-byte loads: In is whole vectors, so every staged row is 16-byte aligned
+#pragma unroll
+              for (int c = 0; c < kVec * int(sizeof(S)) / 16; ++c)
+                reinterpret_cast<uint4*>(vr)[c] = reinterpret_cast<const uint4*>(v + r * In + i)[c];
+#pragma unroll
+              for (int k = 0; k < kVec; ++k) sum[r] += widen(wv[k]) * vr[k];
+            }
+          }
+        } else {
+          for (int64_t i = lane; i < In; i += 32) {
+            const S wi = widen(wrow[i]);
+#pragma unroll
+            for (int r = 0; r < kRows; ++r)
+              if (use >> r & 1u) sum[r] += wi * v[r * In + i];
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        if (r >= rows) break;
+        const S total = warp_sum(sum[r]);
+        if (lane == 0) {
+          const int m = s_expert[r];
+          const int64_t at = (row0 + r) * a.Out + o;
+          if (m < 0 || m >= a.M) {
+            a.y[at] = quiet_nan<P>();
+          } else {
+            const S add = total + (a.bias ? S(a.bias[m * a.Out + o]) : S(0));
+            a.y[at] = P(a.accumulate ? S(a.y[at]) + add : add);
+          }
+        }
+      }
+    }
+    __syncthreads();  // the next pass restages v
+  }
+}
+
+template <typename P> struct SsmArgs {
+  Conv<P> conv;
+  const P *xz, *dbc, *wdt, *bdt, *alog, *D;
+  const int32_t* expert;
+  const bool* start;
+  P *state, *window, *y;
+  int64_t B, E, N, R, M;
+};
+
+template <typename P> __global__ void __launch_bounds__(kSsmThreads) ssm_kernel(SsmArgs<P> a) {
+  using S = typename SumOf<P>::type;
+  const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (e >= a.E) return;
+  const int64_t E = a.E, N = a.N, R = a.R;
+  const int W = a.conv.W;
+  const S u = a.conv(b, e);
+  const bool reset = a.start && a.start[b];
+  const int m = a.expert ? a.expert[b] : 0;
+  const P* row = a.dbc + b * (R + 2 * N);
+  if (m < 0 || m >= a.M) {
+    a.y[b * E + e] = quiet_nan<P>();
+  } else {
+    S pre = S(a.bdt[m * E + e]);
+    const P* w = a.wdt + (int64_t(m) * E + e) * R;
+    for (int64_t r = 0; r < R; ++r) pre += S(w[r]) * S(row[r]);
+    const S dt = softplus(pre);
+    S y = S(a.D[e]) * u;
+    P* h = a.state + (b * E + e) * N;
+    for (int64_t n = 0; n < N; ++n) {
+      const S prev = reset ? S(0) : S(h[n]);
+      const S next = exp(-dt * exp(S(a.alog[e * N + n]))) * prev + dt * S(row[R + n]) * u;
+      h[n] = P(next);
+      y += S(row[R + N + n]) * next;
+    }
+    const S z = S(a.xz[b * 2 * E + E + e]);
+    a.y[b * E + e] = P(y * silu(z));
+  }
+  // The window moves one token; this thread alone reads and writes (b, :, e).
+  P* win = a.window + b * (W - 1) * E + e;
+  for (int j = 0; j + 1 < W - 1; ++j) win[j * E] = reset ? P(0) : win[(j + 1) * E];
+  if (W > 1) win[(W - 2) * E] = a.xz[b * 2 * E + e];
+}
+
+template <typename P> __global__ void embed_kernel(const int32_t* ids, const P* table, P* out, int64_t B, int64_t V,
+                                                    int64_t D) {
+  for (int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; q < B * D; q += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = q / D, d = q % D;
+    const int32_t id = ids[b];
+    out[q] = id >= 0 && id < V ? table[id * D + d] : quiet_nan<P>();
+  }
+}
+
+template <typename P, typename Wt, DecodeInput::Kind kKind> void launch_linear(const LinearArgs<P, Wt>& a, int dev) {
+  using S = typename SumOf<P>::type;
+  const size_t smem = sizeof(S) * static_cast<size_t>(a.B < kRows ? a.B : kRows) * static_cast<size_t>(a.In);
+  auto kernel = linear_kernel<P, Wt, kKind>;
+  // Raised to the largest size asked so far (the first step runs outside any capture, so a graph's
+  // launches never need a raise). The 48 KiB default also counts the kernel's static shared memory.
+  static size_t allowed = 0;
+  if (smem > allowed) {
+    MOM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    allowed = smem;
+  }
+  const int64_t want = (a.Out + kWarps - 1) / kWarps;
+  const int64_t cap = int64_t(::mom::cuda::multiprocessor_count(dev)) * 16;
+  const unsigned grid = static_cast<unsigned>(want < cap ? want : cap);
+  kernel<<<grid, kWarps * 32, smem, ::mom::cuda::stream(dev)>>>(a);
+  MOM_CUDA_CHECK_LAUNCH();
+}
+
+template <typename P, typename Wt>
+void run_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& expert, const DecodeInput& in,
+                Tensor& y, bool accumulate) {
+  LinearArgs<P, Wt> a{};
+  a.x = x.data<P>();
+  a.w = weight.data<Wt>();
+  a.bias = bias.defined() ? bias.data<P>() : nullptr;
+  a.expert = expert.defined() ? expert.data<int32_t>() : nullptr;
+  a.y = y.data<P>();
+  a.B = x.size(0);
+  a.M = weight.size(0);
+  a.Out = weight.size(1);
+  a.In = weight.size(2);
+  a.accumulate = accumulate;
+  a.vec = (a.In * static_cast<int64_t>(sizeof(Wt))) % 16 == 0 && reinterpret_cast<uintptr_t>(a.w) % 16 == 0;
+  const int dev = x.device().index;
+  if (a.B == 0 || a.Out == 0) return;
+  switch (in.kind) {
+    case DecodeInput::Kind::plain: return launch_linear<P, Wt, DecodeInput::Kind::plain>(a, dev);
+    case DecodeInput::Kind::norm:
+      a.norm = in.norm_weight.data<P>();
+      a.eps = in.eps;
+      return launch_linear<P, Wt, DecodeInput::Kind::norm>(a, dev);
+    case DecodeInput::Kind::conv:
+      a.conv = make_conv<P>(x, in.window, in.conv_weight, in.conv_bias, in.start, a.In);
+      return launch_linear<P, Wt, DecodeInput::Kind::conv>(a, dev);
+  }
+}
+
+}  // namespace
+
+void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& expert,
+                   const DecodeInput& in, Tensor& y, bool accumulate) {
+  ::mom::cuda::DeviceGuard guard(x.device().index);
+  if (x.dtype() == DType::f64) return run_linear<double, double>(x, weight, bias, expert, in, y, accumulate);
+  if (weight.dtype() == DType::bf16) return run_linear<float, bf16>(x, weight, bias, expert, in, y, accumulate);
+  run_linear<float, float>(x, weight, bias, expert, in, y, accumulate);
+}
+
+void decode_ssm_step(const DecodeSsm& s) {
+  ::mom::cuda::DeviceGuard guard(s.xz.device().index);
+  const int64_t B = s.xz.size(0), E = s.state.size(1);
+  if (B == 0 || E == 0) return;
+  auto run = [&](auto tag) {
+    using P = MOM_TYPE(tag);
+    SsmArgs<P> a{};
+    a.conv = make_conv<P>(s.xz, s.window, s.conv_weight, s.conv_bias, s.start, E);
+    a.xz = s.xz.data<P>();
+    a.dbc = s.dbc.data<P>();
+    a.wdt = s.dt_weight.data<P>();
+    a.bdt = s.dt_bias.data<P>();
+    a.alog = s.A_log.data<P>();
+    a.D = s.D.data<P>();
+    a.expert = s.dt_expert.defined() ? s.dt_expert.data<int32_t>() : nullptr;
+    a.start = s.start.defined() ? s.start.data<bool>() : nullptr;
+    a.state = s.state.data<P>();
+    a.window = s.window.data<P>();
+    a.y = s.y.data<P>();
+    a.B = B;
+    a.E = E;
+    a.N = s.state.size(2);
+    a.R = s.dt_weight.size(2);
+    a.M = s.dt_weight.size(0);
+    const dim3 grid(static_cast<unsigned>((E + kSsmThreads - 1) / kSsmThreads), static_cast<unsigned>(B));
+    ssm_kernel<P><<<grid, kSsmThreads, 0, ::mom::cuda::stream(s.xz.device().index)>>>(a);
+    MOM_CUDA_CHECK_LAUNCH();
+  };
+  if (s.xz.dtype() == DType::f64) run(TypeTag<double>{});
+  else run(TypeTag<float>{});
+}
+
+void decode_embed(const Tensor& token, const Tensor& table, Tensor& out) {
+  ::mom::cuda::DeviceGuard guard(table.device().index);
+  const int64_t B = token.size(0), V = table.size(0), D = table.size(1);
+  if (B * D == 0) return;
+  const int dev = table.device().index;
+  const int64_t blocks = (B * D + 255) / 256, cap = int64_t(::mom::cuda::multiprocessor_count(dev)) * 8;
+  const unsigned grid = static_cast<unsigned>(blocks < cap ? blocks : cap);
+  if (table.dtype() == DType::f64)
+    embed_kernel<double><<<grid, 256, 0, ::mom::cuda::stream(dev)>>>(token.data<int32_t>(), table.data<double>(),
+                                                                      out.data<double>(), B, V, D);
+  else
+    embed_kernel<float><<<grid, 256, 0, ::mom::cuda::stream(dev)>>>(token.data<int32_t>(), table.data<float>(),
+                                                                     out.data<float>(), B, V, D);
+  MOM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace mom::kernels::cuda
