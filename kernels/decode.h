@@ -71,8 +71,12 @@ struct DecodeSsm {
   Tensor y;            // (B, E), written
 };
 
+// workspace: on CUDA, more than 8 rows go through cuBLAS (the inputs staged, one GEMM per expert over
+// every row, each row then taking its expert's product) in scratch memory: *workspace when it is large
+// enough, else a new allocation put there (the caller keeps it for the next call, so that a graph
+// replays with the same scratch), or a temporary one without a workspace. The CPU ignores it.
 void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& expert,
-                   const DecodeInput& in, Tensor& y, bool accumulate);
+                   const DecodeInput& in, Tensor& y, bool accumulate, Tensor* workspace = nullptr);
 void decode_ssm_step(const DecodeSsm& s);
 void decode_embed(const Tensor& token, const Tensor& table, Tensor& out);
 
@@ -80,7 +84,7 @@ void decode_embed(const Tensor& token, const Tensor& table, Tensor& out);
 // builds only); they only launch kernels on the device's stream.
 namespace cuda {
 void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& expert,
-                   const DecodeInput& in, Tensor& y, bool accumulate);
+                   const DecodeInput& in, Tensor& y, bool accumulate, Tensor* workspace);
 void decode_ssm_step(const DecodeSsm& s);
 void decode_embed(const Tensor& token, const Tensor& table, Tensor& out);
 }  // namespace cuda

@@ -129,14 +129,14 @@ void Decoder::run() {
     norm.kind = DecodeInput::Kind::norm;
     norm.norm_weight = l.norm_weight;
     norm.eps = l.eps;
-    kernels::decode_linear(resid_, l.in_w, l.in_b, l.in_split ? modality_ : none, norm, xz_, false);
+    kernels::decode_linear(resid_, l.in_w, l.in_b, l.in_split ? modality_ : none, norm, xz_, false, &workspace_);
     DecodeInput conv;
     conv.kind = DecodeInput::Kind::conv;
     conv.window = l.window;
     conv.conv_weight = l.conv_w;
     conv.conv_bias = l.conv_b;
     conv.start = start_;
-    kernels::decode_linear(xz_, l.x_w, l.x_b, l.x_split ? modality_ : none, conv, dbc_, false);
+    kernels::decode_linear(xz_, l.x_w, l.x_b, l.x_split ? modality_ : none, conv, dbc_, false, &workspace_);
     kernels::DecodeSsm s;
     s.xz = xz_;
     s.dbc = dbc_;
@@ -152,13 +152,14 @@ void Decoder::run() {
     s.start = start_;
     s.y = y_;
     kernels::decode_ssm_step(s);
-    kernels::decode_linear(y_, l.out_w, l.out_b, l.out_split ? modality_ : none, DecodeInput{}, resid_, true);
+    kernels::decode_linear(y_, l.out_w, l.out_b, l.out_split ? modality_ : none, DecodeInput{}, resid_, true,
+                           &workspace_);
   }
   DecodeInput norm;
   norm.kind = DecodeInput::Kind::norm;
   norm.norm_weight = norm_f_;
   norm.eps = model_.norm_f->eps;
-  kernels::decode_linear(resid_, head_, none, none, norm, logits_, false);
+  kernels::decode_linear(resid_, head_, none, none, norm, logits_, false, &workspace_);
 }
 
 const Tensor& Decoder::step(const Tensor& token, const Tensor& modality, const Tensor& doc_start) {

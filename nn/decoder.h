@@ -62,6 +62,7 @@ class Decoder {
   std::vector<Layer> layers_;
   Tensor embedding_, head_, norm_f_;
   Tensor token_, modality_, start_, resid_, xz_, dbc_, y_, logits_;
+  Tensor workspace_;  // decode_linear's scratch (CUDA, more than 8 rows), sized by the first step
   bool start_set_ = false, ran_ = false;
   struct GraphHolder;
   std::unique_ptr<GraphHolder> graph_;

@@ -95,7 +95,7 @@ template <typename P> ConvRead<P> conv_read(const Tensor& x, const Tensor& windo
 }  // namespace
 
 void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& expert,
-                   const DecodeInput& in, Tensor& y, bool accumulate) {
+                   const DecodeInput& in, Tensor& y, bool accumulate, Tensor* workspace) {
   const int64_t B = check_activation(x, kLinear, "x");
   check_weight_stack(weight, x, kLinear, "weight");
   const int64_t M = weight.size(0), Out = weight.size(1), In = weight.size(2);
@@ -112,8 +112,9 @@ void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   }
   if (conv) check_conv(in.window, in.conv_weight, in.conv_bias, in.start, x, B, In, kLinear);
 #ifdef MOM_WITH_CUDA
-  if (x.device().is_cuda()) return cuda::decode_linear(x, weight, bias, expert, in, y, accumulate);
+  if (x.device().is_cuda()) return cuda::decode_linear(x, weight, bias, expert, in, y, accumulate, workspace);
 #endif
+  (void)workspace;
   check_cpu(x, kLinear, "x");
   const Tensor w = weight.dtype() == DType::bf16 ? weight.to(DType::f32) : weight;
   dispatch_float(x.dtype(), kLinear, [&](auto tag) {

@@ -12,9 +12,11 @@
 // decode_embed: one thread per element.
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "core/bf16.h"
 #include "core/cuda/stream.h"
+#include "kernels/cuda/blas.cuh"
 #include "kernels/decode.h"
 
 namespace mom::kernels::cuda {
@@ -83,95 +85,109 @@ template <typename P, typename Wt> struct LinearArgs {
   bool accumulate, vec;  // vec: every weight row starts 16-byte aligned and In is whole vectors
 };
 
-template <typename P, typename Wt, DecodeInput::Kind kKind>
+// B <= kRows rows. kSplit warps share an output (each a slice of In, summed through shared memory) when
+// there are too few outputs for a warp each to fill the GPU; a block computes kWarps / kSplit outputs
+// at a time.
+template <typename P, typename Wt, DecodeInput::Kind kKind, int kSplit>
 __global__ void __launch_bounds__(kWarps * 32) linear_kernel(LinearArgs<P, Wt> a) {
   using S = typename SumOf<P>::type;
   constexpr int kVec = 16 / sizeof(Wt);
+  constexpr int kOuts = kWarps / kSplit;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  S* v = reinterpret_cast<S*>(smem_raw);  // [kRows][In]
+  S* v = reinterpret_cast<S*>(smem_raw);  // [rows][In]
   __shared__ int s_expert[kRows];
   __shared__ S s_rstd[kRows];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __shared__ S s_part[kSplit > 1 ? kWarps : 1][kRows];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, slot = warp / kSplit, part = warp % kSplit;
   const int64_t In = a.In;
+  const int rows = static_cast<int>(a.B);
 
-  for (int64_t row0 = 0; row0 < a.B; row0 += kRows) {
-    const int rows = static_cast<int>(a.B - row0 < kRows ? a.B - row0 : kRows);
-    if (threadIdx.x < rows) s_expert[threadIdx.x] = a.expert ? a.expert[row0 + threadIdx.x] : 0;
-    if constexpr (kKind == DecodeInput::Kind::norm) {
-      if (warp < rows) {
-        const P* xr = a.x + (row0 + warp) * In;
-        S ss = 0;
-        for (int64_t i = lane; i < In; i += 32) ss += S(xr[i]) * S(xr[i]);
-        ss = warp_sum(ss);
-        if (lane == 0) s_rstd[warp] = S(1) / sqrt(ss / S(In) + S(a.eps));
-      }
-      __syncthreads();
-    }
-    for (int64_t q = threadIdx.x; q < rows * In; q += blockDim.x) {
-      const int r = static_cast<int>(q / In);
-      const int64_t i = q % In, b = row0 + r;
-      S val;
-      if constexpr (kKind == DecodeInput::Kind::plain) val = S(a.x[b * In + i]);
-      else if constexpr (kKind == DecodeInput::Kind::norm) val = S(a.x[b * In + i]) * s_rstd[r] * S(a.norm[i]);
-      else val = a.conv(b, i);
-      v[r * In + i] = val;
+  if (threadIdx.x < rows) s_expert[threadIdx.x] = a.expert ? a.expert[threadIdx.x] : 0;
+  if constexpr (kKind == DecodeInput::Kind::norm) {
+    if (warp < rows) {
+      const P* xr = a.x + warp * In;
+      S ss = 0;
+      for (int64_t i = lane; i < In; i += 32) ss += S(xr[i]) * S(xr[i]);
+      ss = warp_sum(ss);
+      if (lane == 0) s_rstd[warp] = S(1) / sqrt(ss / S(In) + S(a.eps));
     }
     __syncthreads();
+  }
+  for (int64_t q = threadIdx.x; q < rows * In; q += blockDim.x) {
+    const int r = static_cast<int>(q / In);
+    const int64_t i = q % In;
+    S val;
+    if constexpr (kKind == DecodeInput::Kind::plain) val = S(a.x[r * In + i]);
+    else if constexpr (kKind == DecodeInput::Kind::norm) val = S(a.x[r * In + i]) * s_rstd[r] * S(a.norm[i]);
+    else val = a.conv(r, i);
+    v[r * In + i] = val;
+  }
+  __syncthreads();
 
-    for (int64_t o = int64_t(blockIdx.x) * kWarps + warp; o < a.Out; o += int64_t(gridDim.x) * kWarps) {
-      S sum[kRows];
+  for (int64_t base = int64_t(blockIdx.x) * kOuts; base < a.Out; base += int64_t(gridDim.x) * kOuts) {
+    const int64_t o = base + slot;
+    S sum[kRows];
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) sum[r] = 0;
-      for (int first = 0; first < rows; ++first) {  // each expert of the pass once, at its first row
-        const int m = s_expert[first];
-        bool seen = m < 0 || m >= a.M;
-        for (int r = 0; r < first; ++r) seen = seen || s_expert[r] == m;
-        if (seen) continue;
-        unsigned use = 0;  // the pass's rows of expert m
-        for (int r = first; r < rows; ++r) use |= (s_expert[r] == m ? 1u : 0u) << r;
-        const Wt* wrow = a.w + (int64_t(m) * a.Out + o) * In;
-        if (a.vec) {
+    for (int r = 0; r < kRows; ++r) sum[r] = 0;
+    for (int first = 0; first < rows && o < a.Out; ++first) {  // each expert of the rows once
+      const int m = s_expert[first];
+      bool seen = m < 0 || m >= a.M;
+      for (int r = 0; r < first; ++r) seen = seen || s_expert[r] == m;
+      if (seen) continue;
+      unsigned use = 0;  // the rows of expert m
+      for (int r = first; r < rows; ++r) use |= (s_expert[r] == m ? 1u : 0u) << r;
+      const Wt* wrow = a.w + (int64_t(m) * a.Out + o) * In;
+      if (a.vec) {
 #pragma unroll 4
-          for (int64_t i = int64_t(lane) * kVec; i < In; i += 32 * kVec) {
-            alignas(16) Wt wv[kVec];
-            *reinterpret_cast<uint4*>(wv) = __ldg(reinterpret_cast<const uint4*>(wrow + i));
+        for (int64_t i = (int64_t(part) * 32 + lane) * kVec; i < In; i += 32 * kVec * kSplit) {
+          alignas(16) Wt wv[kVec];
+          *reinterpret_cast<uint4*>(wv) = __ldg(reinterpret_cast<const uint4*>(wrow + i));
 #pragma unroll
-            for (int r = 0; r < kRows; ++r) {
-              if (!(use >> r & 1u)) continue;
-              alignas(16) S vr[kVec];  // 16-byte loads: In is whole vectors, so every staged row is 16-byte aligned
+          for (int r = 0; r < kRows; ++r) {
+            if (!(use >> r & 1u)) continue;
+            alignas(16) S vr[kVec];  // 16-byte loads: In is whole vectors, so every staged row is aligned
 #pragma unroll
-              for (int c = 0; c < kVec * int(sizeof(S)) / 16; ++c)
-                reinterpret_cast<uint4*>(vr)[c] = reinterpret_cast<const uint4*>(v + r * In + i)[c];
+            for (int c = 0; c < kVec * int(sizeof(S)) / 16; ++c)
+              reinterpret_cast<uint4*>(vr)[c] = reinterpret_cast<const uint4*>(v + r * In + i)[c];
 #pragma unroll
-              for (int k = 0; k < kVec; ++k) sum[r] += widen(wv[k]) * vr[k];
-            }
-          }
-        } else {
-          for (int64_t i = lane; i < In; i += 32) {
-            const S wi = widen(wrow[i]);
-#pragma unroll
-            for (int r = 0; r < kRows; ++r)
-              if (use >> r & 1u) sum[r] += wi * v[r * In + i];
+            for (int k = 0; k < kVec; ++k) sum[r] += widen(wv[k]) * vr[k];
           }
         }
-      }
+      } else {
+        for (int64_t i = int64_t(part) * 32 + lane; i < In; i += 32 * kSplit) {
+          const S wi = widen(wrow[i]);
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        if (r >= rows) break;
-        const S total = warp_sum(sum[r]);
-        if (lane == 0) {
-          const int m = s_expert[r];
-          const int64_t at = (row0 + r) * a.Out + o;
-          if (m < 0 || m >= a.M) {
-            a.y[at] = quiet_nan<P>();
-          } else {
-            const S add = total + (a.bias ? S(a.bias[m * a.Out + o]) : S(0));
-            a.y[at] = P(a.accumulate ? S(a.y[at]) + add : add);
-          }
+          for (int r = 0; r < kRows; ++r)
+            if (use >> r & 1u) sum[r] += wi * v[r * In + i];
         }
       }
     }
-    __syncthreads();  // the next pass restages v
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      if (r >= rows) break;
+      sum[r] = warp_sum(sum[r]);
+      if constexpr (kSplit > 1)
+        if (lane == 0) s_part[warp][r] = sum[r];
+    }
+    if constexpr (kSplit > 1) __syncthreads();
+    if (lane == 0 && part == 0 && o < a.Out) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {  // unrolled: sum[] stays in registers
+        if (r >= rows) break;
+        S total = sum[r];
+        if constexpr (kSplit > 1)
+          for (int p = 1; p < kSplit; ++p) total += s_part[warp + p][r];
+        const int m = s_expert[r];
+        const int64_t at = r * a.Out + o;
+        if (m < 0 || m >= a.M) {
+          a.y[at] = quiet_nan<P>();
+        } else {
+          const S add = total + (a.bias ? S(a.bias[m * a.Out + o]) : S(0));
+          a.y[at] = P(a.accumulate ? S(a.y[at]) + add : add);
+        }
+      }
+    }
+    if constexpr (kSplit > 1) __syncthreads();  // s_part is rewritten by the next outputs
   }
 }
 
@@ -184,35 +200,48 @@ template <typename P> struct SsmArgs {
   int64_t B, E, N, R, M;
 };
 
-template <typename P> __global__ void __launch_bounds__(kSsmThreads) ssm_kernel(SsmArgs<P> a) {
+// kLanes lanes per channel (the smallest power of two >= N, at most 32): lane l holds states l, l +
+// kLanes, ...; dt_proj's dot is split over the lanes likewise; both sums close with shuffles in the group.
+template <typename P, int kLanes> __global__ void __launch_bounds__(kSsmThreads) ssm_kernel(SsmArgs<P> a) {
   using S = typename SumOf<P>::type;
-  const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, b = blockIdx.y;
-  if (e >= a.E) return;
+  constexpr int kPerBlock = kSsmThreads / kLanes;
+  const int lane = threadIdx.x % kLanes;
+  const int64_t channel = int64_t(blockIdx.x) * kPerBlock + threadIdx.x / kLanes, b = blockIdx.y;
+  // Every lane stays to the shuffles; a group past the last channel computes channel 0 and writes nothing.
+  const bool valid = channel < a.E;
+  const int64_t e = valid ? channel : 0;
   const int64_t E = a.E, N = a.N, R = a.R;
   const int W = a.conv.W;
   const S u = a.conv(b, e);
   const bool reset = a.start && a.start[b];
   const int m = a.expert ? a.expert[b] : 0;
+  const bool bad = m < 0 || m >= a.M;
   const P* row = a.dbc + b * (R + 2 * N);
-  if (m < 0 || m >= a.M) {
-    a.y[b * E + e] = quiet_nan<P>();
-  } else {
-    S pre = S(a.bdt[m * E + e]);
+  auto group_sum = [](S v) {
+#pragma unroll
+    for (int d = kLanes / 2; d > 0; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d, kLanes);
+    return v;
+  };
+  S pre = 0;
+  if (!bad) {
     const P* w = a.wdt + (int64_t(m) * E + e) * R;
-    for (int64_t r = 0; r < R; ++r) pre += S(w[r]) * S(row[r]);
-    const S dt = softplus(pre);
-    S y = S(a.D[e]) * u;
-    P* h = a.state + (b * E + e) * N;
-    for (int64_t n = 0; n < N; ++n) {
-      const S prev = reset ? S(0) : S(h[n]);
-      const S next = exp(-dt * exp(S(a.alog[e * N + n]))) * prev + dt * S(row[R + n]) * u;
-      h[n] = P(next);
-      y += S(row[R + N + n]) * next;
-    }
-    const S z = S(a.xz[b * 2 * E + E + e]);
-    a.y[b * E + e] = P(y * silu(z));
+    for (int64_t r = lane; r < R; r += kLanes) pre += S(w[r]) * S(row[r]);
   }
-  // The window moves one token; this thread alone reads and writes (b, :, e).
+  pre = group_sum(pre);
+  const S dt = softplus(pre + (bad ? S(0) : S(a.bdt[m * E + e])));
+  S y = 0;
+  P* h = a.state + (b * E + e) * N;
+  for (int64_t n = lane; n < N; n += kLanes) {
+    const S prev = reset ? S(0) : S(h[n]);
+    const S next = exp(-dt * exp(S(a.alog[e * N + n]))) * prev + dt * S(row[R + n]) * u;
+    if (valid && !bad) h[n] = P(next);
+    y += S(row[R + N + n]) * next;
+  }
+  y = group_sum(y);
+  if (lane != 0 || !valid) return;
+  const S z = S(a.xz[b * 2 * E + E + e]);
+  a.y[b * E + e] = bad ? quiet_nan<P>() : P((y + S(a.D[e]) * u) * silu(z));
+  // The window moves one token; this group alone reads and writes (b, :, e), lane 0 after every read.
   P* win = a.window + b * (W - 1) * E + e;
   for (int j = 0; j + 1 < W - 1; ++j) win[j * E] = reset ? P(0) : win[(j + 1) * E];
   if (W > 1) win[(W - 2) * E] = a.xz[b * 2 * E + e];
@@ -227,10 +256,11 @@ template <typename P> __global__ void embed_kernel(const int32_t* ids, const P* 
   }
 }
 
-template <typename P, typename Wt, DecodeInput::Kind kKind> void launch_linear(const LinearArgs<P, Wt>& a, int dev) {
+template <typename P, typename Wt, DecodeInput::Kind kKind, int kSplit>
+void launch_split(const LinearArgs<P, Wt>& a, int dev) {
   using S = typename SumOf<P>::type;
-  const size_t smem = sizeof(S) * static_cast<size_t>(a.B < kRows ? a.B : kRows) * static_cast<size_t>(a.In);
-  auto kernel = linear_kernel<P, Wt, kKind>;
+  const size_t smem = sizeof(S) * static_cast<size_t>(a.B) * static_cast<size_t>(a.In);
+  auto kernel = linear_kernel<P, Wt, kKind, kSplit>;
   // Raised to the largest size asked so far (the first step runs outside any capture, so a graph's
   // launches never need a raise). The 48 KiB default also counts the kernel's static shared memory.
   static size_t allowed = 0;
@@ -238,16 +268,94 @@ template <typename P, typename Wt, DecodeInput::Kind kKind> void launch_linear(c
     MOM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     allowed = smem;
   }
-  const int64_t want = (a.Out + kWarps - 1) / kWarps;
-  const int64_t cap = int64_t(::mom::cuda::multiprocessor_count(dev)) * 16;
+  constexpr int kOuts = kWarps / kSplit;
+  const int64_t sms = ::mom::cuda::multiprocessor_count(dev);
+  const int64_t want = (a.Out + kOuts - 1) / kOuts, cap = sms * (kSplit > 1 ? 2 : 16);
   const unsigned grid = static_cast<unsigned>(want < cap ? want : cap);
   kernel<<<grid, kWarps * 32, smem, ::mom::cuda::stream(dev)>>>(a);
   MOM_CUDA_CHECK_LAUNCH();
 }
 
+// A warp per output when that gives every multiprocessor 8 warps or more, else 8 warps per output.
+template <typename P, typename Wt, DecodeInput::Kind kKind> void launch_linear(const LinearArgs<P, Wt>& a, int dev) {
+  if (a.Out >= 8 * int64_t(::mom::cuda::multiprocessor_count(dev))) launch_split<P, Wt, kKind, 1>(a, dev);
+  else launch_split<P, Wt, kKind, kWarps>(a, dev);
+}
+
+// More than kRows rows: the inputs staged once (in the weights' type), one GEMM per expert over all
+// the rows (cuBLAS, one strided-batched call), then each row takes its expert's product.
+template <typename P, typename Wt, DecodeInput::Kind kKind> __global__ void stage_kernel(LinearArgs<P, Wt> a, Wt* v) {
+  using S = typename SumOf<P>::type;
+  __shared__ S s_sum[kWarps];
+  const int64_t b = blockIdx.x, In = a.In;
+  S rstd = 1;
+  if constexpr (kKind == DecodeInput::Kind::norm) {
+    S ss = 0;
+    for (int64_t i = threadIdx.x; i < In; i += blockDim.x) ss += S(a.x[b * In + i]) * S(a.x[b * In + i]);
+    ss = warp_sum(ss);
+    if (threadIdx.x % 32 == 0) s_sum[threadIdx.x / 32] = ss;
+    __syncthreads();
+    S total = 0;
+    for (int w = 0; w < kWarps; ++w) total += s_sum[w];
+    rstd = S(1) / sqrt(total / S(In) + S(a.eps));
+  }
+  for (int64_t i = threadIdx.x; i < In; i += blockDim.x) {
+    S val;
+    if constexpr (kKind == DecodeInput::Kind::plain) val = S(a.x[b * In + i]);
+    else if constexpr (kKind == DecodeInput::Kind::norm) val = S(a.x[b * In + i]) * rstd * S(a.norm[i]);
+    else val = a.conv(b, i);
+    v[b * In + i] = Wt(val);
+  }
+}
+
+template <typename P, typename S> __global__ void select_kernel(const S* prod, const int32_t* expert, const P* bias, P* y,
+                                                                int64_t B, int64_t Out, int64_t M, bool accumulate) {
+  for (int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; q < B * Out; q += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = q / Out, o = q % Out;
+    const int m = expert ? expert[b] : 0;
+    if (m < 0 || m >= M) {
+      y[q] = quiet_nan<P>();
+      continue;
+    }
+    const S add = prod[(m * B + b) * Out + o] + (bias ? S(bias[m * Out + o]) : S(0));
+    y[q] = P(accumulate ? S(y[q]) + add : add);
+  }
+}
+
+constexpr int64_t kAlign = 256;
+int64_t round_up(int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+template <typename P, typename Wt, DecodeInput::Kind kKind>
+void launch_batched(const LinearArgs<P, Wt>& a, int dev, Tensor* workspace) {
+  using S = typename SumOf<P>::type;
+  const int64_t staged = round_up(a.B * a.In * int64_t(sizeof(Wt)));
+  const int64_t bytes = staged + a.M * a.B * a.Out * int64_t(sizeof(S));
+  Tensor local;
+  Tensor& ws = workspace ? *workspace : local;
+  if (!ws.defined() || ws.numel() < bytes || ws.device() != Device::cuda(dev))
+    ws = empty({bytes}, DType::u8, Device::cuda(dev));
+  Wt* v = reinterpret_cast<Wt*>(ws.data<uint8_t>());
+  S* prod = reinterpret_cast<S*>(ws.data<uint8_t>() + staged);
+  cudaStream_t st = ::mom::cuda::stream(dev);
+  stage_kernel<P, Wt, kKind><<<static_cast<unsigned>(a.B), kWarps * 32, 0, st>>>(a, v);
+  MOM_CUDA_CHECK_LAUNCH();
+  gemm_strided_batched<Wt, S>(dev, false, true, a.B, a.Out, a.In, v, a.In, 0, a.w, a.In, a.Out * a.In, prod, a.Out,
+                              a.B * a.Out, a.M);
+  const int64_t n = a.B * a.Out, blocks = (n + 255) / 256, cap = int64_t(::mom::cuda::multiprocessor_count(dev)) * 8;
+  select_kernel<P, S><<<static_cast<unsigned>(blocks < cap ? blocks : cap), 256, 0, st>>>(
+      prod, a.expert, a.bias, a.y, a.B, a.Out, a.M, a.accumulate);
+  MOM_CUDA_CHECK_LAUNCH();
+}
+
+template <typename P, typename Wt, DecodeInput::Kind kKind>
+void dispatch_rows(const LinearArgs<P, Wt>& a, int dev, Tensor* workspace) {
+  if (a.B <= kRows) launch_linear<P, Wt, kKind>(a, dev);
+  else launch_batched<P, Wt, kKind>(a, dev, workspace);
+}
+
 template <typename P, typename Wt>
 void run_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& expert, const DecodeInput& in,
-                Tensor& y, bool accumulate) {
+                Tensor& y, bool accumulate, Tensor* workspace) {
   LinearArgs<P, Wt> a{};
   a.x = x.data<P>();
   a.w = weight.data<Wt>();
@@ -263,25 +371,26 @@ void run_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const
   const int dev = x.device().index;
   if (a.B == 0 || a.Out == 0) return;
   switch (in.kind) {
-    case DecodeInput::Kind::plain: return launch_linear<P, Wt, DecodeInput::Kind::plain>(a, dev);
+    case DecodeInput::Kind::plain: return dispatch_rows<P, Wt, DecodeInput::Kind::plain>(a, dev, workspace);
     case DecodeInput::Kind::norm:
       a.norm = in.norm_weight.data<P>();
       a.eps = in.eps;
-      return launch_linear<P, Wt, DecodeInput::Kind::norm>(a, dev);
+      return dispatch_rows<P, Wt, DecodeInput::Kind::norm>(a, dev, workspace);
     case DecodeInput::Kind::conv:
       a.conv = make_conv<P>(x, in.window, in.conv_weight, in.conv_bias, in.start, a.In);
-      return launch_linear<P, Wt, DecodeInput::Kind::conv>(a, dev);
+      return dispatch_rows<P, Wt, DecodeInput::Kind::conv>(a, dev, workspace);
   }
 }
 
 }  // namespace
 
 void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& expert,
-                   const DecodeInput& in, Tensor& y, bool accumulate) {
+                   const DecodeInput& in, Tensor& y, bool accumulate, Tensor* workspace) {
   ::mom::cuda::DeviceGuard guard(x.device().index);
-  if (x.dtype() == DType::f64) return run_linear<double, double>(x, weight, bias, expert, in, y, accumulate);
-  if (weight.dtype() == DType::bf16) return run_linear<float, bf16>(x, weight, bias, expert, in, y, accumulate);
-  run_linear<float, float>(x, weight, bias, expert, in, y, accumulate);
+  if (x.dtype() == DType::f64) return run_linear<double, double>(x, weight, bias, expert, in, y, accumulate, workspace);
+  if (weight.dtype() == DType::bf16)
+    return run_linear<float, bf16>(x, weight, bias, expert, in, y, accumulate, workspace);
+  run_linear<float, float>(x, weight, bias, expert, in, y, accumulate, workspace);
 }
 
 void decode_ssm_step(const DecodeSsm& s) {
@@ -308,9 +417,17 @@ void decode_ssm_step(const DecodeSsm& s) {
     a.N = s.state.size(2);
     a.R = s.dt_weight.size(2);
     a.M = s.dt_weight.size(0);
-    const dim3 grid(static_cast<unsigned>((E + kSsmThreads - 1) / kSsmThreads), static_cast<unsigned>(B));
-    ssm_kernel<P><<<grid, kSsmThreads, 0, ::mom::cuda::stream(s.xz.device().index)>>>(a);
-    MOM_CUDA_CHECK_LAUNCH();
+    auto launch = [&](auto lanes) {
+      constexpr int kLanes = decltype(lanes)::value;
+      constexpr int kPerBlock = kSsmThreads / kLanes;
+      const dim3 grid(static_cast<unsigned>((E + kPerBlock - 1) / kPerBlock), static_cast<unsigned>(B));
+      ssm_kernel<P, kLanes><<<grid, kSsmThreads, 0, ::mom::cuda::stream(s.xz.device().index)>>>(a);
+      MOM_CUDA_CHECK_LAUNCH();
+    };
+    if (a.N <= 4) launch(std::integral_constant<int, 4>{});
+    else if (a.N <= 8) launch(std::integral_constant<int, 8>{});
+    else if (a.N <= 16) launch(std::integral_constant<int, 16>{});
+    else launch(std::integral_constant<int, 32>{});
   };
   if (s.xz.dtype() == DType::f64) run(TypeTag<double>{});
   else run(TypeTag<float>{});

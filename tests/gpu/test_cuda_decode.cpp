@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "autograd/grad_mode.h"
@@ -81,15 +82,24 @@ TEST_F(Cuda, DecodeLinearMatchesCpu) {
           EXPECT_LT(e, 1e-13);
           worst64 = std::max(worst64, e);
         }
-  for (int64_t B : {1, 9}) {
+  double batched_bf16 = 0;
+  for (int64_t B : {1, 9}) {  // 9: through cuBLAS
     const double e32 = linear_error(B, 768, 200, 3, DecodeInput::Kind::norm, true, false, DType::f32, DType::f32, gen);
     const double e16 = linear_error(B, 768, 200, 3, DecodeInput::Kind::conv, false, true, DType::f32, DType::bf16, gen);
     EXPECT_LT(e32, 1e-5);
-    EXPECT_LT(e16, 1e-5);
     worst32 = std::max(worst32, e32);
-    worst_bf16 = std::max(worst_bf16, e16);
+    if (B == 1) {
+      EXPECT_LT(e16, 1e-5);
+      worst_bf16 = e16;
+    } else {
+      // the GEMM's bf16 operands: the staged inputs are rounded to bf16 (8 bits of mantissa)
+      EXPECT_LT(e16, 1e-2);
+      EXPECT_GT(e16, 1e-6);
+      batched_bf16 = e16;
+    }
   }
-  std::printf("decode_linear GPU vs CPU: float64 %.1e, float32 %.1e, bf16 weights %.1e\n", worst64, worst32, worst_bf16);
+  std::printf("decode_linear GPU vs CPU: float64 %.1e, float32 %.1e, bf16 weights %.1e (%.1e with bf16 inputs, 9 rows)\n",
+              worst64, worst32, worst_bf16, batched_bf16);
 }
 
 TEST_F(Cuda, DecodeSsmStepAndEmbedMatchCpu) {
@@ -153,55 +163,59 @@ nn::LMConfig small_lm(bool mom) {
 TEST_F(Cuda, DecoderGraphStepsEqualTheParallelForward) {
   const uint64_t seed = test_seed();
   SCOPED_TRACE(test::seed_note(seed));
-  for (bool mom : {false, true}) {
-    SCOPED_TRACE(mom ? "MoM" : "dense");
-    Generator a(seed), b(seed), gen(seed + 1);
-    nn::MambaLM cpu(small_lm(mom), a), gpu(small_lm(mom), b);
-    gpu.to(kGpu);
-    const int64_t B = 4, L = 17, V = 61;
-    std::vector<int32_t> tok(B * L), mod(B * L);
-    std::vector<uint8_t> st(B * L);
-    for (int64_t i = 0; i < B * L; ++i) {
-      tok[i] = static_cast<int32_t>(gen.randint(V));
-      mod[i] = static_cast<int32_t>(gen.randint(3));
-      st[i] = i % L > 0 && gen.randint(7) == 0;
+  for (bool mom : {false, true})
+    for (int64_t B : {4, 12}) {  // 12: the projections through cuBLAS
+      SCOPED_TRACE(std::string(mom ? "MoM" : "dense") + ", B " + std::to_string(B));
+      Generator a(seed), b(seed), gen(seed + 1);
+      nn::MambaLM cpu(small_lm(mom), a), gpu(small_lm(mom), b);
+      gpu.to(kGpu);
+      const int64_t L = 17, V = 61;
+      std::vector<int32_t> tok(B * L), mod(B * L);
+      std::vector<uint8_t> st(B * L);
+      for (int64_t i = 0; i < B * L; ++i) {
+        tok[i] = static_cast<int32_t>(gen.randint(V));
+        mod[i] = static_cast<int32_t>(gen.randint(3));
+        st[i] = i % L > 0 && gen.randint(7) == 0;
+      }
+      const Tensor tokens = from_vector<int32_t>(tok, {B, L}), mods = from_vector<int32_t>(mod, {B, L});
+      const Tensor starts = from_vector<uint8_t>(st, {B, L}).to(DType::boolean);
+      NoGradGuard no_grad;
+      const Tensor full = gpu.forward(tokens.to(kGpu), mods.to(kGpu), starts.to(kGpu));
+      nn::Decoder dg(gpu, B), dc(cpu, B), dg16(gpu, B, DType::bf16), dc16(cpu, B, DType::bf16);
+      double worst_forward = 0, worst_cpu = 0, worst_bf16 = 0;
+      auto col = [&](const Tensor& t, int64_t c) { return t.narrow(1, c, 1).contiguous().reshape({B}); };
+      for (int64_t t = 0; t < L; ++t) {
+        const Tensor tk = col(tokens, t), md = col(mods, t), sd = col(starts, t);
+        const Tensor lg = dg.step(tk.to(kGpu), md.to(kGpu), sd.to(kGpu)).clone();
+        const Tensor lc = dc.step(tk, md, sd);
+        worst_forward = std::max(worst_forward, rel_error(lg, full.narrow(1, t, 1).contiguous().reshape({B, V})));
+        worst_cpu = std::max(worst_cpu, rel_error(lg, lc));
+        const Tensor g16 = dg16.step(tk, md, sd).clone();  // ids from the host, checked there
+        worst_bf16 = std::max(worst_bf16, rel_error(g16, dc16.step(tk, md, sd)));
+      }
+      EXPECT_LT(worst_forward, 1e-5);
+      EXPECT_LT(worst_cpu, 1e-5);
+      EXPECT_LT(worst_bf16, B > 8 ? 2e-2 : 1e-5);  // more than 8 rows: bf16 GEMM inputs
+      // A prompt's state from the parallel scan, given to every row, then restored from a snapshot.
+      const Tensor last = dg.prefill(tokens.narrow(0, 0, 1), mods.narrow(0, 0, 1));
+      const nn::LMState snap = dg.state();
+      const Tensor next = dg.step(col(tokens, 0).to(kGpu), col(mods, 0).to(kGpu)).clone();
+      dg.set_state(snap);
+      EXPECT_EQ(rel_error(dg.step(col(tokens, 0).to(kGpu), col(mods, 0).to(kGpu)), next), 0.0);
+      const Tensor prompt = gpu.forward(tokens.narrow(0, 0, 1).to(kGpu), mods.narrow(0, 0, 1).to(kGpu));
+      EXPECT_LT(rel_error(last, prompt.narrow(1, L - 1, 1).contiguous().reshape({1, V})), 1e-6);
+      // An id out of range on the device: that row's logits are NaN, the others are numbers.
+      std::vector<int32_t> bad(B, 1);
+      bad[2] = static_cast<int32_t>(V);
+      const std::vector<float> lv =
+          dg.step(from_vector<int32_t>(bad, {B}).to(kGpu), col(mods, 0).to(kGpu)).to_vector<float>();
+      EXPECT_TRUE(std::isnan(lv[2 * V]));
+      EXPECT_FALSE(std::isnan(lv[0]));
+      std::printf("%s decoder on the GPU (graph), %lld rows, %lld steps: worst rel error %.1e against the parallel "
+                  "forward, %.1e against the CPU decoder, bf16 weights %.1e against the CPU's\n",
+                  mom ? "MoM" : "dense", static_cast<long long>(B), static_cast<long long>(L), worst_forward, worst_cpu,
+                  worst_bf16);
     }
-    const Tensor tokens = from_vector<int32_t>(tok, {B, L}), mods = from_vector<int32_t>(mod, {B, L});
-    const Tensor starts = from_vector<uint8_t>(st, {B, L}).to(DType::boolean);
-    NoGradGuard no_grad;
-    const Tensor full = gpu.forward(tokens.to(kGpu), mods.to(kGpu), starts.to(kGpu));
-    nn::Decoder dg(gpu, B), dc(cpu, B), dg16(gpu, B, DType::bf16), dc16(cpu, B, DType::bf16);
-    double worst_forward = 0, worst_cpu = 0, worst_bf16 = 0;
-    auto col = [&](const Tensor& t, int64_t c) { return t.narrow(1, c, 1).contiguous().reshape({B}); };
-    for (int64_t t = 0; t < L; ++t) {
-      const Tensor tk = col(tokens, t), md = col(mods, t), sd = col(starts, t);
-      const Tensor lg = dg.step(tk.to(kGpu), md.to(kGpu), sd.to(kGpu)).clone();
-      const Tensor lc = dc.step(tk, md, sd);
-      worst_forward = std::max(worst_forward, rel_error(lg, full.narrow(1, t, 1).contiguous().reshape({B, V})));
-      worst_cpu = std::max(worst_cpu, rel_error(lg, lc));
-      const Tensor g16 = dg16.step(tk, md, sd).clone();  // ids from the host, checked there
-      worst_bf16 = std::max(worst_bf16, rel_error(g16, dc16.step(tk, md, sd)));
-    }
-    EXPECT_LT(worst_forward, 1e-5);
-    EXPECT_LT(worst_cpu, 1e-5);
-    EXPECT_LT(worst_bf16, 1e-5);
-    // A prompt's state from the parallel scan, given to every row, then restored from a snapshot.
-    const Tensor last = dg.prefill(tokens.narrow(0, 0, 1), mods.narrow(0, 0, 1));
-    const nn::LMState snap = dg.state();
-    const Tensor next = dg.step(col(tokens, 0).to(kGpu), col(mods, 0).to(kGpu)).clone();
-    dg.set_state(snap);
-    EXPECT_EQ(rel_error(dg.step(col(tokens, 0).to(kGpu), col(mods, 0).to(kGpu)), next), 0.0);
-    const Tensor prompt = gpu.forward(tokens.narrow(0, 0, 1).to(kGpu), mods.narrow(0, 0, 1).to(kGpu));
-    EXPECT_LT(rel_error(last, prompt.narrow(1, L - 1, 1).contiguous().reshape({1, V})), 1e-6);
-    // An id out of range on the device: that row's logits are NaN, the others are numbers.
-    std::vector<int32_t> bad = {1, 2, V, 3};
-    const std::vector<float> lv = dg.step(from_vector<int32_t>(bad, {B}).to(kGpu), col(mods, 0).to(kGpu)).to_vector<float>();
-    EXPECT_TRUE(std::isnan(lv[2 * V]));
-    EXPECT_FALSE(std::isnan(lv[0]));
-    std::printf("%s decoder on the GPU (graph), %lld steps: worst rel error %.1e against the parallel forward, "
-                "%.1e against the CPU decoder, bf16 weights %.1e against the CPU's\n",
-                mom ? "MoM" : "dense", static_cast<long long>(L), worst_forward, worst_cpu, worst_bf16);
-  }
 }
 
 }  // namespace
