@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "examples/toy/vocab.h"
 #include "examples/toy/world.h"
+#include "nn/decoder.h"
 
 namespace mom::toy {
 
@@ -141,9 +142,9 @@ void advance(Row& row, const float* l, int64_t V, const SamplingOptions& options
   }
 }
 
-// Runs the rows' parts as one batch: one step call per position until every row is done. A row that is
-// done leaves the batch (its rows of every layer's state are dropped), so that a position costs the rows
-// still running, not all of them.
+// Runs the rows' parts as one batch through an nn::Decoder: one step per position until every row is
+// done. A row that is done keeps a place in the batch (the decoder's rows are fixed, and its step is one
+// graph launch on the GPU); its logits are not read.
 std::vector<std::vector<std::vector<int32_t>>> run_rows(const nn::MambaLM& model,
                                                         const std::vector<std::vector<Part>>& plans,
                                                         const SamplingOptions& options, Generator& gen,
@@ -160,41 +161,22 @@ std::vector<std::vector<std::vector<int32_t>>> run_rows(const nn::MambaLM& model
   }
 
   NoGradGuard no_grad;
-  const Device device = model.embedding->weight.device();
-  nn::LMState state = model.allocate_state(B);
-  std::vector<int64_t> active(B);  // the rows of the batch, in row order: the state's rows
-  for (int64_t r = 0; r < B; ++r) active[r] = r;
-  while (!active.empty()) {
-    const int64_t n = static_cast<int64_t>(active.size());
-    std::vector<int64_t> tokens(n);
-    std::vector<int32_t> modalities(n);
-    std::vector<uint8_t> starts(n);
-    for (int64_t i = 0; i < n; ++i) {
-      tokens[i] = rows[active[i]].next;
-      modalities[i] = vocab.modality_of(static_cast<int32_t>(tokens[i]));
+  nn::Decoder decoder(model, B);
+  auto running = [&] { return std::any_of(rows.begin(), rows.end(), [](const Row& r) { return !r.done; }); };
+  while (running()) {
+    std::vector<int32_t> tokens(B), modalities(B);
+    std::vector<uint8_t> starts(B);
+    for (int64_t i = 0; i < B; ++i) {
+      tokens[i] = rows[i].next;
+      modalities[i] = vocab.modality_of(tokens[i]);
       starts[i] = tokens[i] == doc_token;
     }
-    Tensor start = doc_token >= 0 ? from_vector<uint8_t>(starts, {n}).to(DType::boolean).to(device) : Tensor();
-    std::vector<float> logits = model
-                                    .step(from_vector<int64_t>(tokens, {n}).to(device),
-                                          from_vector<int32_t>(modalities, {n}).to(device), state, start)
-                                    .to_vector<float>();
-    std::vector<int64_t> kept, running;  // positions in the batch, and rows, of the rows not done
-    for (int64_t i = 0; i < n; ++i) {
-      advance(rows[active[i]], logits.data() + i * V, V, options, gen);
-      if (!rows[active[i]].done) {
-        kept.push_back(i);
-        running.push_back(active[i]);
-      }
-    }
-    if (!running.empty() && running.size() < active.size()) {
-      const Tensor index = from_vector<int64_t>(kept, {static_cast<int64_t>(kept.size())}).to(device);
-      for (nn::MambaLayerState& layer : state) {
-        layer.conv_window = index_select(layer.conv_window, 0, index);
-        layer.ssm = index_select(layer.ssm, 0, index);
-      }
-    }
-    active = std::move(running);
+    const Tensor start = doc_token >= 0 ? from_vector<uint8_t>(starts, {B}).to(DType::boolean) : Tensor();
+    const std::vector<float> logits =
+        decoder.step(from_vector<int32_t>(tokens, {B}), from_vector<int32_t>(modalities, {B}), start)
+            .to_vector<float>();
+    for (int64_t i = 0; i < B; ++i)
+      if (!rows[i].done) advance(rows[i], logits.data() + i * V, V, options, gen);
   }
   std::vector<std::vector<std::vector<int32_t>>> out;
   for (Row& row : rows) out.push_back(std::move(row.out));
