@@ -71,7 +71,7 @@ void add_compare_command(CLI::App& app, int& exit_code) {
                 toy::format_match_table(toy::flops_to_match(curve_a, curve_b, modalities), name_a, name_b).c_str());
     std::printf("%s", toy::format_accuracy_table(toy::flops_to_accuracy(curve_a, curve_b), name_a, name_b).c_str());
     std::string path = svg->empty() ? (std::filesystem::path(*a) / "compare.svg").string() : *svg;
-    toy::write_loss_svg(path, curve_a, curve_b, modalities, name_a, name_b);
+    toy::write_loss_svg(path, {{name_a, curve_a, {}, {}}, {name_b, curve_b, {}, {}}}, modalities);
     std::printf("plot: %s\n", path.c_str());
     exit_code = 0;
   });

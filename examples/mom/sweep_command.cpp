@@ -75,7 +75,9 @@ void add_sweep_command(CLI::App& app, int& exit_code) {
     f << report;
     f.close();
     MOM_CHECK(f.good(), "sweep", "cannot write " << path);
-    std::printf("\n%s\nreport: %s\n", report.c_str(), path.c_str());
+    const std::string svg = (std::filesystem::path(o->out) / "report.svg").string();
+    toy::write_loss_svg(svg, toy::sweep_curves(o->out, variants, seeds, modalities), modalities);
+    std::printf("\n%s\nreport: %s, plot: %s\n", report.c_str(), path.c_str(), svg.c_str());
     exit_code = 0;
   });
 }

@@ -160,19 +160,25 @@ std::string format_accuracy_table(const std::vector<AccuracyRow>& rows, const st
   return out;
 }
 
-void write_loss_svg(const std::string& path, const std::vector<EvalPoint>& a, const std::vector<EvalPoint>& b,
-                    const std::vector<std::string>& modalities, const std::string& name_a, const std::string& name_b) {
+void write_loss_svg(const std::string& path, const std::vector<LossCurve>& curves,
+                    const std::vector<std::string>& modalities) {
+  MOM_CHECK(!curves.empty(), "compare", "no curve to plot in " << path);
   const int panels = static_cast<int>(modalities.size()) + 1, pw = 320, ph = 240, margin = 50;
   std::ofstream out(path);
   MOM_CHECK(out.good(), "compare", "cannot write " << path);
   out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << panels * pw << "\" height=\"" << ph + 30
       << "\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  double max_f = std::max(a.back().flops, b.back().flops);
+  static const char* colours[] = {"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
+  auto colour = [&](size_t c) { return colours[c % (sizeof colours / sizeof colours[0])]; };
+  double max_f = 0;
+  for (const LossCurve& c : curves)
+    if (!c.points.empty()) max_f = std::max(max_f, c.points.back().flops);
   for (int i = 0; i < panels; ++i) {
     double lo = INFINITY, hi = -INFINITY;
-    for (const auto* run : {&a, &b})
-      for (const EvalPoint& p : *run)
-        if (std::isfinite(p.loss[i])) lo = std::min(lo, p.loss[i]), hi = std::max(hi, p.loss[i]);
+    for (const LossCurve& c : curves)
+      for (const auto* run : {&c.points, &c.low, &c.high})
+        for (const EvalPoint& p : *run)
+          if (std::isfinite(p.loss[i])) lo = std::min(lo, p.loss[i]), hi = std::max(hi, p.loss[i]);
     if (!std::isfinite(lo)) continue;
     if (hi - lo < 1e-9) hi = lo + 1;
     int x0 = i * pw + margin, y0 = 20, w = pw - margin - 10, h = ph - 50;
@@ -188,17 +194,26 @@ void write_loss_svg(const std::string& path, const std::vector<EvalPoint>& a, co
     out << "<text x=\"" << x0 - 4 << "\" y=\"" << y0 + h << "\" text-anchor=\"end\">" << buf << "</text>\n";
     std::snprintf(buf, sizeof buf, "%.2g FLOPs", max_f);
     out << "<text x=\"" << x0 + w << "\" y=\"" << y0 + h + 14 << "\" text-anchor=\"end\">" << buf << "</text>\n";
-    const char* colours[] = {"#d62728", "#1f77b4"};
-    int c = 0;
-    for (const auto* run : {&a, &b}) {
-      out << "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"" << colours[c++] << "\" points=\"";
-      for (const EvalPoint& p : *run)
+    for (size_t c = 0; c < curves.size(); ++c) {
+      const LossCurve& curve = curves[c];
+      if (!curve.low.empty() && curve.low.size() == curve.high.size()) {  // the band: along high, back along low
+        out << "<polygon fill=\"" << colour(c) << "\" fill-opacity=\"0.15\" stroke=\"none\" points=\"";
+        for (const EvalPoint& p : curve.high)
+          if (std::isfinite(p.loss[i])) out << px(p.flops) << "," << py(p.loss[i]) << " ";
+        for (auto it = curve.low.rbegin(); it != curve.low.rend(); ++it)
+          if (std::isfinite(it->loss[i])) out << px(it->flops) << "," << py(it->loss[i]) << " ";
+        out << "\"/>\n";
+      }
+      out << "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"" << colour(c) << "\" points=\"";
+      for (const EvalPoint& p : curve.points)
         if (std::isfinite(p.loss[i])) out << px(p.flops) << "," << py(p.loss[i]) << " ";
       out << "\"/>\n";
     }
   }
-  out << "<text x=\"10\" y=\"" << ph + 20 << "\" fill=\"#d62728\">" << name_a << "</text><text x=\"120\" y=\"" << ph + 20
-      << "\" fill=\"#1f77b4\">" << name_b << "</text>\n</svg>\n";
+  for (size_t c = 0; c < curves.size(); ++c)
+    out << "<text x=\"" << 10 + 110 * c << "\" y=\"" << ph + 20 << "\" fill=\"" << colour(c) << "\">" << curves[c].name
+        << "</text>";
+  out << "\n</svg>\n";
 }
 
 }  // namespace mom::toy

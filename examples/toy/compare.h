@@ -61,7 +61,15 @@ std::vector<AccuracyRow> flops_to_accuracy(const std::vector<EvalPoint>& a, cons
 // the bar; a run that measured no accuracy has empty cells. Empty when neither run measured any.
 std::string format_accuracy_table(const std::vector<AccuracyRow>& rows, const std::string& name_a,
                                   const std::string& name_b, double bar = kAccuracyBar);
-void write_loss_svg(const std::string& path, const std::vector<EvalPoint>& a, const std::vector<EvalPoint>& b,
-                    const std::vector<std::string>& modalities, const std::string& name_a, const std::string& name_b);
+// An SVG of eval loss against training FLOPs, one panel per series (total, then each modality), one line
+// per curve in its own colour, with the band between `low` and `high` shaded where they are given (a
+// sweep's spread over seeds).
+struct LossCurve {
+  std::string name;
+  std::vector<EvalPoint> points;
+  std::vector<EvalPoint> low, high;  // empty, or as many points as `points`
+};
+void write_loss_svg(const std::string& path, const std::vector<LossCurve>& curves,
+                    const std::vector<std::string>& modalities);
 
 }  // namespace mom::toy

@@ -1,6 +1,7 @@
 #include "examples/toy/sweep.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -33,6 +34,19 @@ std::string format_spread(const Spread& s, const char* format = "%.4f") {
 std::vector<EvalPoint> by_time(std::vector<EvalPoint> curve) {
   for (EvalPoint& p : curve) p.flops = p.time;
   return curve;
+}
+
+// The value of `key` in the run log's last line of kind `kind`, NaN when there is none.
+double last_logged(const std::string& run_dir, const std::string& kind, const std::string& key) {
+  std::ifstream in((std::filesystem::path(run_dir) / "log.jsonl").string());
+  double v = kNaN;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto r = nlohmann::json::parse(line, nullptr, false);
+    if (!r.is_discarded() && r.is_object() && r.value("kind", "") == kind && r.contains(key) && r[key].is_number())
+      v = r[key].get<double>();
+  }
+  return v;
 }
 
 }  // namespace
@@ -138,9 +152,12 @@ std::vector<VariantReport> sweep_report(const std::string& out, const std::vecto
   std::vector<VariantReport> rows;
   for (const SweepVariant& v : variants) {
     std::vector<std::vector<double>> loss(S), flops(S), time(S), acc(kNumTasks);
-    std::vector<double> rate;
+    std::vector<double> rate, memory, decode;
     for (size_t k = 0; k < seeds.size(); ++k) {
-      const std::vector<EvalPoint> curve = read_eval_curve(sweep_run_dir(out, v.name, seeds[k]), modalities);
+      const std::string dir = sweep_run_dir(out, v.name, seeds[k]);
+      const std::vector<EvalPoint> curve = read_eval_curve(dir, modalities);
+      memory.push_back(last_logged(dir, "train", "peak_memory_mib"));
+      decode.push_back(last_logged(dir, "eval", "decode_ms_per_token"));
       const std::vector<MatchRow> f = flops_to_match(curve, dense[k], modalities);
       const std::vector<MatchRow> t = flops_to_match(by_time(curve), by_time(dense[k]), modalities);
       for (size_t i = 0; i < S; ++i) {
@@ -160,6 +177,8 @@ std::vector<VariantReport> sweep_report(const std::string& out, const std::vecto
       r.time_to_match.push_back(spread(time[i]));
     }
     r.tokens_per_second.push_back(spread(rate));
+    r.peak_memory_mib = spread(memory);
+    r.decode_ms = spread(decode);
     for (size_t j = 0; j < kNumTasks; ++j) r.accuracy.push_back(spread(acc[j]));
     rows.push_back(r);
   }
@@ -201,21 +220,53 @@ std::string format_sweep_report(const std::vector<VariantReport>& rows, const st
   const bool any_accuracy = std::any_of(rows.begin(), rows.end(), [](const VariantReport& r) {
     return std::any_of(r.accuracy.begin(), r.accuracy.end(), [](const Spread& s) { return s.count > 0; });
   });
-  o << "\nTraining speed" << (any_accuracy ? " and the final evaluation's generation accuracies (share exact)" : "")
-    << ":\n\n| variant | tokens/s |";
+  o << "\nTraining speed, peak device memory (CUDA runs), decoding ms per token (nn::Decoder, one row)"
+    << (any_accuracy ? " and the final evaluation's generation accuracies (share exact)" : "")
+    << ":\n\n| variant | tokens/s | peak MiB | decode ms |";
   if (any_accuracy)
     for (Task t : kTasks) o << " " << task_name(t) << " |";
-  o << "\n|---|---|";
+  o << "\n|---|---|---|---|";
   if (any_accuracy)
     for (size_t j = 0; j < kNumTasks; ++j) o << "---|";
   o << "\n";
   for (const VariantReport& r : rows) {
-    o << "| " << r.name << " | " << format_spread(r.tokens_per_second[0], "%.0f") << " |";
+    o << "| " << r.name << " | " << format_spread(r.tokens_per_second[0], "%.0f") << " | "
+      << format_spread(r.peak_memory_mib, "%.0f") << " | " << format_spread(r.decode_ms, "%.3f") << " |";
     if (any_accuracy)
       for (const Spread& s : r.accuracy) o << " " << format_spread(s, "%.3f") << " |";
     o << "\n";
   }
   return o.str();
+}
+
+std::vector<LossCurve> sweep_curves(const std::string& out, const std::vector<SweepVariant>& variants,
+                                    const std::vector<uint64_t>& seeds, const std::vector<std::string>& modalities) {
+  std::vector<LossCurve> curves;
+  for (const SweepVariant& v : variants) {
+    std::vector<std::vector<EvalPoint>> runs;
+    size_t n = SIZE_MAX;
+    for (uint64_t seed : seeds) {
+      runs.push_back(read_eval_curve(sweep_run_dir(out, v.name, seed), modalities));
+      n = std::min(n, runs.back().size());
+    }
+    LossCurve c;
+    c.name = v.name;
+    for (size_t j = 0; j < n; ++j) {
+      EvalPoint mean = runs[0][j], low = mean, high = mean;
+      for (size_t i = 0; i < mean.loss.size(); ++i) {
+        std::vector<double> at;
+        for (const auto& run : runs) at.push_back(run[j].loss[i]);
+        mean.loss[i] = spread(at).mean;
+        low.loss[i] = *std::min_element(at.begin(), at.end());
+        high.loss[i] = *std::max_element(at.begin(), at.end());
+      }
+      c.points.push_back(mean);
+      c.low.push_back(low);
+      c.high.push_back(high);
+    }
+    curves.push_back(std::move(c));
+  }
+  return curves;
 }
 
 }  // namespace mom::toy

@@ -11,13 +11,17 @@
 // seed (the same held-out set: the toy's follows the seed), the share of dense's training FLOPs and of
 // its training seconds at which the variant's eval loss first reaches dense's final one (compare.h's
 // "to match"; a pair that never reaches it counts in "reached k/n" and not in the mean); training
-// tokens per second; the final generation accuracies where the runs measured them.
+// tokens per second; the device's peak memory (CUDA runs; the CPU keeps no count); the trained model's
+// decoding ms per token (nn::Decoder, one row, in the last eval line); the final generation
+// accuracies where the runs measured them. Beside it, report.svg: each variant's eval-loss curve
+// against training FLOPs, the mean over the seeds with the band from their lowest to highest.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "examples/toy/compare.h"
 #include "examples/toy/train.h"
 
 namespace mom::toy {
@@ -59,6 +63,8 @@ struct VariantReport {
   std::vector<Spread> flops_to_match;  // total, then per modality; against dense on the same seed
   std::vector<Spread> time_to_match;
   std::vector<Spread> tokens_per_second;  // one element
+  Spread peak_memory_mib;                 // count 0 where the runs logged none (the CPU)
+  Spread decode_ms;                       // nn::Decoder, one row, ms per token
   std::vector<Spread> accuracy;           // kTasks' order; count 0 where no run measured it
 };
 
@@ -66,7 +72,13 @@ struct VariantReport {
 // Throws [compare] / [sweep] for a missing or unfinished run.
 std::vector<VariantReport> sweep_report(const std::string& out, const std::vector<SweepVariant>& variants,
                                         const std::vector<uint64_t>& seeds, const std::vector<std::string>& modalities);
-// The report as Markdown tables: losses, the match shares against dense, speed and accuracies.
+// The report as Markdown tables: losses, the match shares against dense, speed, memory, decoding and
+// accuracies.
 std::string format_sweep_report(const std::vector<VariantReport>& rows, const std::vector<std::string>& modalities);
+
+// Each variant's eval-loss curve over the seeds: the mean at each evaluation, and the lowest and highest
+// (the seeds' runs evaluate at the same steps; a longer one is cut to the shortest).
+std::vector<LossCurve> sweep_curves(const std::string& out, const std::vector<SweepVariant>& variants,
+                                    const std::vector<uint64_t>& seeds, const std::vector<std::string>& modalities);
 
 }  // namespace mom::toy

@@ -11,7 +11,9 @@
 //                               (training FLOP/s over the GPU's bf16 GEMM rate, measured at the start);
 //                               an eval line of a toy-vocabulary run also has the generation accuracies
 //                               (accuracy_docs): acc_caption_image, pixel_acc_caption_image,
-//                               acc_caption_speech, acc_image_caption, acc_speech_caption, shares in [0, 1]
+//                               acc_caption_speech, acc_image_caption, acc_speech_caption, shares in [0, 1];
+//                               the last step's eval line also has decode_ms_per_token: the trained
+//                               model's recurrent decoding (nn::Decoder, one row) on the run's device
 //   checkpoint.safetensors      model ("model.<name>"), optimiser ("optim.<...>"), data position
 //                               ("data.<...>"); metadata: step, tokens, flops, elapsed time, config
 //   model.safetensors           the final weights under the published module's names (float32, or bf16
@@ -123,6 +125,7 @@ struct TrainResult {
   Losses last_train, last_eval;
   std::optional<GenerationAccuracy> last_generation;  // the last evaluation's, when it measured them
   double tokens_per_second = 0;
+  double decode_ms_per_token = 0;  // nn::Decoder, one row, on the run's device, at the last step's eval
 };
 
 // Forward FLOPs per token of the language model (multiply-adds count 2).

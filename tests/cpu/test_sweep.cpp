@@ -56,16 +56,22 @@ TEST(Sweep, VariantsKeepTheirOrderAlwaysIncludeDenseAndSetTheSplits) {
 }
 
 // A run's log: eval records of (step, flops, time, loss), the same loss for every modality; the last
-// one also with its tokens.
-void write_log(const std::string& dir, const std::vector<std::array<double, 4>>& evals, double tokens) {
+// one also with its tokens and, when given (not NaN), the decoding speed, after a train line with the
+// peak memory.
+void write_log(const std::string& dir, const std::vector<std::array<double, 4>>& evals, double tokens,
+               double peak_mib = kNaN, double decode_ms = kNaN) {
   std::filesystem::create_directories(dir);
   std::ofstream out(dir + "/log.jsonl");
-  out << R"({"kind": "train", "step": 1, "flops": 5.0, "loss": 4.0})" << "\n";
+  out << R"({"kind": "train", "step": 1, "flops": 5.0, "loss": 4.0, "peak_memory_mib": 1.0})" << "\n";
   for (size_t i = 0; i < evals.size(); ++i) {
     const auto& [step, flops, time, loss] = evals[i];
     json e = {{"kind", "eval"},    {"step", step},      {"flops", flops},      {"time", time},
               {"loss", loss},      {"loss_text", loss}, {"loss_image", loss}, {"loss_speech", loss}};
-    if (i + 1 == evals.size()) e["tokens"] = tokens;
+    if (i + 1 == evals.size()) {
+      e["tokens"] = tokens;
+      if (!std::isnan(decode_ms)) e["decode_ms_per_token"] = decode_ms;
+      if (!std::isnan(peak_mib)) out << json{{"kind", "train"}, {"step", step}, {"peak_memory_mib", peak_mib}}.dump() << "\n";
+    }
     out << e.dump() << "\n";
   }
 }
@@ -75,8 +81,8 @@ TEST(Sweep, ReportAveragesTheSeedsAndMatchesEachAgainstDenseOnItsSeed) {
   std::filesystem::remove_all(out);
   write_log(sweep_run_dir(out, "dense", 1), {{1, 1e9, 10, 2.0}, {2, 2e9, 20, 1.0}}, 1000);
   write_log(sweep_run_dir(out, "dense", 2), {{1, 1e9, 10, 2.0}, {2, 2e9, 20, 1.2}}, 1000);
-  write_log(sweep_run_dir(out, "mom", 1), {{1, 1e9, 15, 1.5}, {2, 2e9, 30, 0.5}}, 3000);
-  write_log(sweep_run_dir(out, "mom", 2), {{1, 1e9, 15, 1.5}, {2, 2e9, 30, 0.7}}, 6000);
+  write_log(sweep_run_dir(out, "mom", 1), {{1, 1e9, 15, 1.5}, {2, 2e9, 30, 0.5}}, 3000, 100, 0.25);
+  write_log(sweep_run_dir(out, "mom", 2), {{1, 1e9, 15, 1.5}, {2, 2e9, 30, 0.7}}, 6000, 120, 0.35);
   EXPECT_TRUE(sweep_run_done(sweep_run_dir(out, "mom", 1), 2));
   EXPECT_FALSE(sweep_run_done(sweep_run_dir(out, "mom", 1), 3));
   EXPECT_FALSE(sweep_run_done(sweep_run_dir(out, "x_proj", 1), 2));
@@ -102,12 +108,33 @@ TEST(Sweep, ReportAveragesTheSeedsAndMatchesEachAgainstDenseOnItsSeed) {
     EXPECT_NEAR(mom.time_to_match[i].mean, (1.125 + 1.03125) / 2, 1e-12);
   }
   EXPECT_NEAR(mom.tokens_per_second[0].mean, 150.0, 1e-9);
+  EXPECT_NEAR(mom.peak_memory_mib.mean, 110.0, 1e-9);  // the last train line's, not the first's
+  EXPECT_NEAR(mom.decode_ms.mean, 0.3, 1e-12);
+  EXPECT_EQ(dense.peak_memory_mib.count, 2);  // its only train line says 1 MiB
+  EXPECT_EQ(dense.decode_ms.count, 0);        // no decode line
   for (const Spread& a : mom.accuracy) EXPECT_EQ(a.count, 0);
 
   const std::string md = format_sweep_report(rows, modalities);
   EXPECT_NE(md.find("| mom | 0.6000 +- 0.1414 | 0.6000 +- 0.1414 |"), std::string::npos) << md;
   EXPECT_NE(md.find("| mom | 0.72 +- 0.04 (2/2) |"), std::string::npos) << md;
-  EXPECT_NE(md.find("| mom | 150 +- 71 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| mom | 150 +- 71 | 110 +- 14 | 0.300 +- 0.071 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| dense | 50 +- 0 | 1 +- 0 | - |"), std::string::npos) << md;
+
+  // The plot: per variant the mean curve and the band of its seeds.
+  const std::vector<LossCurve> curves = sweep_curves(out, select_variants({"mom"}), {1, 2}, modalities);
+  ASSERT_EQ(curves.size(), 2u);
+  ASSERT_EQ(curves[1].points.size(), 2u);
+  EXPECT_NEAR(curves[1].points[1].loss[2], 0.6, 1e-12);
+  EXPECT_NEAR(curves[1].low[1].loss[2], 0.5, 1e-12);
+  EXPECT_NEAR(curves[1].high[1].loss[2], 0.7, 1e-12);
+  const std::string svg = out + "/report.svg";
+  write_loss_svg(svg, curves, modalities);
+  std::ifstream in(svg);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t bands = 0;
+  for (size_t at = text.find("<polygon"); at != std::string::npos; at = text.find("<polygon", at + 1)) ++bands;
+  EXPECT_EQ(bands, 2u * 4u);  // two variants, four panels
+  EXPECT_NE(text.find(">mom</text>"), std::string::npos);
   EXPECT_EQ(md.find("caption -> image"), std::string::npos) << md;  // no accuracies measured
 
   // A run that never reaches dense's final loss is counted apart.
@@ -161,6 +188,9 @@ TEST(Sweep, ARunOfAnotherConfigIsNamedAndTinyRunsTrainEndToEnd) {
       EXPECT_GT(s.std, 0.0);  // two seeds, two different runs
     }
     EXPECT_GT(r.tokens_per_second[0].mean, 0.0);
+    EXPECT_EQ(r.decode_ms.count, 2);  // the trainer logs the trained model's decoding speed
+    EXPECT_GT(r.decode_ms.mean, 0.0);
+    EXPECT_EQ(r.peak_memory_mib.count, 0);  // the CPU keeps no count
   }
 }
 
