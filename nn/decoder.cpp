@@ -78,6 +78,8 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, DType weight_dtype)
   MOM_CHECK(weight_dtype == dtype_ || (weight_dtype == DType::bf16 && dtype_ == DType::f32), kName,
             "weights must be of the parameters' dtype, or bfloat16 beside float32; got "
                 << dtype_name(weight_dtype) << " for " << dtype_name(dtype_) << " parameters");
+  MOM_CHECK(supports(model), kName,
+            "a model with learned routing decodes through MambaLM::step (its router, not the modality, picks the experts)");
   NoGradGuard no_grad;
   const LMConfig& c = model.config();
   const MambaConfig& mc = c.mixer;

@@ -34,6 +34,10 @@ class Decoder {
   Decoder(const Decoder&) = delete;
   Decoder& operator=(const Decoder&) = delete;
 
+  // Whether a Decoder can run the model: every model but one with learned routing, whose experts its
+  // routers choose (MambaLM::step runs that one).
+  static bool supports(const MambaLM& model) { return !model.config().mixer.learned_routing; }
+
   int64_t batch() const { return batch_; }
   DType weight_dtype() const { return weight_dtype_; }
 

@@ -23,8 +23,8 @@ ResidualBlock::ResidualBlock(const LMConfig& config, Generator& gen, DType dtype
 }
 
 Tensor ResidualBlock::forward(const Tensor& x, const Routing& routing, MambaLayerState* state,
-                              const Tensor& doc_start, DType compute) const {
-  return add(x, cast(mixer->forward(norm->forward(x, compute), routing, state, doc_start), x.dtype()));
+                              const Tensor& doc_start, DType compute, Tensor* aux) const {
+  return add(x, cast(mixer->forward(norm->forward(x, compute), routing, state, doc_start, aux), x.dtype()));
 }
 
 MambaLM::MambaLM(const LMConfig& config, Generator& gen, DType dtype)
@@ -74,8 +74,10 @@ Tensor MambaLM::run(const Tensor& tokens, const Tensor& modalities, const Tensor
   }
   Routing routing = Routing::from_modalities(modalities.contiguous().reshape({-1}), config_.mixer.n_modalities);
   Tensor h = embedding->forward(tokens);
+  Tensor aux;
   for (size_t i = 0; i < layers.size(); ++i)
-    h = layers[i]->forward(h, routing, state ? &(*state)[i] : nullptr, starts, compute_);
+    h = layers[i]->forward(h, routing, state ? &(*state)[i] : nullptr, starts, compute_, &aux);
+  aux_loss_ = aux;
   h = norm_f->forward(h, compute_);
   if (lm_head) return lm_head->forward(h);
   const int64_t L = tokens.size(1), D = config_.mixer.d_model;

@@ -40,7 +40,7 @@ class ResidualBlock : public Module {
   // x + mixer(norm(x)); the mixer runs in dtype `compute` (norm's output dtype), its output is added to
   // the residual stream in x's dtype.
   Tensor forward(const Tensor& x, const Routing& routing, MambaLayerState* state, const Tensor& doc_start,
-                 DType compute) const;
+                 DType compute, Tensor* aux = nullptr) const;
   std::shared_ptr<RMSNorm> norm;
   std::shared_ptr<MambaBlock> mixer;
 };
@@ -68,6 +68,11 @@ class MambaLM : public Module {
   // state (B rows), which becomes the state after their last token: a prompt through the parallel scan.
   Tensor prefill(const Tensor& tokens, const Tensor& modalities, LMState& state, const Tensor& doc_start = Tensor()) const;
 
+  // With learned routing (MambaConfig::learned_routing): the routers' load-balancing loss of the last
+  // forward, summed over the layers, a differentiable scalar to add to the training loss; undefined
+  // otherwise.
+  const Tensor& aux_loss() const { return aux_loss_; }
+
   // One line per component: name, parameter count, share of the total.
   std::string parameter_summary() const;
   const LMConfig& config() const { return config_; }
@@ -81,6 +86,7 @@ class MambaLM : public Module {
   Tensor run(const Tensor& tokens, const Tensor& modalities, const Tensor& doc_start, LMState* state) const;
   LMConfig config_;
   DType param_dtype_, compute_;
+  mutable Tensor aux_loss_;
 };
 
 }  // namespace mom::nn

@@ -5,6 +5,7 @@
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "autograd/selective_scan.h"
+#include "kernels/reduce.h"
 
 namespace mom::nn {
 
@@ -16,6 +17,10 @@ void MambaConfig::validate() const {
   MOM_CHECK(dt_min > 0 && dt_max >= dt_min && dt_init_floor > 0, "MambaConfig",
             "need 0 < dt_min <= dt_max and dt_init_floor > 0");
   MOM_CHECK(n_modalities >= 1, "MambaConfig", "n_modalities must be at least 1, got " << n_modalities);
+  MOM_CHECK(!learned_routing || (n_modalities >= 2 && any_split()), "MambaConfig",
+            "learned routing needs at least 2 experts (n_modalities) and a split projection");
+  MOM_CHECK(load_balance >= 0 && std::isfinite(load_balance), "MambaConfig",
+            "load_balance must be a finite number >= 0, got " << load_balance);
 }
 
 Tensor Projection::forward(const Tensor& x, const Routing& routing) const {
@@ -71,6 +76,8 @@ MambaBlock::MambaBlock(const MambaConfig& config, Generator& gen, DType dtype) :
     for (int64_t n = 0; n < N; ++n) a_log[e * N + n] = std::log(static_cast<double>(n + 1));
   A_log = register_parameter("A_log", from_vector<double>(a_log, {E, N}).to(dtype), /*weight_decay=*/false);
   D = register_parameter("D", ones({E}, dtype), /*weight_decay=*/false);
+  if (config_.learned_routing)
+    router = register_module("router", std::make_shared<Linear>(D_model, config_.n_modalities, false, gen, dtype));
 }
 
 MambaLayerState MambaBlock::allocate_state(int64_t batch, DType compute) const {
@@ -78,12 +85,32 @@ MambaLayerState MambaBlock::allocate_state(int64_t batch, DType compute) const {
           zeros({batch, config_.d_inner(), config_.d_state}, dtype_, A_log.device())};
 }
 
-Tensor MambaBlock::forward(const Tensor& x, const Routing& routing, MambaLayerState* state,
-                           const Tensor& doc_start) const {
+Tensor MambaBlock::forward(const Tensor& x, const Routing& given, MambaLayerState* state,
+                           const Tensor& doc_start, Tensor* aux) const {
   MOM_CHECK(x.dim() == 3 && x.size(2) == config_.d_model, "MambaBlock",
             "input must be (B, L, " << config_.d_model << "), got " << shape_str(x.shape()));
   const int64_t B = x.size(0), L = x.size(1), T = B * L;
   const int64_t E = config_.d_inner(), N = config_.d_state, R = config_.rank();
+  // Learned routing: each token's expert is the router's argmax over its input (computed in the
+  // parameters' dtype), the gate that expert's probability.
+  Routing learned;
+  Tensor gate;
+  if (router) {
+    const int64_t M = config_.n_modalities;
+    const Tensor xr = cast(reshape(x, {T, config_.d_model}), dtype_);
+    const Tensor probs = softmax(router->forward(xr), 1);  // (T, M)
+    const Tensor expert = kernels::max(probs.detach(), 1, false).indices;
+    learned = Routing::from_modalities(expert, M);
+    gate = gather(probs, 1, expert.reshape({T, 1}));  // (T, 1)
+    if (aux) {
+      std::vector<double> share(M);
+      for (int64_t m = 0; m < M; ++m) share[m] = static_cast<double>(learned.counts[m]) / static_cast<double>(T);
+      const Tensor f = from_vector<double>(share, {M}).to(dtype_).to(x.device());
+      const Tensor term = mul(sum(mul(mean(probs, {0}), f)), config_.load_balance * static_cast<double>(M));
+      *aux = aux->defined() ? add(*aux, term) : term;
+    }
+  }
+  const Routing& routing = router ? learned : given;
   MOM_CHECK(routing.num_tokens() == T, "MambaBlock", "routing covers " << routing.num_tokens() << " tokens, the input has " << T);
 
   // Grouped rows: when in_proj and out_proj are routed, the activations between them keep the
@@ -116,6 +143,7 @@ Tensor MambaBlock::forward(const Tensor& x, const Routing& routing, MambaLayerSt
     state->ssm = scan.last_state.detach();
   }
   Tensor out = out_proj.forward_split(reshape(scan.out, {T, E}), routing, {config_.d_model}, out_order)[0];
+  if (gate.defined()) out = mul(out, cast(gate, out.dtype()));
   return reshape(out, {B, L, config_.d_model});
 }
 

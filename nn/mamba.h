@@ -44,6 +44,14 @@ struct MambaConfig {
   bool split_out_proj = false;
   bool conv_bias = true;
   bool proj_bias = false;  // in_proj, x_proj and out_proj biases (mamba's `bias`)
+  // Learned routing, the mixture-of-experts baseline: a router (`router.weight`, a Linear d_model ->
+  // n_modalities experts without bias, on the block's input) picks each token's expert, top-1, in place
+  // of its modality; the split projections route by that choice as they route by the modality, and the
+  // block's output is scaled by the chosen expert's softmax probability (the gate, through which the
+  // router learns). The block adds load_balance * M * sum_m f_m P_m to the model's auxiliary loss
+  // (Switch Transformer's: f_m the share of tokens routed to expert m, P_m the mean probability of m).
+  bool learned_routing = false;
+  double load_balance = 0.01;
 
   int64_t d_inner() const { return expand * d_model; }
   int64_t rank() const { return dt_rank > 0 ? dt_rank : (d_model + 15) / 16; }
@@ -81,8 +89,9 @@ class MambaBlock : public Module {
   // conv and the scan read nothing across it (kernels/selective_scan.h, kernels/causal_conv1d.h), so
   // each document's outputs are those of the document alone. A flag at t = 0 cuts nothing: a row
   // continuing a state that begins a new document must have that state zeroed (MambaLM does).
+  // aux: with learned routing, the block's load-balancing term is added to *aux (defined or not).
   Tensor forward(const Tensor& x, const Routing& routing, MambaLayerState* state = nullptr,
-                 const Tensor& doc_start = Tensor()) const;
+                 const Tensor& doc_start = Tensor(), Tensor* aux = nullptr) const;
   // The conv window in the dtype of the activations (compute: bf16 under mixed precision), the SSM
   // state in the parameters' dtype (the scan's state stays float32 beside bf16).
   MambaLayerState allocate_state(int64_t batch, DType compute) const;
@@ -92,6 +101,7 @@ class MambaBlock : public Module {
   Projection in_proj, x_proj, dt_proj, out_proj;
   std::shared_ptr<CausalConv1d> conv1d;
   Tensor A_log, D;
+  std::shared_ptr<Linear> router;  // learned routing only
 
  private:
   Projection make_projection(const std::string& name, bool split, int64_t in, int64_t out, bool bias, Generator& gen);

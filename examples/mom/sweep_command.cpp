@@ -1,5 +1,6 @@
-// `mom sweep`: train dense, MoM and the single-split variants on several seeds with one config, and
-// report each variant over the seeds (examples/toy/sweep.h) in <out>/report.md.
+// `mom sweep`: train dense, MoM, the single-split variants and the learned-routing baseline on several
+// seeds with one config, and report each variant over the seeds (examples/toy/sweep.h) in
+// <out>/report.md and <out>/report.svg.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -27,13 +28,15 @@ void add_sweep_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<SweepOptions>();
   for (const toy::SweepVariant& v : toy::sweep_variants()) o->variants.push_back(v.name);
   CLI::App* cmd = app.add_subcommand(
-      "sweep", "train dense, MoM and each single split on several seeds; report mean +- std over the seeds");
+      "sweep", "train dense, MoM, each single split and learned routing on several seeds; report mean +- std "
+               "over the seeds");
   cmd->add_option("--seeds", o->seeds, "seeds per variant")->check(integer_in<int64_t>(1, 1000))->capture_default_str();
   cmd->add_option("--first-seed", o->first_seed, "the seeds are first-seed, first-seed + 1, ...")
       ->check(integer_in<uint64_t>(0, UINT64_MAX - 1000))->capture_default_str();
   cmd->add_option("--variants", o->variants,
                   "among dense, mom (all four projections split), in_proj, x_proj, dt_proj, out_proj (that one "
-                  "split); dense is always trained, as the reference")
+                  "split), learned (all four split, routed by a learned router); dense is always trained, as the "
+                  "reference")
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--out", o->out, "directory of the runs (<out>/<variant>/seed-<s>) and of report.md")
       ->check(non_empty())->capture_default_str();

@@ -56,8 +56,10 @@ void add_train_options(CLI::App* cmd, toy::TrainConfig& config, std::vector<Boun
   };
   using TC = toy::TrainConfig;
   if (!sweep) {  // a sweep sets the model, the seed and the run directory of each run itself
-    add("--model", &TC::model, "dense | mom (all four projections split by modality)")
-        ->check(CLI::IsMember({"dense", "mom"}))->capture_default_str();
+    add("--model", &TC::model,
+        "dense | mom (all four projections split by modality) | learned (split likewise, routed by a learned "
+        "top-1 router: the mixture-of-experts baseline)")
+        ->check(CLI::IsMember({"dense", "mom", "learned"}))->capture_default_str();
     for (auto [flag, member] : {std::pair{"--split-in-proj", &TC::split_in_proj}, {"--split-x-proj", &TC::split_x_proj},
                                 {"--split-dt-proj", &TC::split_dt_proj}, {"--split-out-proj", &TC::split_out_proj}})
       add(flag, member, "0 or 1: override --model for this projection")->check(integer_in<int>(0, 1));

@@ -53,8 +53,8 @@ double last_logged(const std::string& run_dir, const std::string& kind, const st
 
 const std::vector<SweepVariant>& sweep_variants() {
   static const std::vector<SweepVariant> all = {
-      {"dense", 0, 0, 0, 0},   {"mom", 1, 1, 1, 1},     {"in_proj", 1, 0, 0, 0},
-      {"x_proj", 0, 1, 0, 0},  {"dt_proj", 0, 0, 1, 0}, {"out_proj", 0, 0, 0, 1},
+      {"dense", 0, 0, 0, 0},  {"mom", 1, 1, 1, 1},      {"in_proj", 1, 0, 0, 0},        {"x_proj", 0, 1, 0, 0},
+      {"dt_proj", 0, 0, 1, 0}, {"out_proj", 0, 0, 0, 1}, {"learned", 1, 1, 1, 1, true},
   };
   return all;
 }
@@ -64,7 +64,7 @@ std::vector<SweepVariant> select_variants(const std::vector<std::string>& names)
   for (const std::string& n : names) {
     const auto& all = sweep_variants();
     const bool known = std::any_of(all.begin(), all.end(), [&](const SweepVariant& v) { return v.name == n; });
-    MOM_CHECK(known, "sweep", "unknown variant '" << n << "' (dense, mom, in_proj, x_proj, dt_proj, out_proj)");
+    MOM_CHECK(known, "sweep", "unknown variant '" << n << "' (dense, mom, in_proj, x_proj, dt_proj, out_proj, learned)");
     MOM_CHECK(std::count(names.begin(), names.end(), n) == 1, "sweep", "variant '" << n << "' is named twice");
   }
   for (const SweepVariant& v : sweep_variants())
@@ -78,7 +78,7 @@ std::string sweep_run_dir(const std::string& out, const std::string& variant, ui
 
 TrainConfig sweep_run_config(const TrainConfig& base, const SweepVariant& v, uint64_t seed, const std::string& out) {
   TrainConfig c = base;
-  c.model = v.split_in_proj + v.split_x_proj + v.split_dt_proj + v.split_out_proj == 0 ? "dense" : "mom";
+  c.model = v.learned ? "learned" : v.split_in_proj + v.split_x_proj + v.split_dt_proj + v.split_out_proj == 0 ? "dense" : "mom";
   c.split_in_proj = v.split_in_proj;
   c.split_x_proj = v.split_x_proj;
   c.split_dt_proj = v.split_dt_proj;

@@ -1,8 +1,9 @@
 // `mom sweep`: the same training run for several models and seeds, and a report over the seeds.
 //
-// Variants: "dense" (no projection split), "mom" (all four split by modality), and each single split
+// Variants: "dense" (no projection split), "mom" (all four split by modality), each single split
 // ("in_proj", "x_proj", "dt_proj", "out_proj": that projection split, the other three shared), the
-// Mixture-of-Mamba paper's ablation. Every variant trains on each seed with the same config otherwise,
+// Mixture-of-Mamba paper's ablation, and "learned" (all four split, each token's expert chosen by a
+// learned top-1 router with a load-balancing loss: the mixture-of-experts baseline at MoM's FLOPs). Every variant trains on each seed with the same config otherwise,
 // in <out>/<variant>/seed-<s>; a run whose log already holds its last evaluation is not trained again,
 // so an interrupted sweep continues where it stopped.
 //
@@ -29,6 +30,7 @@ namespace mom::toy {
 struct SweepVariant {
   std::string name;
   int split_in_proj = 0, split_x_proj = 0, split_dt_proj = 0, split_out_proj = 0;
+  bool learned = false;  // routed by a learned router instead of the modality (--model learned)
 };
 
 // Every variant, in the report's order.

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -132,18 +133,26 @@ void reset_peak_memory(Device d) {
   (void)d;
 }
 
-// Milliseconds per token of recurrent decoding (nn::Decoder, one row) of `model` on its device: the
-// median of 32 steps after 4 untimed ones, each step's logits read back to the host as sampling does.
+// Milliseconds per token of recurrent decoding (nn::Decoder, one row; MambaLM::step for a model with
+// learned routing) of `model` on its device: the median of 32 steps after 4 untimed ones, each step's
+// logits read back to the host as sampling does.
 double decode_ms_per_token(const nn::MambaLM& model) {
   NoGradGuard no_grad;
-  nn::Decoder decoder(model, 1);
+  const Device device = model.embedding->weight.device();
+  std::unique_ptr<nn::Decoder> decoder;
+  nn::LMState state;
+  if (nn::Decoder::supports(model))
+    decoder = std::make_unique<nn::Decoder>(model, 1);
+  else
+    state = model.allocate_state(1);
   const int64_t V = model.config().vocab_size, M = model.config().mixer.n_modalities;
   std::vector<double> ms;
   for (int i = 0; i < 36; ++i) {
     const Tensor token = from_vector<int32_t>({static_cast<int32_t>((i * 7919) % V)}, {1});
     const Tensor modality = from_vector<int32_t>({static_cast<int32_t>(i % M)}, {1});
     const auto t0 = std::chrono::steady_clock::now();
-    decoder.step(token, modality).to_vector<float>();
+    (decoder ? decoder->step(token, modality) : model.step(token.to(device), modality.to(device), state))
+        .to_vector<float>();
     if (i >= 4) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(ms.begin(), ms.end());
@@ -312,7 +321,8 @@ nn::LMConfig TrainConfig::lm_config(int64_t vocab_size) const {
   c.mixer.expand = expand;
   c.mixer.d_conv = d_conv;
   c.mixer.n_modalities = static_cast<int64_t>(modalities.size());
-  bool split = model == "mom";
+  bool split = model != "dense";
+  c.mixer.learned_routing = model == "learned";
   auto pick = [&](int flag) { return flag < 0 ? split : flag != 0; };
   c.mixer.split_in_proj = pick(split_in_proj);
   c.mixer.split_x_proj = pick(split_x_proj);
@@ -438,7 +448,8 @@ std::string flag_of(const std::string& key) {
 }
 
 void TrainConfig::validate() const {
-  MOM_CHECK(model == "dense" || model == "mom", "train", "--model must be dense or mom, got '" << model << "'");
+  MOM_CHECK(model == "dense" || model == "mom" || model == "learned", "train",
+            "--model must be dense, mom or learned, got '" << model << "'");
   MOM_CHECK(precision == "f32" || precision == "bf16", "train",
             "--precision must be f32 or bf16, got '" << precision << "'");
   MOM_CHECK(save_dtype == "f32" || save_dtype == "bf16", "train",
@@ -525,7 +536,7 @@ void check_model_size(const nn::LMConfig& c) {
   auto copies = [&](bool split) { return split ? M : 1.0; };
   const double layer = D + copies(c.mixer.split_in_proj) * 2 * E * D + E * W + E +
                        copies(c.mixer.split_x_proj) * (R + 2 * N) * E + copies(c.mixer.split_dt_proj) * (E * R + E) +
-                       E * N + E + copies(c.mixer.split_out_proj) * D * E;
+                       E * N + E + copies(c.mixer.split_out_proj) * D * E + (c.mixer.learned_routing ? D * M : 0);
   const double params = c.n_layers * layer + V * D + D;
   MOM_CHECK(params <= kMaxParameters, "train", "the model would have " << params << " parameters, at most "
             << kMaxParameters << " (check --layers, --d-model, --expand and the vocabulary)");
@@ -544,6 +555,7 @@ double flops_per_token(const nn::LMConfig& c) {
                  + 6 * E * N + 5 * E  // scan: exp, state update, C . h; skip and gate
                  + 2 * E * D          // out_proj
                  + D;                 // residual
+  if (c.mixer.learned_routing) layer += 2 * D * c.mixer.n_modalities + 4 * c.mixer.n_modalities + D;  // router, softmax, gate
   return c.n_layers * layer + 4 * D + 2 * D * V;
 }
 
@@ -918,8 +930,8 @@ TrainResult train(const TrainConfig& requested) {
     double lr = schedule.lr_at(step + 1);
     opt.set_lr(lr);
     Tensor logits = model.forward(b.tokens, b.modalities, b.doc_start);
-    Tensor loss = mean_loss(logits, b);
-    backward(loss);
+    Tensor loss = mean_loss(logits, b);  // what the log reports; learned routing trains on it plus the routers'
+    backward(model.aux_loss().defined() ? add(loss, model.aux_loss()) : loss);  // load-balancing loss
     Tensor grad_norm = optim::clip_grad_norm_async(params, cfg.clip);
     opt.step();
     opt.zero_grad();
@@ -978,7 +990,7 @@ TrainResult train(const TrainConfig& requested) {
       return result;
     }
   }
-  if (!cfg.quiet) std::printf("decode (nn::Decoder, one row): %.3f ms per token\n", result.decode_ms_per_token);
+  if (!cfg.quiet) std::printf("decode, one row: %.3f ms per token\n", result.decode_ms_per_token);
   // The last step was checkpointed, so these weights are finite.
   std::map<std::string, Tensor> weights = model.state_dict();
   if (cfg.save_dtype == "bf16")

@@ -37,7 +37,10 @@ namespace mom::toy {
 
 struct TrainConfig {
   // Model.
-  std::string model = "mom";  // "dense" or "mom"; the split flags below override per projection
+  // "dense", "mom" (all four projections split by modality) or "learned" (split likewise, each token's
+  // expert chosen by a learned top-1 router: the mixture-of-experts baseline, nn/mamba.h); the split
+  // flags below override per projection
+  std::string model = "mom";
   int split_in_proj = -1, split_x_proj = -1, split_dt_proj = -1, split_out_proj = -1;  // -1: from `model`
   int64_t n_layers = 2, d_model = 64, d_state = 16, expand = 2, d_conv = 4;
   // Data.
