@@ -71,15 +71,13 @@ Decoder::Decoder(const MambaLM& model, int64_t batch)
 
 Decoder::Decoder(const MambaLM& model, int64_t batch, DType weight_dtype)
     : model_(model), batch_(batch), dtype_(model.embedding->weight.dtype()), weight_dtype_(weight_dtype),
-      graph_(std::make_unique<GraphHolder>()) {
+      generic_(model.config().mixer.learned_routing), graph_(std::make_unique<GraphHolder>()) {
   MOM_CHECK(batch >= 1, kName, "batch must be >= 1, got " << batch);
   MOM_CHECK(dtype_ == DType::f32 || dtype_ == DType::f64, kName,
             "decodes models with float32 or float64 parameters, got " << dtype_name(dtype_));
   MOM_CHECK(weight_dtype == dtype_ || (weight_dtype == DType::bf16 && dtype_ == DType::f32), kName,
             "weights must be of the parameters' dtype, or bfloat16 beside float32; got "
                 << dtype_name(weight_dtype) << " for " << dtype_name(dtype_) << " parameters");
-  MOM_CHECK(supports(model), kName,
-            "a model with learned routing decodes through MambaLM::step (its router, not the modality, picks the experts)");
   NoGradGuard no_grad;
   const LMConfig& c = model.config();
   const MambaConfig& mc = c.mixer;
@@ -88,27 +86,29 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, DType weight_dtype)
   for (const auto& block : model.layers) {
     const MambaBlock& mixer = *block->mixer;
     Layer l;
-    l.norm_weight = block->norm->weight.detach();
-    l.eps = block->norm->eps;
-    Stack s = stack(mixer.in_proj, weight_dtype);
-    l.in_w = s.w, l.in_b = s.b, l.in_split = mixer.in_proj.split != nullptr;
-    s = stack(mixer.x_proj, weight_dtype);
-    l.x_w = s.w, l.x_b = s.b, l.x_split = mixer.x_proj.split != nullptr;
-    s = stack(mixer.dt_proj, dtype_);  // dt_proj runs inside decode_ssm_step, in the parameters' dtype
-    l.dt_w = s.w, l.dt_b = s.b, l.dt_split = mixer.dt_proj.split != nullptr;
-    s = stack(mixer.out_proj, weight_dtype);
-    l.out_w = s.w, l.out_b = s.b, l.out_split = mixer.out_proj.split != nullptr;
-    l.conv_w = mixer.conv1d->weight.detach().contiguous().reshape({E, W});
-    if (mixer.conv1d->bias.defined()) l.conv_b = mixer.conv1d->bias.detach();
-    l.A_log = mixer.A_log.detach();
-    l.D = mixer.D.detach();
+    if (!generic_) {
+      l.norm_weight = block->norm->weight.detach();
+      l.eps = block->norm->eps;
+      Stack s = stack(mixer.in_proj, weight_dtype);
+      l.in_w = s.w, l.in_b = s.b, l.in_split = mixer.in_proj.split != nullptr;
+      s = stack(mixer.x_proj, weight_dtype);
+      l.x_w = s.w, l.x_b = s.b, l.x_split = mixer.x_proj.split != nullptr;
+      s = stack(mixer.dt_proj, dtype_);  // dt_proj runs inside decode_ssm_step, in the parameters' dtype
+      l.dt_w = s.w, l.dt_b = s.b, l.dt_split = mixer.dt_proj.split != nullptr;
+      s = stack(mixer.out_proj, weight_dtype);
+      l.out_w = s.w, l.out_b = s.b, l.out_split = mixer.out_proj.split != nullptr;
+      l.conv_w = mixer.conv1d->weight.detach().contiguous().reshape({E, W});
+      if (mixer.conv1d->bias.defined()) l.conv_b = mixer.conv1d->bias.detach();
+      l.A_log = mixer.A_log.detach();
+      l.D = mixer.D.detach();
+    }
     l.window = zeros({B, W - 1, E}, dtype_, dev);
     l.ssm = zeros({B, E, N}, dtype_, dev);
     layers_.push_back(std::move(l));
   }
   embedding_ = model.embedding->weight.detach();
   const Tensor& head = model.lm_head ? model.lm_head->weight : model.embedding->weight;
-  head_ = head.detach().to(weight_dtype).contiguous().reshape({1, c.vocab_size, D});
+  if (!generic_) head_ = head.detach().to(weight_dtype).contiguous().reshape({1, c.vocab_size, D});
   norm_f_ = model.norm_f->weight.detach();
   token_ = zeros({B}, DType::i32, dev);
   modality_ = zeros({B}, DType::i32, dev);
@@ -121,6 +121,18 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, DType weight_dtype)
 }
 
 Decoder::~Decoder() = default;
+
+void Decoder::run_generic() {
+  // The window in the dtype MambaLM::step carries it in (the compute dtype), the state as it is.
+  const DType window_dtype = model_.compute_dtype() == DType::bf16 ? DType::bf16 : dtype_;
+  LMState s;
+  for (const Layer& l : layers_) s.push_back({l.window.to(window_dtype), l.ssm});
+  logits_.copy_(model_.step(token_, modality_, s, start_set_ ? start_ : Tensor()));
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i].window.copy_(s[i].conv_window);
+    layers_[i].ssm.copy_(s[i].ssm);
+  }
+}
 
 void Decoder::run() {
   using kernels::DecodeInput;
@@ -180,6 +192,10 @@ const Tensor& Decoder::step(const Tensor& token, const Tensor& modality, const T
     start_set_ = false;
   }
   NoGradGuard no_grad;
+  if (generic_) {
+    run_generic();
+    return logits_;
+  }
 #ifdef MOM_WITH_CUDA
   if (dev.is_cuda()) {
     if (!graph_->graph.empty()) {

@@ -5,7 +5,9 @@
 // same kernels run one after the other.
 //
 // Per-token routing: a split projection takes row b's expert from its modality (MoM), a shared one takes
-// its single weight; a batch may mix modalities freely. doc_start (B) marks rows whose token starts a
+// its single weight; a batch may mix modalities freely. A model with learned routing (its routers pick
+// the experts) steps through MambaLM::step with the same interface and state, without the fused
+// kernels or the graph; it checks its ids on the device (a wait) where the fused path gives NaN. doc_start (B) marks rows whose token starts a
 // document: their conv window and SSM state are read as zeros first (as in MambaLM::step).
 //
 // The decoder copies what it needs when it is built: the projections stacked per expert (M, Out, In)
@@ -34,10 +36,6 @@ class Decoder {
   Decoder(const Decoder&) = delete;
   Decoder& operator=(const Decoder&) = delete;
 
-  // Whether a Decoder can run the model: every model but one with learned routing, whose experts its
-  // routers choose (MambaLM::step runs that one).
-  static bool supports(const MambaLM& model) { return !model.config().mixer.learned_routing; }
-
   int64_t batch() const { return batch_; }
   DType weight_dtype() const { return weight_dtype_; }
 
@@ -58,7 +56,8 @@ class Decoder {
 
  private:
   struct Layer;
-  void run();  // one step over the buffers
+  void run();          // one step over the buffers through the fused kernels
+  void run_generic();  // one step through MambaLM::step (learned routing)
 
   const MambaLM& model_;
   int64_t batch_;
@@ -67,7 +66,8 @@ class Decoder {
   Tensor embedding_, head_, norm_f_;
   Tensor token_, modality_, start_, resid_, xz_, dbc_, y_, logits_;
   Tensor workspace_;  // decode_linear's scratch (CUDA, more than 8 rows), sized by the first step
-  bool start_set_ = false, ran_ = false;
+  bool generic_;  // learned routing: its routers, not the modality, pick the experts
+  bool start_set_ = false;
   struct GraphHolder;
   std::unique_ptr<GraphHolder> graph_;
 };

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <memory>
 
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
@@ -143,10 +142,9 @@ void advance(Row& row, const float* l, int64_t V, const SamplingOptions& options
   }
 }
 
-// Runs the rows' parts as one batch through an nn::Decoder (MambaLM::step for a model with learned
-// routing): one step per position until every row is done. A row that is done keeps a place in the
-// batch (the decoder's rows are fixed, and its step is one graph launch on the GPU); its logits are not
-// read.
+// Runs the rows' parts as one batch through an nn::Decoder: one step per position until every row is
+// done. A row that is done keeps a place in the batch (the decoder's rows are fixed, and its step is one
+// graph launch on the GPU); its logits are not read.
 std::vector<std::vector<std::vector<int32_t>>> run_rows(const nn::MambaLM& model,
                                                         const std::vector<std::vector<Part>>& plans,
                                                         const SamplingOptions& options, Generator& gen,
@@ -163,14 +161,7 @@ std::vector<std::vector<std::vector<int32_t>>> run_rows(const nn::MambaLM& model
   }
 
   NoGradGuard no_grad;
-  // The Decoder, or MambaLM::step for a model it does not run (learned routing).
-  std::unique_ptr<nn::Decoder> decoder;
-  nn::LMState state;
-  const Device device = model.embedding->weight.device();
-  if (nn::Decoder::supports(model))
-    decoder = std::make_unique<nn::Decoder>(model, B);
-  else
-    state = model.allocate_state(B);
+  nn::Decoder decoder(model, B);
   auto running = [&] { return std::any_of(rows.begin(), rows.end(), [](const Row& r) { return !r.done; }); };
   while (running()) {
     std::vector<int32_t> tokens(B), modalities(B);
@@ -181,10 +172,8 @@ std::vector<std::vector<std::vector<int32_t>>> run_rows(const nn::MambaLM& model
       starts[i] = tokens[i] == doc_token;
     }
     const Tensor start = doc_token >= 0 ? from_vector<uint8_t>(starts, {B}).to(DType::boolean) : Tensor();
-    const Tensor token = from_vector<int32_t>(tokens, {B}), modality = from_vector<int32_t>(modalities, {B});
     const std::vector<float> logits =
-        (decoder ? decoder->step(token, modality, start)
-                 : model.step(token.to(device), modality.to(device), state, start.defined() ? start.to(device) : start))
+        decoder.step(from_vector<int32_t>(tokens, {B}), from_vector<int32_t>(modalities, {B}), start)
             .to_vector<float>();
     for (int64_t i = 0; i < B; ++i)
       if (!rows[i].done) advance(rows[i], logits.data() + i * V, V, options, gen);

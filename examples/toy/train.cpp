@@ -14,7 +14,6 @@
 #include <fstream>
 #include <limits>
 #include <map>
-#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -133,26 +132,18 @@ void reset_peak_memory(Device d) {
   (void)d;
 }
 
-// Milliseconds per token of recurrent decoding (nn::Decoder, one row; MambaLM::step for a model with
-// learned routing) of `model` on its device: the median of 32 steps after 4 untimed ones, each step's
-// logits read back to the host as sampling does.
+// Milliseconds per token of recurrent decoding (nn::Decoder, one row) of `model` on its device: the
+// median of 32 steps after 4 untimed ones, each step's logits read back to the host as sampling does.
 double decode_ms_per_token(const nn::MambaLM& model) {
   NoGradGuard no_grad;
-  const Device device = model.embedding->weight.device();
-  std::unique_ptr<nn::Decoder> decoder;
-  nn::LMState state;
-  if (nn::Decoder::supports(model))
-    decoder = std::make_unique<nn::Decoder>(model, 1);
-  else
-    state = model.allocate_state(1);
+  nn::Decoder decoder(model, 1);
   const int64_t V = model.config().vocab_size, M = model.config().mixer.n_modalities;
   std::vector<double> ms;
   for (int i = 0; i < 36; ++i) {
     const Tensor token = from_vector<int32_t>({static_cast<int32_t>((i * 7919) % V)}, {1});
     const Tensor modality = from_vector<int32_t>({static_cast<int32_t>(i % M)}, {1});
     const auto t0 = std::chrono::steady_clock::now();
-    (decoder ? decoder->step(token, modality) : model.step(token.to(device), modality.to(device), state))
-        .to_vector<float>();
+    decoder.step(token, modality).to_vector<float>();
     if (i >= 4) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(ms.begin(), ms.end());

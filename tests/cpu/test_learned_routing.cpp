@@ -1,6 +1,6 @@
 // The learned-routing baseline (MambaConfig::learned_routing): the block routes each token to its
 // router's argmax and scales by that expert's probability, the load-balancing loss is Switch
-// Transformer's, the LM sums it over the layers, and the trainer, the sweep and the decoder know the
+// Transformer's, the LM sums it over the layers, and the trainer, the sweep and the decoder run the
 // variant. Its gradients are checked with the other module cases (`mom gradcheck --op mamba_block`).
 #include <gtest/gtest.h>
 
@@ -108,11 +108,16 @@ TEST(LearnedRouting, TheLMSumsTheLayersLossAndTheTrainerSweepAndDecoderKnowTheVa
   plain.forward(tokens, mods);
   EXPECT_FALSE(plain.aux_loss().defined());
 
-  // Step inference runs it; the fused decoder refuses it by name.
+  // The Decoder steps it through MambaLM::step: the same logits, its state carried in the decoder's.
   nn::LMState state = lm.allocate_state(2);
-  EXPECT_EQ(lm.step(from_vector<int64_t>({3, 4}, {2}), zeros({2}, DType::i32), state).size(1), 17);
-  EXPECT_FALSE(nn::Decoder::supports(lm));
-  test::expect_error([&] { nn::Decoder d(lm, 2); }, "[Decoder] a model with learned routing decodes through MambaLM::step");
+  nn::Decoder decoder(lm, 2);
+  for (int64_t t = 0; t < 3; ++t) {
+    const Tensor tok = tokens.narrow(1, t, 1).contiguous().reshape({2}), mod = zeros({2}, DType::i32);
+    const Tensor want = lm.step(tok, mod, state);
+    EXPECT_EQ(want.size(1), 17);
+    EXPECT_EQ(test::rel_error(decoder.step(tok, mod), want), 0.0) << "step " << t;
+  }
+  EXPECT_EQ(test::rel_error(decoder.state()[2].ssm, state[2].ssm), 0.0);
   nn::MambaConfig bad = routed(true);
   bad.n_modalities = 1;
   test::expect_error([&] { bad.validate(); }, "[MambaConfig] learned routing needs at least 2 experts");
