@@ -97,7 +97,8 @@ Tensor MambaBlock::forward(const Tensor& x, const Routing& given, MambaLayerStat
   Tensor gate;
   if (router) {
     const int64_t M = config_.n_modalities;
-    const Tensor xr = cast(reshape(x, {T, config_.d_model}), dtype_);
+    const DType pdt = router->weight.dtype();
+    const Tensor xr = cast(reshape(x, {T, config_.d_model}), pdt);
     const Tensor probs = softmax(router->forward(xr), 1);  // (T, M)
     const Tensor expert = kernels::max(probs.detach(), 1, false).indices;
     learned = Routing::from_modalities(expert, M);
@@ -105,7 +106,7 @@ Tensor MambaBlock::forward(const Tensor& x, const Routing& given, MambaLayerStat
     if (aux) {
       std::vector<double> share(M);
       for (int64_t m = 0; m < M; ++m) share[m] = static_cast<double>(learned.counts[m]) / static_cast<double>(T);
-      const Tensor f = from_vector<double>(share, {M}).to(dtype_).to(x.device());
+      const Tensor f = from_vector<double>(share, {M}).to(pdt).to(x.device());
       const Tensor term = mul(sum(mul(mean(probs, {0}), f)), config_.load_balance * static_cast<double>(M));
       *aux = aux->defined() ? add(*aux, term) : term;
     }

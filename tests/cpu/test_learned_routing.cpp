@@ -8,10 +8,12 @@
 #include <map>
 
 #include "autograd/grad_mode.h"
+#include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 #include "examples/toy/sweep.h"
 #include "examples/toy/train.h"
 #include "nn/decoder.h"
+#include "nn/gradcheck_cases.h"
 #include "nn/lm.h"
 #include "tests/support.h"
 
@@ -78,6 +80,21 @@ TEST(LearnedRouting, TheRoutersArgmaxPicksTheExpertAndItsProbabilityScales) {
   EXPECT_NEAR(aux.item(), aux_expect, 1e-14);
   // More than one expert in use, so the comparison above routed tokens differently.
   EXPECT_GT(*std::max_element(expert.begin(), expert.end()), *std::min_element(expert.begin(), expert.end()));
+}
+
+// `mom gradcheck --device cuda` builds each module case in float64 and reruns it with its parameters
+// cast to float32: the router then runs in the parameters' dtype, not the one the block was built in.
+// The same check on the CPU: every module case in float32 against float64.
+TEST(LearnedRouting, ModuleCasesRunInTheDtypeTheirParametersAreCastTo) {
+  for (const autograd::GradcheckCase& c : nn::module_gradcheck_cases()) {
+    Generator gen(3);
+    autograd::GradcheckProblem p = c.make(gen);
+    const std::vector<autograd::GradcheckRow> rows =
+        autograd::device_check(p.fn, p.inputs, p.names, Device::cpu(), DType::f32, 1e-4, 3);
+    ASSERT_EQ(rows.size(), p.inputs.size() + (c.variant.find("learned") == 0 ? 2u : 1u)) << c.variant;
+    for (const autograd::GradcheckRow& r : rows)
+      EXPECT_TRUE(r.ok) << c.variant << " " << r.input << ": " << r.max_rel_err;
+  }
 }
 
 TEST(LearnedRouting, TheLMSumsTheLayersLossAndTheTrainerSweepAndDecoderKnowTheVariant) {
