@@ -227,7 +227,7 @@ else
   status=1
   note "gradcheck" "FAILED: $(grep -c FAIL "$logs/gradcheck.log") rows; $(tail -1 "$logs/gradcheck.log") (gradcheck.log)"
 fi
-for model in mom dense; do
+for model in mom dense learned; do
   for precision in f32 bf16; do
     run="$model-$precision"
     if timeout 120 "$build_dir/mom" train --device cuda --model "$model" --precision "$precision" --steps 300 \
