@@ -1,7 +1,12 @@
 // `mom sweep`: train dense, MoM, the single-split variants and the learned-routing baseline on several
-// seeds with one config, and report each variant over the seeds (examples/toy/sweep.h) in
-// <out>/report.md and <out>/report.svg.
+// seeds with one config, each run in a process of its own, and report each variant over the seeds
+// (examples/toy/sweep.h) in <out>/report.md and <out>/report.svg.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -21,6 +26,33 @@ struct SweepOptions {
   std::vector<std::string> variants;  // default: every one of toy::sweep_variants()
   std::string out = "runs/sweep";
 };
+
+// Trains `run` in a child process and returns its exit status: no run inherits another's device
+// memory, cuBLAS workspaces or caches, so each run's peak memory and speed are those of `mom train`
+// alone (the sweep's own process touches no device, which a child may then initialise afresh).
+int train_alone(const toy::TrainConfig& run) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  MOM_CHECK(pid >= 0, "sweep", "cannot start a process for " << run.out << ": " << std::strerror(errno));
+  if (pid == 0) {
+    int code = 0;
+    try {
+      const toy::TrainResult r = toy::train(run);
+      if (run.quiet) std::printf("  final eval %s\n", toy::format_losses(r.last_eval, r.modalities).c_str());
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      code = 1;
+    }
+    std::fflush(stdout);
+    std::fflush(stderr);
+    _exit(code);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0)
+    MOM_CHECK(errno == EINTR, "sweep", "waiting for the run in " << run.out << ": " << std::strerror(errno));
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
 
 }  // namespace
 
@@ -65,9 +97,9 @@ void add_sweep_command(CLI::App& app, int& exit_code) {
         const bool partial = std::filesystem::exists(std::filesystem::path(c.out) / "checkpoint.safetensors");
         toy::TrainConfig run = c;
         run.resume = partial;  // an interrupted run continues from its checkpoint
-        const toy::TrainResult r = toy::train(run);
-        if (c.quiet)
-          std::printf("  final eval %s\n", toy::format_losses(r.last_eval, r.modalities).c_str());
+        const int rc = train_alone(run);
+        MOM_CHECK(rc == 0, "sweep", v.name << " seed " << seed << " failed (exit status " << rc << "); " << c.out
+                                           << " keeps its last checkpoint: run the sweep again to continue");
       }
     const std::vector<std::string> modalities = toy::read_run_config(toy::sweep_run_dir(o->out, "dense", seeds.front())).modalities;
     const std::string report =
