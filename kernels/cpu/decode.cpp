@@ -1,12 +1,14 @@
 // CPU reference for kernels/decode.h; the argument checks shared with the CUDA version
-// (kernels/cuda/decode.cu), which CUDA tensors go to after them. Sums run in float64, but for the SSM
-// state's update and C . h, which run in the model's dtype (a loop over the states); a bfloat16 weight
-// stack is widened to float32 for the call (the reference, not a fast path); each expert's rows go
-// through one BLAS product.
+// (kernels/cuda/decode.cu), which CUDA tensors go to after them. Each expert's rows go through one BLAS
+// product (decode_linear's projection, dt_proj's in decode_ssm_step), in the model's dtype; the RMSNorm's
+// and the conv's sums and dt's softplus run in float64, the SSM state's update and C . h in the model's
+// dtype (a vectorised loop over the states); a bfloat16 weight stack is widened to float32 for the call
+// (the reference, not a fast path).
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/exp.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/decode.h"
 #include "kernels/elementwise.h"
@@ -155,7 +157,8 @@ void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
       std::vector<P> vm(n * In), out(n * Out);
       for (int64_t r = 0; r < n; ++r)
         for (int64_t i = 0; i < In; ++i) vm[r * In + i] = v[rows[r] * In + i];
-      cpu::gemm(false, true, n, Out, In, vm.data(), In, wp + m * Out * In, In, out.data(), Out);
+      if (n == 1 && In > 0) cpu::gemv(Out, In, wp + m * Out * In, In, vm.data(), out.data());
+      else cpu::gemm(false, true, n, Out, In, vm.data(), In, wp + m * Out * In, In, out.data(), Out);
       for (int64_t r = 0; r < n; ++r) {
         P* yr = yp + rows[r] * Out;
         for (int64_t o = 0; o < Out; ++o) {
@@ -202,6 +205,25 @@ void decode_ssm_step(const DecodeSsm& s) {
     const int64_t W = read.W;
     std::vector<P> A(E * N);  // A = -exp(A_log), once per call
     for (int64_t i = 0; i < E * N; ++i) A[i] = static_cast<P>(-std::exp(static_cast<double>(alog[i])));
+    // dt_proj's products (B, E): each expert's rows (their first R columns of dbc) through one product.
+    std::vector<P> pre(B * E);
+    if (!ep) {
+      cpu::gemm(false, true, B, E, R, dbc, R + 2 * N, wdt, R, pre.data(), E);
+    } else {
+      for (int64_t m = 0; m < M; ++m) {
+        std::vector<int64_t> rows;
+        for (int64_t b = 0; b < B; ++b)
+          if (ep[b] == m) rows.push_back(b);
+        if (rows.empty()) continue;
+        const int64_t n = static_cast<int64_t>(rows.size());
+        std::vector<P> in(n * R), out(n * E);
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t k = 0; k < R; ++k) in[r * R + k] = dbc[rows[r] * (R + 2 * N) + k];
+        cpu::gemm(false, true, n, E, R, in.data(), R, wdt + m * E * R, R, out.data(), E);
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t e = 0; e < E; ++e) pre[rows[r] * E + e] = out[r * E + e];
+      }
+    }
 #pragma omp parallel for schedule(static) if (B * E * N > 32768)
     for (int64_t b = 0; b < B; ++b) {
       const int64_t m = ep ? ep[b] : 0;
@@ -212,20 +234,18 @@ void decode_ssm_step(const DecodeSsm& s) {
         if (m < 0 || m >= M) {
           yp[b * E + e] = std::numeric_limits<P>::quiet_NaN();
         } else {
-          double pre = bdt[m * E + e];
-          for (int64_t r = 0; r < R; ++r) pre += static_cast<double>(wdt[(m * E + e) * R + r]) * row[r];
-          const double dt = softplus(pre);
-          // The states in the model's precision, one loop over n without a branch (float32 exp costs
-          // a third of double's).
+          const double dt = softplus(static_cast<double>(pre[b * E + e]) + static_cast<double>(bdt[m * E + e]));
+          // The states in the model's precision: the update in a loop the compiler vectorises
+          // (fast_exp; at a start the state before is zero, so only dt B u remains), then C . h.
           const P dtp = static_cast<P>(dt), dtu = static_cast<P>(dt * u);
           const P *Ae = A.data() + e * N, *Bv = row + R, *Cv = row + R + N;
           P* hb = h + (b * E + e) * N;
+          if (reset)
+            for (int64_t n = 0; n < N; ++n) hb[n] = dtu * Bv[n];
+          else
+            for (int64_t n = 0; n < N; ++n) hb[n] = cpu::fast_exp(dtp * Ae[n]) * hb[n] + dtu * Bv[n];
           P ch = 0;
-          for (int64_t n = 0; n < N; ++n) {
-            const P next = std::exp(dtp * Ae[n]) * (reset ? P(0) : hb[n]) + dtu * Bv[n];
-            hb[n] = next;
-            ch += Cv[n] * next;
-          }
+          for (int64_t n = 0; n < N; ++n) ch += Cv[n] * hb[n];
           const double y = static_cast<double>(Dp[e]) * u + static_cast<double>(ch);
           yp[b * E + e] = static_cast<P>(y * silu(static_cast<double>(xp[b * 2 * E + E + e])));
         }

@@ -29,4 +29,17 @@ inline void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, co
               a, lda, b, ldb, 0.0, c, ldc);
 }
 
+// y (n) = W (n, k) @ x (k), W row-major with leading dimension ldw: one row's product, which OpenBLAS
+// runs near the memory's rate, where its GEMM for one row takes about twice as long (a 50280 x 768
+// float weight on the 2-core machine: 16 ms against 29).
+inline void gemv(int64_t n, int64_t k, const float* w, int64_t ldw, const float* x, float* y) {
+  omp_set_dynamic(0);
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w, ldw, x, 1, 0.0f, y, 1);
+}
+
+inline void gemv(int64_t n, int64_t k, const double* w, int64_t ldw, const double* x, double* y) {
+  omp_set_dynamic(0);
+  cblas_dgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0, w, ldw, x, 1, 0.0, y, 1);
+}
+
 }  // namespace mom::kernels::cpu

@@ -2,10 +2,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/exp.h"
 #include "kernels/elementwise.h"
 #include "kernels/selective_scan.h"
 
@@ -53,29 +53,7 @@ template <typename scalar_t>
 using acc_type = std::conditional_t<(sizeof(scalar_t) > sizeof(float)), scalar_t, float>;
 
 // exp(x) for the state decay exp(dt * A), the scan's hot spot (B * L * E * N of them per pass).
-// double: std::exp. float: Cephes' expf (round x / ln 2 to k, a degree-6 polynomial for exp(r) on
-// |r| <= ln 2 / 2, then scale by 2^k through the exponent bits): within 2 ulp of std::exp, and
-// branch-free so the compiler vectorises the loops over n that call it (glibc's expf is a call).
-// x is clamped to [-87, 88], where float's exp neither overflows nor turns denormal; NaN stays NaN.
-inline double scan_exp(double x) { return std::exp(x); }
-inline float scan_exp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
-  float k = (x * 1.44269504088896341f + round_magic) - round_magic;
-  float r = x - k * 0.693359375f + k * 2.12194440e-4f;  // x - k ln 2, ln 2 split in two for accuracy
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  float e = p * r * r + r + 1.0f;
-  int32_t ki = k == k ? static_cast<int32_t>(k) : 0;  // NaN: any scale, e is NaN already
-  uint32_t bits = static_cast<uint32_t>(ki + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return e * scale;
-}
+using cpu::fast_exp;
 
 template <typename T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 template <typename T> T softplus(T x) { return x > T(20) ? x : std::log1p(std::exp(x)); }
@@ -165,7 +143,7 @@ acc_t scan_step(const ScanData<scalar_t>& s, int64_t b, int64_t t, int64_t e, ac
   const scalar_t* C_t = s.C_ssm + r * d.N;  // (N)
   const acc_t u_t = static_cast<acc_t>(s.u[r * d.E + e]);
   for (int64_t n = 0; n < d.N; ++n)  // vectorised: no reduction in this loop
-    h_next[n] = scan_exp(dt * static_cast<acc_t>(A_e[n])) * h_prev[n] + dt * static_cast<acc_t>(B_t[n]) * u_t;
+    h_next[n] = fast_exp(dt * static_cast<acc_t>(A_e[n])) * h_prev[n] + dt * static_cast<acc_t>(B_t[n]) * u_t;
   acc_t y = 0;
   for (int64_t n = 0; n < d.N; ++n) y += static_cast<acc_t>(C_t[n]) * h_next[n];
   if (s.D) y += static_cast<acc_t>(s.D[e]) * u_t;
@@ -298,7 +276,7 @@ void backward_channel(const ScanData<scalar_t>& s, const BackwardBuffers<scalar_
     for (int64_t n = 0; n < N; ++n) {
       const acc_t A_n = static_cast<acc_t>(A_e[n]);
       const acc_t B_n = static_cast<acc_t>(B_t[n]);
-      decay[n] = scan_exp(dt * A_n);
+      decay[n] = fast_exp(dt * A_n);
       grad_h[n] += dy * static_cast<acc_t>(C_t[n]);  // now dL/dh_t in full
       dC_t[n] += dy * h_t[n];
       const acc_t through_decay = grad_h[n] * decay[n] * h_prev[n];  // dL/d(dt * A_n)
