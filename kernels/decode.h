@@ -35,8 +35,9 @@
 //
 // Dtypes: activations, states, biases, norm, conv, A_log and D in the model's dtype P, float32 or
 // float64; weights in P, or bfloat16 beside float32 (widened in registers). The CUDA kernels sum in
-// float32 for float32 and bfloat16, in float64 for float64; the CPU reference sums in float64 but for
-// the SSM state's update and C . h, in P. start: bool (B) or undefined; expert: int32 (B) or undefined.
+// float32 for float32 and bfloat16, in float64 for float64; the CPU reference sums the projections
+// (BLAS), dt_proj, the SSM state's update and C . h in P, the RMSNorm and the conv in float64. start:
+// bool (B) or undefined; expert: int32 (B) or undefined.
 // Every tensor contiguous and on one device; the outputs are written in place (y, window, state), never
 // allocated. CPU and CUDA compute the same equations; their sums run in different orders.
 #pragma once

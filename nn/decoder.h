@@ -7,8 +7,9 @@
 // Per-token routing: a split projection takes row b's expert from its modality (MoM), a shared one takes
 // its single weight; a batch may mix modalities freely. A model with learned routing (its routers pick
 // the experts) steps through MambaLM::step with the same interface and state, without the fused
-// kernels or the graph; it checks its ids on the device (a wait) where the fused path gives NaN. doc_start (B) marks rows whose token starts a
-// document: their conv window and SSM state are read as zeros first (as in MambaLM::step).
+// kernels or the graph; it checks its ids on the device (a wait) where the fused path gives NaN.
+// doc_start (B) marks rows whose token starts a document: their conv window and SSM state are read as
+// zeros first (as in MambaLM::step).
 //
 // The decoder copies what it needs when it is built: the projections stacked per expert (M, Out, In)
 // and, with bf16 weights, bf16 copies of them and of the head. A model trained further after that

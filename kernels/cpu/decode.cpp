@@ -1,9 +1,9 @@
 // CPU reference for kernels/decode.h; the argument checks shared with the CUDA version
 // (kernels/cuda/decode.cu), which CUDA tensors go to after them. Each expert's rows go through one BLAS
-// product (decode_linear's projection, dt_proj's in decode_ssm_step), in the model's dtype; the RMSNorm's
-// and the conv's sums and dt's softplus run in float64, the SSM state's update and C . h in the model's
-// dtype (a vectorised loop over the states); a bfloat16 weight stack is widened to float32 for the call
-// (the reference, not a fast path).
+// product in the model's dtype (rows_product: decode_linear's projection, dt_proj's in decode_ssm_step);
+// the RMSNorm's and the conv's sums and dt's softplus run in float64, the SSM state's update and C . h
+// in the model's dtype (a vectorised loop over the states); a bfloat16 weight stack is widened to
+// float32 for the call (the reference, not a fast path).
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -95,6 +95,28 @@ template <typename P> ConvRead<P> conv_read(const Tensor& x, const Tensor& windo
           start.defined() ? start.data<bool>() : nullptr, x.size(1), E, window.size(1) + 1};
 }
 
+// The rows b of expert m (ep[b] == m; every row is expert 0 when ep is null).
+std::vector<int64_t> rows_of(const int32_t* ep, int64_t B, int64_t m) {
+  std::vector<int64_t> rows;
+  for (int64_t b = 0; b < B; ++b)
+    if ((ep ? ep[b] : 0) == m) rows.push_back(b);
+  return rows;
+}
+
+// out (rows, Out) = a's `rows` (their first K columns; a's rows lda apart) @ w (Out, K)^T: one BLAS
+// product, gemv for a single row.
+template <typename P>
+std::vector<P> rows_product(const std::vector<int64_t>& rows, const P* a, int64_t lda, int64_t K, const P* w,
+                            int64_t Out) {
+  const int64_t n = static_cast<int64_t>(rows.size());
+  std::vector<P> in(n * K), out(n * Out);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t k = 0; k < K; ++k) in[r * K + k] = a[rows[r] * lda + k];
+  if (n == 1 && K > 0) cpu::gemv(Out, K, w, K, in.data(), out.data());
+  else cpu::gemm(false, true, n, Out, K, in.data(), K, w, K, out.data(), Out);
+  return out;
+}
+
 }  // namespace
 
 void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& expert,
@@ -149,17 +171,10 @@ void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
       if (ep && (ep[b] < 0 || ep[b] >= M))
         for (int64_t o = 0; o < Out; ++o) yp[b * Out + o] = std::numeric_limits<P>::quiet_NaN();
     for (int64_t m = 0; m < M; ++m) {
-      std::vector<int64_t> rows;
-      for (int64_t b = 0; b < B; ++b)
-        if ((ep ? ep[b] : 0) == m) rows.push_back(b);
+      const std::vector<int64_t> rows = rows_of(ep, B, m);
       if (rows.empty()) continue;
-      const int64_t n = static_cast<int64_t>(rows.size());
-      std::vector<P> vm(n * In), out(n * Out);
-      for (int64_t r = 0; r < n; ++r)
-        for (int64_t i = 0; i < In; ++i) vm[r * In + i] = v[rows[r] * In + i];
-      if (n == 1 && In > 0) cpu::gemv(Out, In, wp + m * Out * In, In, vm.data(), out.data());
-      else cpu::gemm(false, true, n, Out, In, vm.data(), In, wp + m * Out * In, In, out.data(), Out);
-      for (int64_t r = 0; r < n; ++r) {
+      const std::vector<P> out = rows_product(rows, v.data(), In, In, wp + m * Out * In, Out);
+      for (size_t r = 0; r < rows.size(); ++r) {
         P* yr = yp + rows[r] * Out;
         for (int64_t o = 0; o < Out; ++o) {
           const P add = out[r * Out + o] + (bp ? bp[m * Out + o] : P(0));
@@ -207,22 +222,12 @@ void decode_ssm_step(const DecodeSsm& s) {
     for (int64_t i = 0; i < E * N; ++i) A[i] = static_cast<P>(-std::exp(static_cast<double>(alog[i])));
     // dt_proj's products (B, E): each expert's rows (their first R columns of dbc) through one product.
     std::vector<P> pre(B * E);
-    if (!ep) {
-      cpu::gemm(false, true, B, E, R, dbc, R + 2 * N, wdt, R, pre.data(), E);
-    } else {
-      for (int64_t m = 0; m < M; ++m) {
-        std::vector<int64_t> rows;
-        for (int64_t b = 0; b < B; ++b)
-          if (ep[b] == m) rows.push_back(b);
-        if (rows.empty()) continue;
-        const int64_t n = static_cast<int64_t>(rows.size());
-        std::vector<P> in(n * R), out(n * E);
-        for (int64_t r = 0; r < n; ++r)
-          for (int64_t k = 0; k < R; ++k) in[r * R + k] = dbc[rows[r] * (R + 2 * N) + k];
-        cpu::gemm(false, true, n, E, R, in.data(), R, wdt + m * E * R, R, out.data(), E);
-        for (int64_t r = 0; r < n; ++r)
-          for (int64_t e = 0; e < E; ++e) pre[rows[r] * E + e] = out[r * E + e];
-      }
+    for (int64_t m = 0; m < M; ++m) {
+      const std::vector<int64_t> rows = rows_of(ep, B, m);
+      if (rows.empty()) continue;
+      const std::vector<P> out = rows_product(rows, dbc, R + 2 * N, R, wdt + m * E * R, E);
+      for (size_t r = 0; r < rows.size(); ++r)
+        for (int64_t e = 0; e < E; ++e) pre[rows[r] * E + e] = out[r * E + e];
     }
 #pragma omp parallel for schedule(static) if (B * E * N > 32768)
     for (int64_t b = 0; b < B; ++b) {
