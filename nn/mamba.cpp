@@ -144,7 +144,9 @@ Tensor MambaBlock::forward(const Tensor& x, const Routing& given, MambaLayerStat
     state->ssm = scan.last_state.detach();
   }
   Tensor out = out_proj.forward_split(reshape(scan.out, {T, E}), routing, {config_.d_model}, out_order)[0];
-  if (gate.defined()) out = mul(out, cast(gate, out.dtype()));
+  // The gate multiplies in its own dtype, so that its gradient (a sum over the row) runs in float32 or
+  // float64 under bf16 compute as well.
+  if (gate.defined()) out = cast(mul(cast(out, gate.dtype()), gate), out.dtype());
   return reshape(out, {B, L, config_.d_model});
 }
 

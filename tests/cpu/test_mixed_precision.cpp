@@ -286,6 +286,20 @@ TEST(MixedPrecision, StepFollowsParallelForward) {
   }
 }
 
+// The learned-routing baseline trains in bf16 too: its gate multiplies in float32, whose gradient sums
+// a row (a reduction bf16 tensors do not take), and the run follows the float32 one.
+TEST(MixedPrecision, LearnedRoutingTrainsInBf16) {
+  toy::TrainConfig cfg = test::tiny_train_config(test::scratch_path("learned_f32"));
+  cfg.model = "learned";
+  cfg.steps = 20;
+  toy::TrainResult f32 = toy::train(cfg);
+  cfg.out = test::scratch_path("learned_bf16");
+  cfg.precision = "bf16";
+  toy::TrainResult bf = toy::train(cfg);
+  ASSERT_TRUE(std::isfinite(bf.last_eval.total));
+  EXPECT_NEAR(bf.last_eval.total, f32.last_eval.total, 0.03 * f32.last_eval.total);
+}
+
 // A short training run in bf16 follows the float32 run of the same config; precision is recorded in the
 // config and may change on resume.
 TEST(MixedPrecision, TrainingFollowsFloat32) {
