@@ -115,6 +115,7 @@ Decoder::Decoder(const MambaLM& model, int64_t batch, DType weight_dtype)
   start_ = zeros({B}, DType::boolean, dev);
   resid_ = zeros({B, D}, dtype_, dev);
   xz_ = zeros({B, 2 * E}, dtype_, dev);
+  u_ = zeros({B, E}, dtype_, dev);
   dbc_ = zeros({B, R + 2 * N}, dtype_, dev);
   y_ = zeros({B, E}, dtype_, dev);
   logits_ = zeros({B, c.vocab_size}, dtype_, dev);
@@ -143,21 +144,20 @@ void Decoder::run() {
     norm.kind = DecodeInput::Kind::norm;
     norm.norm_weight = l.norm_weight;
     norm.eps = l.eps;
-    kernels::decode_linear(resid_, l.in_w, l.in_b, l.in_split ? modality_ : none, norm, xz_, false, &workspace_);
-    DecodeInput conv;
-    conv.kind = DecodeInput::Kind::conv;
+    kernels::DecodeConv conv;
     conv.window = l.window;
     conv.conv_weight = l.conv_w;
     conv.conv_bias = l.conv_b;
     conv.start = start_;
-    kernels::decode_linear(xz_, l.x_w, l.x_b, l.x_split ? modality_ : none, conv, dbc_, false, &workspace_);
+    conv.u = u_;
+    kernels::decode_linear(resid_, l.in_w, l.in_b, l.in_split ? modality_ : none, norm, xz_, false, &workspace_,
+                           &conv);
+    kernels::decode_linear(u_, l.x_w, l.x_b, l.x_split ? modality_ : none, DecodeInput{}, dbc_, false, &workspace_);
     kernels::DecodeSsm s;
     s.xz = xz_;
+    s.u = u_;
     s.dbc = dbc_;
-    s.window = l.window;
     s.state = l.ssm;
-    s.conv_weight = l.conv_w;
-    s.conv_bias = l.conv_b;
     s.dt_weight = l.dt_w;
     s.dt_bias = l.dt_b;
     s.dt_expert = l.dt_split ? modality_ : none;

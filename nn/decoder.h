@@ -65,7 +65,7 @@ class Decoder {
   DType dtype_, weight_dtype_;
   std::vector<Layer> layers_;
   Tensor embedding_, head_, norm_f_;
-  Tensor token_, modality_, start_, resid_, xz_, dbc_, y_, logits_;
+  Tensor token_, modality_, start_, resid_, xz_, u_, dbc_, y_, logits_;
   Tensor workspace_;  // decode_linear's scratch (CUDA, more than 8 rows), sized by the first step
   bool generic_;  // learned routing: its routers, not the modality, pick the experts
   bool start_set_ = false;

@@ -59,40 +59,43 @@ void check_weight_stack(const Tensor& w, const Tensor& x, const char* op, const 
                  << dtype_name(x.dtype()));
 }
 
-void check_conv(const Tensor& window, const Tensor& weight, const Tensor& bias, const Tensor& start, const Tensor& x,
-                int64_t B, int64_t E, const char* op) {
-  MOM_CHECK(window.defined() && window.dim() == 3, op,
-            "the conv window must be (B, W-1, E), got " << (window.defined() ? shape_str(window.shape()) : "none"));
-  const int64_t W = window.size(1) + 1;
-  check_param(window, x, {B, W - 1, E}, op, "window");
-  check_param(weight, x, {E, W}, op, "conv_weight");
-  check_optional(bias, x, {E}, op, "conv_bias");
-  check_rows(start, DType::boolean, B, x, op, "start");
+// The conv over y's first E columns (E the window's channels, at most y's Out).
+void check_conv(const DecodeConv& c, const Tensor& x, int64_t B, int64_t Out, const char* op) {
+  MOM_CHECK(c.window.defined() && c.window.dim() == 3, op,
+            "the conv window must be (B, W-1, E), got " << (c.window.defined() ? shape_str(c.window.shape()) : "none"));
+  const int64_t W = c.window.size(1) + 1, E = c.window.size(2);
+  MOM_CHECK(E <= Out, op, "the conv's " << E << " channels exceed y's " << Out << " columns");
+  check_param(c.window, x, {B, W - 1, E}, op, "window");
+  check_param(c.conv_weight, x, {E, W}, op, "conv_weight");
+  check_optional(c.conv_bias, x, {E}, op, "conv_bias");
+  check_rows(c.start, DType::boolean, B, x, op, "start");
+  check_param(c.u, x, {B, E}, op, "u");
 }
 
 double silu(double v) { return v / (1.0 + std::exp(-v)); }
 double softplus(double v) { return v > 20.0 ? v : std::log1p(std::exp(v)); }
 
-// The conv's output for row b, channel e (decode.h, Input::conv): the window before the token and the
-// token's x, the window read as zeros at a document start.
-template <typename P> struct ConvRead {
-  const P *x, *win, *cw, *cb;
-  const bool* start;
-  int64_t x_stride, E, W;
-  double operator()(int64_t b, int64_t e) const {
-    double pre = cb ? static_cast<double>(cb[e]) : 0.0;
-    if (!(start && start[b]))
-      for (int64_t j = 0; j < W - 1; ++j) pre += static_cast<double>(win[(b * (W - 1) + j) * E + e]) * cw[e * W + j];
-    pre += static_cast<double>(x[b * x_stride + e]) * cw[e * W + W - 1];
-    return silu(pre);
+// decode_linear's conv (decode.h) over y's first E columns for every row: u, then the window moves one
+// token, after the row's reads of it.
+template <typename P> void conv_and_move(const DecodeConv& c, const P* y, int64_t Out, int64_t B) {
+  const int64_t E = c.window.size(2), W = c.window.size(1) + 1;
+  const P *cw = c.conv_weight.data<P>(), *cb = c.conv_bias.defined() ? c.conv_bias.data<P>() : nullptr;
+  const bool* start = c.start.defined() ? c.start.data<bool>() : nullptr;
+  P *win = c.window.data<P>(), *u = c.u.data<P>();
+  for (int64_t b = 0; b < B; ++b) {
+    const bool reset = start && start[b];
+    P* wb = win + b * (W - 1) * E;
+    for (int64_t e = 0; e < E; ++e) {
+      const P x = y[b * Out + e];
+      double pre = cb ? static_cast<double>(cb[e]) : 0.0;
+      if (!reset)
+        for (int64_t j = 0; j < W - 1; ++j) pre += static_cast<double>(wb[j * E + e]) * cw[e * W + j];
+      pre += static_cast<double>(x) * cw[e * W + W - 1];
+      u[b * E + e] = static_cast<P>(silu(pre));
+      for (int64_t j = 0; j + 1 < W - 1; ++j) wb[j * E + e] = reset ? P(0) : wb[(j + 1) * E + e];
+      if (W > 1) wb[(W - 2) * E + e] = x;
+    }
   }
-};
-
-template <typename P> ConvRead<P> conv_read(const Tensor& x, const Tensor& window, const Tensor& weight,
-                                            const Tensor& bias, const Tensor& start, int64_t E) {
-  return {x.data<P>(),       window.data<P>(),
-          weight.data<P>(),  bias.defined() ? bias.data<P>() : nullptr,
-          start.defined() ? start.data<bool>() : nullptr, x.size(1), E, window.size(1) + 1};
 }
 
 // The rows b of expert m (ep[b] == m; every row is expert 0 when ep is null).
@@ -120,14 +123,11 @@ std::vector<P> rows_product(const std::vector<int64_t>& rows, const P* a, int64_
 }  // namespace
 
 void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& expert,
-                   const DecodeInput& in, Tensor& y, bool accumulate, Tensor* workspace) {
+                   const DecodeInput& in, Tensor& y, bool accumulate, Tensor* workspace, const DecodeConv* conv) {
   const int64_t B = check_activation(x, kLinear, "x");
   check_weight_stack(weight, x, kLinear, "weight");
   const int64_t M = weight.size(0), Out = weight.size(1), In = weight.size(2);
-  const bool conv = in.kind == DecodeInput::Kind::conv;
-  MOM_CHECK(x.size(1) == (conv ? 2 * In : In), kLinear,
-            "x has " << x.size(1) << " columns; the weight's In = " << In << " needs "
-                     << (conv ? 2 * In : In) << (conv ? " (xz: the conv's input and z)" : ""));
+  MOM_CHECK(x.size(1) == In, kLinear, "x has " << x.size(1) << " columns, the weight's In is " << In);
   check_optional(bias, x, {M, Out}, kLinear, "bias");
   check_rows(expert, DType::i32, B, x, kLinear, "expert");
   check_param(y, x, {B, Out}, kLinear, "y");
@@ -135,9 +135,9 @@ void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
     check_param(in.norm_weight, x, {In}, kLinear, "norm_weight");
     MOM_CHECK(in.eps >= 0, kLinear, "eps must be >= 0, got " << in.eps);
   }
-  if (conv) check_conv(in.window, in.conv_weight, in.conv_bias, in.start, x, B, In, kLinear);
+  if (conv) check_conv(*conv, x, B, Out, kLinear);
 #ifdef MOM_WITH_CUDA
-  if (x.device().is_cuda()) return cuda::decode_linear(x, weight, bias, expert, in, y, accumulate, workspace);
+  if (x.device().is_cuda()) return cuda::decode_linear(x, weight, bias, expert, in, y, accumulate, workspace, conv);
 #endif
   (void)workspace;
   check_cpu(x, kLinear, "x");
@@ -151,15 +151,12 @@ void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
       P* vb = v.data() + b * In;
       if (in.kind == DecodeInput::Kind::plain) {
         for (int64_t i = 0; i < In; ++i) vb[i] = xp[b * In + i];
-      } else if (in.kind == DecodeInput::Kind::norm) {
+      } else {
         const P* g = in.norm_weight.data<P>();
         double ss = 0;
         for (int64_t i = 0; i < In; ++i) ss += static_cast<double>(xp[b * In + i]) * xp[b * In + i];
         const double rstd = 1.0 / std::sqrt(ss / static_cast<double>(In) + in.eps);
         for (int64_t i = 0; i < In; ++i) vb[i] = static_cast<P>(xp[b * In + i] * rstd * g[i]);
-      } else {
-        const ConvRead<P> read = conv_read<P>(x, in.window, in.conv_weight, in.conv_bias, in.start, In);
-        for (int64_t e = 0; e < In; ++e) vb[e] = static_cast<P>(read(b, e));
       }
     }
     // Each expert's rows through one product; rows of an out-of-range expert get NaN.
@@ -182,6 +179,7 @@ void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
         }
       }
     }
+    if (conv) conv_and_move<P>(*conv, yp, Out, B);
   });
 }
 
@@ -192,6 +190,7 @@ void decode_ssm_step(const DecodeSsm& s) {
             "state must be (B, E, N), got " << (s.state.defined() ? shape_str(s.state.shape()) : "none"));
   const int64_t E = s.state.size(1), N = s.state.size(2);
   check_param(xz, xz, {B, 2 * E}, kSsm, "xz");
+  check_param(s.u, xz, {B, E}, kSsm, "u");
   check_param(s.state, xz, {B, E, N}, kSsm, "state");
   MOM_CHECK(s.dt_weight.defined() && s.dt_weight.dim() == 3 && s.dt_weight.size(1) == E, kSsm,
             "dt_weight must be a stack (M, E, R), got "
@@ -204,20 +203,19 @@ void decode_ssm_step(const DecodeSsm& s) {
   check_param(s.A_log, xz, {E, N}, kSsm, "A_log");
   check_param(s.D, xz, {E}, kSsm, "D");
   check_param(s.y, xz, {B, E}, kSsm, "y");
-  check_conv(s.window, s.conv_weight, s.conv_bias, s.start, xz, B, E, kSsm);
+  check_rows(s.start, DType::boolean, B, xz, kSsm, "start");
 #ifdef MOM_WITH_CUDA
   if (xz.device().is_cuda()) return cuda::decode_ssm_step(s);
 #endif
   check_cpu(xz, kSsm, "xz");
   dispatch_float(xz.dtype(), kSsm, [&](auto tag) {
     using P = MOM_TYPE(tag);
-    const ConvRead<P> read = conv_read<P>(xz, s.window, s.conv_weight, s.conv_bias, s.start, E);
+    const P* up = s.u.data<P>();
     const P *xp = xz.data<P>(), *dbc = s.dbc.data<P>(), *wdt = s.dt_weight.data<P>(), *bdt = s.dt_bias.data<P>();
     const P *alog = s.A_log.data<P>(), *Dp = s.D.data<P>();
     const int32_t* ep = s.dt_expert.defined() ? s.dt_expert.data<int32_t>() : nullptr;
     const bool* start = s.start.defined() ? s.start.data<bool>() : nullptr;
-    P *h = s.state.data<P>(), *win = s.window.data<P>(), *yp = s.y.data<P>();
-    const int64_t W = read.W;
+    P *h = s.state.data<P>(), *yp = s.y.data<P>();
     std::vector<P> A(E * N);  // A = -exp(A_log), once per call
     for (int64_t i = 0; i < E * N; ++i) A[i] = static_cast<P>(-std::exp(static_cast<double>(alog[i])));
     // dt_proj's products (B, E): each expert's rows (their first R columns of dbc) through one product.
@@ -235,7 +233,7 @@ void decode_ssm_step(const DecodeSsm& s) {
       const bool reset = start && start[b];
       const P* row = dbc + b * (R + 2 * N);
       for (int64_t e = 0; e < E; ++e) {
-        const double u = read(b, e);
+        const double u = static_cast<double>(up[b * E + e]);
         if (m < 0 || m >= M) {
           yp[b * E + e] = std::numeric_limits<P>::quiet_NaN();
         } else {
@@ -255,12 +253,6 @@ void decode_ssm_step(const DecodeSsm& s) {
           yp[b * E + e] = static_cast<P>(y * silu(static_cast<double>(xp[b * 2 * E + E + e])));
         }
       }
-      // The window moves one token, after every channel's read of it.
-      for (int64_t e = 0; e < E; ++e)
-        for (int64_t j = 0; j < W - 1; ++j) {
-          P& slot = win[(b * (W - 1) + j) * E + e];
-          slot = j + 1 < W - 1 ? (reset ? P(0) : win[(b * (W - 1) + j + 1) * E + e]) : xp[b * 2 * E + e];
-        }
     }
   });
 }

@@ -1,14 +1,20 @@
 // CUDA versions of kernels/decode.h, after the checks in kernels/cpu/decode.cpp.
 //
-// decode_linear: a warp per output o (a grid-stride loop over o). A block first stages its rows' inputs
-// v (up to kRows rows of In values, in the sum type) in shared memory: plain copies, the RMSNorm of the
-// row (a warp per row sums the squares), or the conv's output for the token (Input::conv). Each warp then
-// streams W[e, o, :] in 16-byte vectors (4 float32, 8 bf16 widened, 2 float64), every lane 16 bytes
-// per row chunk, and multiplies every staged row that uses expert e, so a weight row is read once per
-// pass however many of the pass's rows share its expert; the rows' sums close with warp shuffles. The
-// weights are the bytes that matter (B <= kRows rows: one pass, each weight read once); more rows take
-// further passes, each reading the weights again (served mostly by L2 at the small models' sizes).
-// decode_ssm_step: a thread per (row, channel), the state's N values in registers.
+// decode_linear: a warp per output o (a grid-stride loop over o), or kSplit warps per output, each a
+// slice of In, when there are too few outputs to give the GPU 8 warps per multiprocessor. A block first
+// stages its rows' inputs v (up to kRows rows of In values, in the sum type) in shared memory, every
+// thread's loads issued before its stores; for Input::norm it stages x g and each row's sum of squares,
+// and the row's 1 / rms scales the output (sum_i W (x g rstd) = rstd sum_i W (x g)). Before staging, each
+// warp asks L2 for its first weight row, so that the weights' DRAM latency overlaps the staging. Each
+// warp then streams W[e, o, :] in 16-byte vectors (4 float32, 8 bf16 widened, 2 float64), every lane 16
+// bytes per row chunk, and multiplies every staged row that uses expert e, so a weight row is read once
+// per pass however many of the pass's rows share its expert; the rows' sums close with warp shuffles.
+// The lane that writes y[b, o] also runs the conv for (b, o) when o is one of its channels: u and the
+// window's column move there, read and written by that thread alone. The weights are the bytes that
+// matter (B <= kRows rows: one pass, each weight read once); more rows go through cuBLAS
+// (launch_batched).
+// decode_ssm_step: a group of lanes per (row, channel), the state's N values spread over the group; with
+// N at most the group's size every load is issued before dt's sum.
 // decode_embed: one thread per element.
 #include <cstdint>
 #include <limits>
@@ -44,32 +50,37 @@ template <typename S> __device__ inline S warp_sum(S v) {
   return v;
 }
 
-// The conv's output for row b, channel e (decode.h, Input::conv).
-template <typename P> struct Conv {
-  const P *x, *win, *cw, *cb;
+// decode_linear's conv over y's first E columns (decode.h): u for (b, e) from the window before the token
+// and its new input x, then the window's column e moves one token. No window: no conv.
+template <typename P> struct ConvOut {
+  P *win, *u;
+  const P *cw, *cb;
   const bool* start;
-  int64_t x_stride, E;
+  int64_t E;
   int W;
-  __device__ typename SumOf<P>::type operator()(int64_t b, int64_t e) const {
+  __device__ void operator()(int64_t b, int64_t e, P x) const {
     using S = typename SumOf<P>::type;
+    const bool reset = start && start[b];
+    P* col = win + b * (W - 1) * E + e;
     S pre = cb ? S(cb[e]) : S(0);
-    if (!(start && start[b]))
-      for (int j = 0; j < W - 1; ++j) pre += S(win[(b * (W - 1) + j) * E + e]) * S(cw[e * W + j]);
-    pre += S(x[b * x_stride + e]) * S(cw[e * W + W - 1]);
-    return silu(pre);
+    if (!reset)
+      for (int j = 0; j < W - 1; ++j) pre += S(col[j * E]) * S(cw[e * W + j]);
+    pre += S(x) * S(cw[e * W + W - 1]);
+    u[b * E + e] = P(silu(pre));
+    for (int j = 0; j + 1 < W - 1; ++j) col[j * E] = reset ? P(0) : col[(j + 1) * E];
+    if (W > 1) col[(W - 2) * E] = x;
   }
 };
 
-template <typename P> Conv<P> make_conv(const Tensor& x, const Tensor& window, const Tensor& weight,
-                                        const Tensor& bias, const Tensor& start, int64_t E) {
-  return {x.data<P>(),
-          window.data<P>(),
-          weight.data<P>(),
-          bias.defined() ? bias.data<P>() : nullptr,
-          start.defined() ? start.data<bool>() : nullptr,
-          x.size(1),
-          E,
-          static_cast<int>(window.size(1) + 1)};
+template <typename P> ConvOut<P> make_conv(const DecodeConv* c) {
+  if (!c) return {};
+  return {c->window.data<P>(),
+          c->u.data<P>(),
+          c->conv_weight.data<P>(),
+          c->conv_bias.defined() ? c->conv_bias.data<P>() : nullptr,
+          c->start.defined() ? c->start.data<bool>() : nullptr,
+          c->window.size(2),
+          static_cast<int>(c->window.size(1) + 1)};
 }
 
 template <typename P, typename Wt> struct LinearArgs {
@@ -79,11 +90,13 @@ template <typename P, typename Wt> struct LinearArgs {
   const int32_t* expert;
   const P* norm;  // Input::norm
   double eps;
-  Conv<P> conv;  // Input::conv
+  ConvOut<P> conv;
   P* y;
   int64_t B, M, Out, In;
   bool accumulate, vec;  // vec: every weight row starts 16-byte aligned and In is whole vectors
 };
+
+__device__ inline void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 // B <= kRows rows. kSplit warps share an output (each a slice of In, summed through shared memory) when
 // there are too few outputs for a warp each to fill the GPU; a block computes kWarps / kSplit outputs
@@ -93,34 +106,49 @@ __global__ void __launch_bounds__(kWarps * 32) linear_kernel(LinearArgs<P, Wt> a
   using S = typename SumOf<P>::type;
   constexpr int kVec = 16 / sizeof(Wt);
   constexpr int kOuts = kWarps / kSplit;
+  constexpr int kBatch = 8;  // staging: loads a thread issues before its stores
+  constexpr bool kNorm = kKind == DecodeInput::Kind::norm;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   S* v = reinterpret_cast<S*>(smem_raw);  // [rows][In]
   __shared__ int s_expert[kRows];
-  __shared__ S s_rstd[kRows];
+  __shared__ S s_ss[kNorm ? kWarps : 1][kRows];
   __shared__ S s_part[kSplit > 1 ? kWarps : 1][kRows];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, slot = warp / kSplit, part = warp % kSplit;
   const int64_t In = a.In;
   const int rows = static_cast<int>(a.B);
 
-  if (threadIdx.x < rows) s_expert[threadIdx.x] = a.expert ? a.expert[threadIdx.x] : 0;
-  if constexpr (kKind == DecodeInput::Kind::norm) {
-    if (warp < rows) {
-      const P* xr = a.x + warp * In;
-      S ss = 0;
-      for (int64_t i = lane; i < In; i += 32) ss += S(xr[i]) * S(xr[i]);
-      ss = warp_sum(ss);
-      if (lane == 0) s_rstd[warp] = S(1) / sqrt(ss / S(In) + S(a.eps));
+  {  // L2, fetch this warp's first weight row (row 0's expert): its latency overlaps the staging
+    const int64_t o = int64_t(blockIdx.x) * kOuts + slot;
+    const int m = a.expert ? a.expert[0] : 0;
+    if (o < a.Out && m >= 0 && m < a.M) {
+      const char* wrow = reinterpret_cast<const char*>(a.w + (int64_t(m) * a.Out + o) * In);
+      const int64_t bytes = In * int64_t(sizeof(Wt));
+      for (int64_t at = (int64_t(part) * 32 + lane) * 128; at < bytes; at += 32 * 128 * kSplit) prefetch_l2(wrow + at);
     }
-    __syncthreads();
   }
-  for (int64_t q = threadIdx.x; q < rows * In; q += blockDim.x) {
-    const int r = static_cast<int>(q / In);
-    const int64_t i = q % In;
-    S val;
-    if constexpr (kKind == DecodeInput::Kind::plain) val = S(a.x[r * In + i]);
-    else if constexpr (kKind == DecodeInput::Kind::norm) val = S(a.x[r * In + i]) * s_rstd[r] * S(a.norm[i]);
-    else val = a.conv(r, i);
-    v[r * In + i] = val;
+  if (threadIdx.x < rows) s_expert[threadIdx.x] = a.expert ? a.expert[threadIdx.x] : 0;
+  for (int r = 0; r < rows; ++r) {
+    const P* xr = a.x + r * In;
+    S ss = 0;
+    for (int64_t i0 = threadIdx.x; i0 < In; i0 += int64_t(kBatch) * blockDim.x) {
+      S xv[kBatch], gv[kBatch];
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int64_t i = i0 + int64_t(k) * blockDim.x;
+        xv[k] = i < In ? S(__ldg(xr + i)) : S(0);
+        if constexpr (kNorm) gv[k] = i < In ? S(__ldg(a.norm + i)) : S(0);
+      }
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int64_t i = i0 + int64_t(k) * blockDim.x;
+        if (i < In) v[r * In + i] = kNorm ? xv[k] * gv[k] : xv[k];
+        if constexpr (kNorm) ss += xv[k] * xv[k];
+      }
+    }
+    if constexpr (kNorm) {
+      ss = warp_sum(ss);
+      if (lane == 0) s_ss[warp][r] = ss;
+    }
   }
   __syncthreads();
 
@@ -177,14 +205,22 @@ __global__ void __launch_bounds__(kWarps * 32) linear_kernel(LinearArgs<P, Wt> a
         S total = sum[r];
         if constexpr (kSplit > 1)
           for (int p = 1; p < kSplit; ++p) total += s_part[warp + p][r];
+        if constexpr (kNorm) {
+          S ss = 0;
+          for (int w = 0; w < kWarps; ++w) ss += s_ss[w][r];
+          total *= S(1) / sqrt(ss / S(In) + S(a.eps));
+        }
         const int m = s_expert[r];
         const int64_t at = r * a.Out + o;
+        P out;
         if (m < 0 || m >= a.M) {
-          a.y[at] = quiet_nan<P>();
+          out = quiet_nan<P>();
         } else {
           const S add = total + (a.bias ? S(a.bias[m * a.Out + o]) : S(0));
-          a.y[at] = P(a.accumulate ? S(a.y[at]) + add : add);
+          out = P(a.accumulate ? S(a.y[at]) + add : add);
         }
+        a.y[at] = out;
+        if (a.conv.win && o < a.conv.E) a.conv(r, o, out);
       }
     }
     if constexpr (kSplit > 1) __syncthreads();  // s_part is rewritten by the next outputs
@@ -192,11 +228,10 @@ __global__ void __launch_bounds__(kWarps * 32) linear_kernel(LinearArgs<P, Wt> a
 }
 
 template <typename P> struct SsmArgs {
-  Conv<P> conv;
-  const P *xz, *dbc, *wdt, *bdt, *alog, *D;
+  const P *xz, *u, *dbc, *wdt, *bdt, *alog, *D;
   const int32_t* expert;
   const bool* start;
-  P *state, *window, *y;
+  P *state, *y;
   int64_t B, E, N, R, M;
 };
 
@@ -211,12 +246,21 @@ template <typename P, int kLanes> __global__ void __launch_bounds__(kSsmThreads)
   const bool valid = channel < a.E;
   const int64_t e = valid ? channel : 0;
   const int64_t E = a.E, N = a.N, R = a.R;
-  const int W = a.conv.W;
-  const S u = a.conv(b, e);
   const bool reset = a.start && a.start[b];
   const int m = a.expert ? a.expert[b] : 0;
   const bool bad = m < 0 || m >= a.M;
   const P* row = a.dbc + b * (R + 2 * N);
+  P* h = a.state + (b * E + e) * N;
+  const S u = S(a.u[b * E + e]);
+  // One state per lane (N <= kLanes): its loads go out with dt's.
+  const bool one = N <= kLanes;
+  S h0 = 0, a0 = 0, b0 = 0, c0 = 0;
+  if (one && lane < N) {
+    h0 = reset ? S(0) : S(h[lane]);
+    a0 = S(a.alog[e * N + lane]);
+    b0 = S(row[R + lane]);
+    c0 = S(row[R + N + lane]);
+  }
   auto group_sum = [](S v) {
 #pragma unroll
     for (int d = kLanes / 2; d > 0; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d, kLanes);
@@ -230,21 +274,24 @@ template <typename P, int kLanes> __global__ void __launch_bounds__(kSsmThreads)
   pre = group_sum(pre);
   const S dt = softplus(pre + (bad ? S(0) : S(a.bdt[m * E + e])));
   S y = 0;
-  P* h = a.state + (b * E + e) * N;
-  for (int64_t n = lane; n < N; n += kLanes) {
-    const S prev = reset ? S(0) : S(h[n]);
-    const S next = exp(-dt * exp(S(a.alog[e * N + n]))) * prev + dt * S(row[R + n]) * u;
-    if (valid && !bad) h[n] = P(next);
-    y += S(row[R + N + n]) * next;
+  if (one) {
+    if (lane < N) {
+      const S next = exp(-dt * exp(a0)) * h0 + dt * b0 * u;
+      if (valid && !bad) h[lane] = P(next);
+      y = c0 * next;
+    }
+  } else {
+    for (int64_t n = lane; n < N; n += kLanes) {
+      const S prev = reset ? S(0) : S(h[n]);
+      const S next = exp(-dt * exp(S(a.alog[e * N + n]))) * prev + dt * S(row[R + n]) * u;
+      if (valid && !bad) h[n] = P(next);
+      y += S(row[R + N + n]) * next;
+    }
   }
   y = group_sum(y);
   if (lane != 0 || !valid) return;
   const S z = S(a.xz[b * 2 * E + E + e]);
   a.y[b * E + e] = bad ? quiet_nan<P>() : P((y + S(a.D[e]) * u) * silu(z));
-  // The window moves one token; this group alone reads and writes (b, :, e), lane 0 after every read.
-  P* win = a.window + b * (W - 1) * E + e;
-  for (int j = 0; j + 1 < W - 1; ++j) win[j * E] = reset ? P(0) : win[(j + 1) * E];
-  if (W > 1) win[(W - 2) * E] = a.xz[b * 2 * E + e];
 }
 
 template <typename P> __global__ void embed_kernel(const int32_t* ids, const P* table, P* out, int64_t B, int64_t V,
@@ -270,15 +317,18 @@ void launch_split(const LinearArgs<P, Wt>& a, int dev) {
   }
   constexpr int kOuts = kWarps / kSplit;
   const int64_t sms = ::mom::cuda::multiprocessor_count(dev);
-  const int64_t want = (a.Out + kOuts - 1) / kOuts, cap = sms * (kSplit > 1 ? 2 : 16);
+  const int64_t want = (a.Out + kOuts - 1) / kOuts, cap = sms * 16;
   const unsigned grid = static_cast<unsigned>(want < cap ? want : cap);
   kernel<<<grid, kWarps * 32, smem, ::mom::cuda::stream(dev)>>>(a);
   MOM_CUDA_CHECK_LAUNCH();
 }
 
-// A warp per output when that gives every multiprocessor 8 warps or more, else 8 warps per output.
+// The fewest warps per output (1, 2, 4 or 8) that give every multiprocessor 8 warps.
 template <typename P, typename Wt, DecodeInput::Kind kKind> void launch_linear(const LinearArgs<P, Wt>& a, int dev) {
-  if (a.Out >= 8 * int64_t(::mom::cuda::multiprocessor_count(dev))) launch_split<P, Wt, kKind, 1>(a, dev);
+  const int64_t want = 8 * int64_t(::mom::cuda::multiprocessor_count(dev));
+  if (a.Out >= want) launch_split<P, Wt, kKind, 1>(a, dev);
+  else if (2 * a.Out >= want) launch_split<P, Wt, kKind, 2>(a, dev);
+  else if (4 * a.Out >= want) launch_split<P, Wt, kKind, 4>(a, dev);
   else launch_split<P, Wt, kKind, kWarps>(a, dev);
 }
 
@@ -302,23 +352,26 @@ template <typename P, typename Wt, DecodeInput::Kind kKind> __global__ void stag
   for (int64_t i = threadIdx.x; i < In; i += blockDim.x) {
     S val;
     if constexpr (kKind == DecodeInput::Kind::plain) val = S(a.x[b * In + i]);
-    else if constexpr (kKind == DecodeInput::Kind::norm) val = S(a.x[b * In + i]) * rstd * S(a.norm[i]);
-    else val = a.conv(b, i);
+    else val = S(a.x[b * In + i]) * rstd * S(a.norm[i]);
     v[b * In + i] = Wt(val);
   }
 }
 
 template <typename P, typename S> __global__ void select_kernel(const S* prod, const int32_t* expert, const P* bias, P* y,
-                                                                int64_t B, int64_t Out, int64_t M, bool accumulate) {
+                                                                int64_t B, int64_t Out, int64_t M, bool accumulate,
+                                                                ConvOut<P> conv) {
   for (int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; q < B * Out; q += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = q / Out, o = q % Out;
     const int m = expert ? expert[b] : 0;
+    P out;
     if (m < 0 || m >= M) {
-      y[q] = quiet_nan<P>();
-      continue;
+      out = quiet_nan<P>();
+    } else {
+      const S add = prod[(m * B + b) * Out + o] + (bias ? S(bias[m * Out + o]) : S(0));
+      out = P(accumulate ? S(y[q]) + add : add);
     }
-    const S add = prod[(m * B + b) * Out + o] + (bias ? S(bias[m * Out + o]) : S(0));
-    y[q] = P(accumulate ? S(y[q]) + add : add);
+    y[q] = out;
+    if (conv.win && o < conv.E) conv(b, o, out);
   }
 }
 
@@ -343,7 +396,7 @@ void launch_batched(const LinearArgs<P, Wt>& a, int dev, Tensor* workspace) {
                               a.B * a.Out, a.M);
   const int64_t n = a.B * a.Out, blocks = (n + 255) / 256, cap = int64_t(::mom::cuda::multiprocessor_count(dev)) * 8;
   select_kernel<P, S><<<static_cast<unsigned>(blocks < cap ? blocks : cap), 256, 0, st>>>(
-      prod, a.expert, a.bias, a.y, a.B, a.Out, a.M, a.accumulate);
+      prod, a.expert, a.bias, a.y, a.B, a.Out, a.M, a.accumulate, a.conv);
   MOM_CUDA_CHECK_LAUNCH();
 }
 
@@ -355,7 +408,7 @@ void dispatch_rows(const LinearArgs<P, Wt>& a, int dev, Tensor* workspace) {
 
 template <typename P, typename Wt>
 void run_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& expert, const DecodeInput& in,
-                Tensor& y, bool accumulate, Tensor* workspace) {
+                Tensor& y, bool accumulate, Tensor* workspace, const DecodeConv* conv) {
   LinearArgs<P, Wt> a{};
   a.x = x.data<P>();
   a.w = weight.data<Wt>();
@@ -367,6 +420,7 @@ void run_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const
   a.Out = weight.size(1);
   a.In = weight.size(2);
   a.accumulate = accumulate;
+  a.conv = make_conv<P>(conv);
   a.vec = (a.In * static_cast<int64_t>(sizeof(Wt))) % 16 == 0 && reinterpret_cast<uintptr_t>(a.w) % 16 == 0;
   const int dev = x.device().index;
   if (a.B == 0 || a.Out == 0) return;
@@ -376,21 +430,19 @@ void run_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const
       a.norm = in.norm_weight.data<P>();
       a.eps = in.eps;
       return dispatch_rows<P, Wt, DecodeInput::Kind::norm>(a, dev, workspace);
-    case DecodeInput::Kind::conv:
-      a.conv = make_conv<P>(x, in.window, in.conv_weight, in.conv_bias, in.start, a.In);
-      return dispatch_rows<P, Wt, DecodeInput::Kind::conv>(a, dev, workspace);
   }
 }
 
 }  // namespace
 
 void decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& expert,
-                   const DecodeInput& in, Tensor& y, bool accumulate, Tensor* workspace) {
+                   const DecodeInput& in, Tensor& y, bool accumulate, Tensor* workspace, const DecodeConv* conv) {
   ::mom::cuda::DeviceGuard guard(x.device().index);
-  if (x.dtype() == DType::f64) return run_linear<double, double>(x, weight, bias, expert, in, y, accumulate, workspace);
+  if (x.dtype() == DType::f64)
+    return run_linear<double, double>(x, weight, bias, expert, in, y, accumulate, workspace, conv);
   if (weight.dtype() == DType::bf16)
-    return run_linear<float, bf16>(x, weight, bias, expert, in, y, accumulate, workspace);
-  run_linear<float, float>(x, weight, bias, expert, in, y, accumulate, workspace);
+    return run_linear<float, bf16>(x, weight, bias, expert, in, y, accumulate, workspace, conv);
+  run_linear<float, float>(x, weight, bias, expert, in, y, accumulate, workspace, conv);
 }
 
 void decode_ssm_step(const DecodeSsm& s) {
@@ -400,8 +452,8 @@ void decode_ssm_step(const DecodeSsm& s) {
   auto run = [&](auto tag) {
     using P = MOM_TYPE(tag);
     SsmArgs<P> a{};
-    a.conv = make_conv<P>(s.xz, s.window, s.conv_weight, s.conv_bias, s.start, E);
     a.xz = s.xz.data<P>();
+    a.u = s.u.data<P>();
     a.dbc = s.dbc.data<P>();
     a.wdt = s.dt_weight.data<P>();
     a.bdt = s.dt_bias.data<P>();
@@ -410,7 +462,6 @@ void decode_ssm_step(const DecodeSsm& s) {
     a.expert = s.dt_expert.defined() ? s.dt_expert.data<int32_t>() : nullptr;
     a.start = s.start.defined() ? s.start.data<bool>() : nullptr;
     a.state = s.state.data<P>();
-    a.window = s.window.data<P>();
     a.y = s.y.data<P>();
     a.B = B;
     a.E = E;

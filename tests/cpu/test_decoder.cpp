@@ -213,6 +213,17 @@ TEST(DecodeKernels, ExpertOutOfRangeGivesNaNRowsAndBadShapesThrow) {
   test::expect_error(
       [&] { kernels::decode_linear(x, w.to(DType::f64), Tensor(), Tensor(), kernels::DecodeInput{}, y, false); },
       "[decode_linear] weight must be of x's dtype, or bfloat16 beside float32");
+  kernels::DecodeConv conv;
+  conv.window = zeros({3, 3, 6}, DType::f32);
+  conv.conv_weight = zeros({6, 4}, DType::f32);
+  conv.u = zeros({3, 6}, DType::f32);
+  test::expect_error(
+      [&] { kernels::decode_linear(x, w, Tensor(), Tensor(), kernels::DecodeInput{}, y, false, nullptr, &conv); },
+      "[decode_linear] the conv's 6 channels exceed y's 5 columns");
+  conv.window = zeros({3, 3, 4}, DType::f32);
+  test::expect_error(
+      [&] { kernels::decode_linear(x, w, Tensor(), Tensor(), kernels::DecodeInput{}, y, false, nullptr, &conv); },
+      "[decode_linear] conv_weight has shape (6, 4), expected (4, 4)");
   Tensor out = zeros({2, 8}, DType::f32);
   kernels::decode_embed(from_vector<int32_t>({0, 7}, {2}), randn({7, 8}, gen, DType::f32), out);
   EXPECT_TRUE(std::isnan(out.to_vector<float>()[8]));
