@@ -117,6 +117,57 @@ std::vector<int32_t> image_tokens(const Scene& scene) {
   return pixels;
 }
 
+const std::array<std::array<float, 3>, kNumColours + 1>& pixel_rgb() {
+  // background, red, green, blue, yellow, purple, orange; RGB in [0, 1] mapped to [-1, 1]
+  static const std::array<std::array<float, 3>, kNumColours + 1> rgb = {{{-1.f, -1.f, -1.f},
+                                                                        {1.f, -1.f, -1.f},
+                                                                        {-1.f, 1.f, -1.f},
+                                                                        {-1.f, -1.f, 1.f},
+                                                                        {1.f, 1.f, -1.f},
+                                                                        {1.f, -1.f, 1.f},
+                                                                        {1.f, 0.f, -1.f}}};
+  return rgb;
+}
+
+namespace {
+// The pixel (row, column) of value k of patch p.
+int32_t patch_pixel(int32_t p, int32_t k) {
+  const int32_t pixel = k / 3, top = (p / kGridSide) * kPatchSide, left = (p % kGridSide) * kPatchSide;
+  return (top + pixel / kPatchSide) * kImageSide + left + pixel % kPatchSide;
+}
+}  // namespace
+
+std::vector<float> pixels_to_patches(const std::vector<int32_t>& pixels) {
+  MOM_CHECK(pixels.size() == static_cast<size_t>(kImagePixels), "toy world",
+            "an image is " << kImagePixels << " pixel tokens, got " << pixels.size());
+  const auto bad = std::find_if_not(pixels.begin(), pixels.end(), is_pixel);
+  MOM_CHECK(bad == pixels.end(), "toy world", "token " << *bad << " is not a pixel");
+  std::vector<float> patches(kNumPatches * kPatchDim);
+  for (int32_t p = 0; p < kNumPatches; ++p)
+    for (int32_t k = 0; k < kPatchDim; ++k)
+      patches[p * kPatchDim + k] = pixel_rgb()[pixels[patch_pixel(p, k)] - kPixelBackground][k % 3];
+  return patches;
+}
+
+std::vector<int32_t> patches_to_pixels(const std::vector<float>& patches) {
+  MOM_CHECK(patches.size() == static_cast<size_t>(kNumPatches * kPatchDim), "toy world",
+            "an image is " << kNumPatches * kPatchDim << " patch values, got " << patches.size());
+  std::vector<int32_t> pixels(kImagePixels);
+  for (int32_t p = 0; p < kNumPatches; ++p)
+    for (int32_t k = 0; k < kPatchDim; k += 3) {
+      const float* v = patches.data() + p * kPatchDim + k;
+      int32_t best = 0;
+      float best_d = 0;
+      for (int32_t c = 0; c <= kNumColours; ++c) {
+        float d = 0;
+        for (int32_t ch = 0; ch < 3; ++ch) d += (v[ch] - pixel_rgb()[c][ch]) * (v[ch] - pixel_rgb()[c][ch]);
+        if (c == 0 || d < best_d) best = c, best_d = d;
+      }
+      pixels[patch_pixel(p, k)] = kPixelBackground + best;
+    }
+  return pixels;
+}
+
 std::vector<int32_t> speech_tokens(const std::vector<int32_t>& caption_words, Generator& gen) {
   std::vector<int32_t> units;
   bool first = true;

@@ -66,6 +66,21 @@ std::optional<Scene> parse_caption(const std::vector<int32_t>& words);
 std::optional<Scene> parse_image(const std::vector<int32_t>& pixels);  // objects in raster order of cells
 std::optional<std::vector<int32_t>> parse_speech(const std::vector<int32_t>& units);  // the spoken words
 
+// Continuous images (the Transfusion setting): the raster as kNumPatches patches of kPatchDim values.
+// Patch c is grid cell c (so a patch holds at most one object); its 3 x 3 pixels in row-major order,
+// each pixel's R, G, B in [-1, 1] from pixel_rgb(). Background is black, the colours are corners and
+// edge midpoints of the RGB cube, at least 1.0 apart, so a pixel within 0.5 of its colour snaps back.
+constexpr int32_t kPatchSide = kCellSide;
+constexpr int32_t kNumPatches = kGridSide * kGridSide;
+constexpr int32_t kPatchDim = kPatchSide * kPatchSide * 3;
+// The RGB of each pixel token, background first, then kColourNames' order.
+const std::array<std::array<float, 3>, kNumColours + 1>& pixel_rgb();
+// pixels (kImagePixels tokens, as image_tokens gives) -> kNumPatches * kPatchDim values.
+std::vector<float> pixels_to_patches(const std::vector<int32_t>& pixels);
+// The inverse for any values: each pixel becomes the token of the nearest colour (Euclidean in RGB).
+// patches must hold kNumPatches * kPatchDim values.
+std::vector<int32_t> patches_to_pixels(const std::vector<float>& patches);
+
 // The segments of a document, without their markers; nullopt unless the document is <bos>, the three
 // segments each exactly once, <eos>.
 struct Segments {

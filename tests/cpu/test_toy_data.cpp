@@ -238,6 +238,44 @@ TEST(ToyDataWorld, ModalitiesDifferInStatistics) {
   EXPECT_LT(static_cast<double>(text_repeats) / text_steps, 0.05);
 }
 
+// Continuous images: a scene's pixels as patches snap back to the same pixels, also through noise up to
+// 0.2 per channel (at most 0.35 from the colour, under half the palette's least distance, 1.0); the
+// palette's colours are that far apart; patch c holds cell c; bad sizes and tokens give errors.
+TEST(ToyDataWorld, ImagePatchesSnapBackToThePixels) {
+  const auto& rgb = toy::pixel_rgb();
+  for (size_t a = 0; a < rgb.size(); ++a)
+    for (size_t b = 0; b < a; ++b) {
+      double d = 0;
+      for (int ch = 0; ch < 3; ++ch) d += (rgb[a][ch] - rgb[b][ch]) * (rgb[a][ch] - rgb[b][ch]);
+      EXPECT_GE(std::sqrt(d), 1.0) << a << " " << b;
+    }
+  Generator gen(11), noise(12);
+  for (int i = 0; i < 50; ++i) {
+    const toy::Scene scene = toy::random_scene(gen);
+    const std::vector<int32_t> pixels = toy::image_tokens(scene);
+    std::vector<float> patches = toy::pixels_to_patches(pixels);
+    ASSERT_EQ(patches.size(), static_cast<size_t>(toy::kNumPatches * toy::kPatchDim));
+    EXPECT_EQ(toy::patches_to_pixels(patches), pixels);
+    for (float& v : patches) v += static_cast<float>(0.4 * noise.uniform() - 0.2);
+    EXPECT_EQ(toy::patches_to_pixels(patches), pixels);
+    // Each object's colour fills the patch of its cell where its shape draws, and no other patch.
+    for (const toy::Object& o : scene.objects) {
+      const float* p = patches.data() + o.cell * toy::kPatchDim;
+      const auto& pattern = toy::shape_pattern(o.shape);
+      for (int k = 0; k < toy::kPatchSide * toy::kPatchSide; ++k) {
+        const auto& want = rgb[pattern[k] ? 1 + o.colour : 0];
+        for (int ch = 0; ch < 3; ++ch) EXPECT_NEAR(p[3 * k + ch], want[ch], 0.2 + 1e-6);
+      }
+    }
+  }
+  test::expect_error([] { toy::pixels_to_patches(std::vector<int32_t>(80, toy::kPixelBackground)); },
+                     "[toy world] an image is 81 pixel tokens, got 80");
+  test::expect_error([] { toy::pixels_to_patches(std::vector<int32_t>(81, toy::kBos)); },
+                     "[toy world] token 1 is not a pixel");
+  test::expect_error([] { toy::patches_to_pixels(std::vector<float>(242)); },
+                     "[toy world] an image is 243 patch values, got 242");
+}
+
 TEST(ToyDataTokenFile, RoundTrip) {
   std::string path = temp_path("round_trip.tok");
   std::vector<int32_t> tokens = generate_stream(2, 10);
